@@ -1,0 +1,1 @@
+"""Data sources, readers and the trial manifest."""

@@ -1,0 +1,58 @@
+"""Loading what the training stages need: labels, folds and normalised feature tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import io
+from pipeline.errors import PipelineError
+from pipeline.normalize import apply_normalizer
+from pipeline.split import fold_indices
+
+
+@dataclass
+class Trials:
+    labels: np.ndarray          # (n_trials,) class index
+    subjects: np.ndarray        # (n_trials,) subject id
+    classes: list[str]
+    folds: list[dict[str, list[str]]]
+
+
+def load_trials() -> Trials:
+    manifest = pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str})
+    classes = io.read_json(io.CLASSES)
+    index = {c: i for i, c in enumerate(classes)}
+    return Trials(labels=manifest["label"].map(index).to_numpy(np.int64),
+                  subjects=manifest["subject"].to_numpy(), classes=classes,
+                  folds=io.read_json(io.SPLIT)["folds"])
+
+
+def load_features(modality: str) -> np.ndarray:
+    path = io.feature_path(modality)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no features for modality {modality!r}; run its features stage")
+    return np.load(path)
+
+
+@dataclass
+class FoldData:
+    inputs: dict[str, torch.Tensor]   # modality -> normalised features of all trials
+    labels: torch.Tensor              # (n_trials,)
+    index: dict[str, np.ndarray]      # train / val / test trial indices
+
+    def part(self, name: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        idx = torch.as_tensor(self.index[name])
+        return {m: x[idx] for m, x in self.inputs.items()}, self.labels[idx]
+
+
+def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int) -> FoldData:
+    """Features of every trial, standardised with fold `fold`'s train-only statistics."""
+    inputs = {}
+    for modality, x in features.items():
+        stats = np.load(io.normalizer_path(modality))
+        inputs[modality] = torch.from_numpy(apply_normalizer(x, stats["mean"][fold], stats["std"][fold]))
+    return FoldData(inputs, torch.tensor(trials.labels),
+                    fold_indices(trials.subjects, trials.folds[fold]))

@@ -1,0 +1,1 @@
+"""Feature extraction: one module per view (eeg, mel, topo)."""

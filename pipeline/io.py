@@ -1,0 +1,80 @@
+"""Output locations and atomic writes.
+
+Every stage writes to a temporary sibling and renames it into place, so a stage killed mid-run
+leaves the previous output intact (or none), never a half-written file DVC would trust.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+RAW = Path("data/raw")
+INTERIM = Path("data/interim")
+FEATURES = Path("data/features")
+MODELS = Path("models")
+REPORTS = Path("reports")
+
+MANIFEST = INTERIM / "manifest.csv"
+CLASSES = INTERIM / "classes.json"
+SPLIT = INTERIM / "split.json"
+
+
+def feature_path(modality: str) -> Path:
+    return FEATURES / f"{modality}.npy"
+
+
+def normalizer_path(modality: str) -> Path:
+    return FEATURES / "normalizers" / f"{modality}.npz"
+
+
+def branch_dir(modality: str) -> Path:
+    return MODELS / modality
+
+
+FUSION_DIR = MODELS / "fusion"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to `path`; move it onto `path` only if the block succeeds.
+
+    Works for files and directories: whatever the block creates at the temporary path replaces
+    `path` whole.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text())
+
+
+def save_array(path: str | Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def save_npz(path: str | Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)

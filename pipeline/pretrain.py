@@ -1,0 +1,42 @@
+"""Branch pretraining: each modality's encoder + classifier trained alone, per fold and seed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.dataset import FoldData
+from pipeline.nets import BranchClassifier
+from pipeline.params import TrainParams
+from pipeline.training import ClassificationLoss, FitConfig, class_weights, fit, seed_everything
+
+
+def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
+                 device: torch.device, progress=None) -> tuple[BranchClassifier, list[dict]]:
+    """Train one branch on `data`'s train part, selected on its val part."""
+    generator = seed_everything(seed)
+    in_shape = tuple(data.inputs[modality].shape[1:])
+    model = BranchClassifier(modality, in_shape, n_classes, p.embed_dim, p.dropout)
+    train, val = data.part("train"), data.part("val")
+    loss = ClassificationLoss(p.loss, p.loss_temperature, p.focal_gamma,
+                              class_weights(train[1].numpy(), n_classes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    history = fit(model, optimizer, loss, train, val, FitConfig(p.epochs, p.patience, p.batch_size),
+                  generator, device, progress)
+    return model, history
+
+
+def save_branch(path: Path, model: BranchClassifier, p: TrainParams) -> None:
+    """Checkpoint with what `load_branch` needs to rebuild the module."""
+    torch.save({"modality": model.modality, "in_shape": model.in_shape, "n_classes": model.n_classes,
+                "embed_dim": p.embed_dim, "dropout": p.dropout, "loss_temperature": p.loss_temperature,
+                "state_dict": model.state_dict()}, path)
+
+
+def load_branch(path: Path, map_location="cpu") -> tuple[BranchClassifier, dict]:
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    model = BranchClassifier(ckpt["modality"], ckpt["in_shape"], ckpt["n_classes"],
+                             ckpt["embed_dim"], ckpt["dropout"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model, ckpt
+

@@ -1,0 +1,48 @@
+"""Subject-disjoint splits: holdout, k-fold and leave-one-subject-out, via scikit-learn.
+
+Every scheme yields folds of {train, val, test} subject lists; holdout is one fold. No
+subject is ever in two parts of one fold.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, LeaveOneGroupOut
+
+from pipeline.errors import PipelineError
+from pipeline.params import SplitParams
+
+
+def _take_val(rest: np.ndarray, n_val: int, rng: np.random.Generator) -> tuple[list, list]:
+    val = set(rng.choice(rest, size=n_val, replace=False).tolist())
+    return sorted(s for s in rest if s not in val), sorted(val)
+
+
+def make_folds(subjects: list[str], p: SplitParams) -> list[dict[str, list[str]]]:
+    """Folds of subject lists for `p.scheme`, deterministic for `p.seed`."""
+    subjects = np.array(sorted(set(subjects)))
+    n = len(subjects)
+    need = {"holdout": p.val_subjects + p.test_subjects + 1,
+            "kfold": max(p.folds, 2) + p.val_subjects,
+            "loso": p.val_subjects + 2}[p.scheme]
+    if n < need:
+        raise PipelineError(f"split: {n} subjects, but split.scheme={p.scheme} with "
+                            f"val_subjects={p.val_subjects} needs at least {need}")
+    rng = np.random.default_rng(p.seed)
+    if p.scheme == "holdout":
+        splitter = GroupShuffleSplit(n_splits=1, test_size=p.test_subjects, random_state=p.seed)
+    elif p.scheme == "kfold":
+        subjects = rng.permutation(subjects)  # GroupKFold itself does not shuffle
+        splitter = GroupKFold(n_splits=p.folds)
+    else:
+        splitter = LeaveOneGroupOut()
+    folds = []
+    for rest_idx, test_idx in splitter.split(subjects, groups=subjects):
+        train, val = _take_val(subjects[rest_idx], p.val_subjects, rng)
+        folds.append({"train": train, "val": val, "test": sorted(subjects[test_idx].tolist())})
+    return folds
+
+
+def fold_indices(trial_subjects, fold: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Trial indices of each part of a fold."""
+    trial_subjects = np.asarray(trial_subjects)
+    return {part: np.flatnonzero(np.isin(trial_subjects, fold[part])) for part in ("train", "val", "test")}

@@ -1,0 +1,157 @@
+"""The one training loop, used by branch pretraining and by fusion fine-tuning.
+
+Inputs are dicts of tensors keyed by modality (all trials in memory: the feature arrays are
+small); batches are drawn with a torch Generator seeded from params, so a seed fixes
+initialisation, shuffling and dropout.
+"""
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import PipelineError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("params: train.device = 'cuda' but no CUDA device is available; "
+                            "allowed here: auto, cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed every RNG a run touches; returns the generator that orders batches."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights from train labels, mean 1 over the classes present."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class ClassificationLoss(nn.Module):
+    """Cross-entropy or focal loss on logits divided by a temperature.
+
+    Focal loss (Lin et al. 2017) down-weights easy samples by (1 - p_t)^gamma and uses
+    class weights; with gamma = 0 it is weighted cross-entropy. The temperature divides the
+    logits before the softmax, as real projects do (e.g. 2000 for raw audio logits).
+    """
+
+    def __init__(self, kind: str, temperature: float, gamma: float = 0.0,
+                 weights: torch.Tensor | None = None):
+        super().__init__()
+        self.kind, self.temperature, self.gamma = kind, temperature, gamma
+        self.register_buffer("weights", weights if weights is not None else None)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits / self.temperature, dim=1)
+        if self.kind == "ce":
+            return F.nll_loss(log_p, target)
+        log_pt = log_p.gather(1, target[:, None]).squeeze(1)
+        focal = (1 - log_pt.exp()).clamp_min(0) ** self.gamma * -log_pt
+        if self.weights is not None:
+            w = self.weights[target]
+            return (w * focal).sum() / w.sum()
+        return focal.mean()
+
+
+@dataclass
+class FitConfig:
+    epochs: int
+    patience: int
+    batch_size: int
+    freeze_epochs: int = 0  # epochs during which `frozen` parameters get no updates
+    frozen: list[nn.Parameter] = field(default_factory=list)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        if generator is not None and len(idx) == 1:  # BatchNorm cannot train on one sample
+            continue
+        yield idx
+
+
+def _take(inputs: dict[str, torch.Tensor], idx, device) -> dict[str, torch.Tensor]:
+    return {m: x[idx].to(device, non_blocking=True) for m, x in inputs.items()}
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, inputs: dict[str, torch.Tensor], device: torch.device,
+                  temperature: float = 1.0, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, n_classes) in eval mode, softmax of logits / temperature."""
+    model.eval()
+    n = len(next(iter(inputs.values())))
+    out = [F.softmax(model(_take(inputs, idx, device)) / temperature, dim=1).cpu()
+           for idx in _batches(n, batch_size, None)]
+    return torch.cat(out).numpy()
+
+
+def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+        train: tuple[dict[str, torch.Tensor], torch.Tensor],
+        val: tuple[dict[str, torch.Tensor], torch.Tensor],
+        cfg: FitConfig, generator: torch.Generator, device: torch.device,
+        progress=None) -> list[dict]:
+    """Train `model` in place; keep the weights of the epoch with the best validation accuracy
+    (ties: lower validation loss). Stops after `cfg.patience` epochs without improvement.
+
+    Returns one dict per epoch: train_loss, train_acc, val_loss, val_acc.
+    """
+    model.to(device)
+    loss_fn.to(device)
+    (x_train, y_train), (x_val, y_val) = train, val
+    y_val_dev = y_val.to(device)
+    best, best_key, stale, history = None, None, 0, []
+    for epoch in range(cfg.epochs):
+        for p in cfg.frozen:
+            p.requires_grad_(epoch >= cfg.freeze_epochs)
+        model.train()
+        total, correct, seen = 0.0, 0, 0
+        for idx in _batches(len(y_train), cfg.batch_size, generator):
+            xb, yb = _take(x_train, idx, device), y_train[idx].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            if not torch.isfinite(loss):
+                raise PipelineError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
+                                    "lower the learning rate or raise loss_temperature")
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(idx)
+        model.eval()
+        with torch.no_grad():
+            val_logits = torch.cat([model(_take(x_val, idx, device))
+                                    for idx in _batches(len(y_val), 256, None)])
+            val_loss = loss_fn(val_logits, y_val_dev).item()
+            val_acc = (val_logits.argmax(1) == y_val_dev).float().mean().item()
+        history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1),
+                        "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
+        if progress is not None:
+            progress(history[-1])
+        key = (val_acc, -val_loss)
+        if best_key is None or key > best_key:
+            best_key, best, stale = key, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience and epoch + 1 >= cfg.freeze_epochs:
+                break
+    model.load_state_dict(best)
+    return history
