@@ -1,48 +1,297 @@
 """Fusion of pretrained branches: a registry of fusion heads (name -> class).
 
-A head gets the branch embeddings (and the branch logits, for heads that combine
-predictions) as dicts keyed by modality, in `fusion.modalities` order, and returns class
-logits. Adding a fusion method is one class here plus one line in FUSION_TYPES.
+A head gets, keyed by modality in `fusion.modalities` order, the branch embeddings (after the
+optional per-embedding norm and channel scale) and the branch logits (each branch's own
+pretrained classifier, divided by that branch's loss temperature), and returns class logits.
+Adding a fusion method is one class here plus one line in FUSION_TYPES.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.nets import BranchClassifier
+from pipeline.params import FusionParams
+from pipeline.training import take
+
+Tensors = dict[str, torch.Tensor]
 
 
-class ConcatFusion(nn.Module):
+def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+class FusionHead(nn.Module):
+    """Base: `trainable` False means no fine-tuning at all; `freezes_branches` True means the
+    branches stay frozen for the whole of training."""
+
+    trainable = True
+    freezes_branches = False
+
+
+class ConcatFusion(FusionHead):
     """Concatenate the embeddings, then an MLP projection to the classes."""
 
-    def __init__(self, embed_dims: dict[str, int], n_classes: int, hidden: int, dropout: float):
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(sum(embed_dims.values()), hidden),
-                                 nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.mlp = _mlp(sum(dims.values()), p.hidden, n_classes, p.dropout)
 
-    def forward(self, embeddings: dict[str, torch.Tensor], logits: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.mlp(torch.cat(list(embeddings.values()), dim=1))
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        return self.mlp(torch.cat(list(emb.values()), dim=1))
 
 
-FUSION_TYPES = {"concat": ConcatFusion}
+class GatedFusion(FusionHead):
+    """Gated multimodal unit (Arevalo et al. 2017): h = sum_m z_m * tanh(W_m e_m), where the
+    per-element gates z_m = sigmoid(V_m [e_1, ..., e_M]) see all modalities."""
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.project = nn.ModuleDict({m: nn.Linear(d, p.hidden) for m, d in dims.items()})
+        self.gate = nn.ModuleDict({m: nn.Linear(sum(dims.values()), p.hidden) for m in dims})
+        self.out = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(p.hidden, n_classes))
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        joint = torch.cat(list(emb.values()), dim=1)
+        fused = sum(torch.sigmoid(self.gate[m](joint)) * torch.tanh(self.project[m](e)) for m, e in emb.items())
+        return self.out(fused)
+
+
+class _Tokens(nn.Module):
+    """Each embedding projected to a `hidden`-sized token: (batch, n_modalities, hidden)."""
+
+    def __init__(self, dims: dict[str, int], hidden: int):
+        super().__init__()
+        self.project = nn.ModuleDict({m: nn.Linear(d, hidden) for m, d in dims.items()})
+
+    def forward(self, emb: Tensors) -> torch.Tensor:
+        return torch.stack([self.project[m](e) for m, e in emb.items()], dim=1)
+
+
+class CrossAttentionFusion(FusionHead):
+    """A pooled query (layer-normed mean of the modality tokens) attends over the tokens with
+    multi-head attention, then a feed-forward block, both with residual connections."""
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.tokens = _Tokens(dims, p.hidden)
+        self.query_norm = nn.LayerNorm(p.hidden)
+        self.attention = nn.MultiheadAttention(p.hidden, p.heads, dropout=p.dropout, batch_first=True)
+        self.ff = nn.Sequential(nn.LayerNorm(p.hidden), nn.Linear(p.hidden, 2 * p.hidden), nn.ReLU(),
+                                nn.Dropout(p.dropout), nn.Linear(2 * p.hidden, p.hidden))
+        self.out = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(p.hidden, n_classes))
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        tokens = self.tokens(emb)
+        query = self.query_norm(tokens.mean(dim=1, keepdim=True))
+        attended, _ = self.attention(query, tokens, tokens)
+        x = (query + attended).squeeze(1)
+        return self.out(x + self.ff(x))
+
+
+class FiLMFusion(FusionHead):
+    """FiLM (Perez et al. 2018): the `film_condition` modality produces a scale and a shift for
+    every other embedding, e' = (1 + gamma) * e + beta; then concat and an MLP."""
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.condition = p.film_condition
+        cond = dims[self.condition]
+        self.film = nn.ModuleDict({m: nn.Linear(cond, 2 * d) for m, d in dims.items() if m != self.condition})
+        for layer in self.film.values():  # start as the identity modulation
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.mlp = _mlp(sum(dims.values()), p.hidden, n_classes, p.dropout)
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        c = emb[self.condition]
+        parts = [c]
+        for m, layer in self.film.items():
+            gamma, beta = layer(c).chunk(2, dim=1)
+            parts.append((1 + gamma) * emb[m] + beta)
+        return self.mlp(torch.cat(parts, dim=1))
+
+
+class TransformerFusion(FusionHead):
+    """Modality tokens (plus a learned modality embedding) and a learned CLS token through
+    `fusion.layers` transformer encoder layers; the CLS output is classified."""
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.tokens = _Tokens(dims, p.hidden)
+        self.cls = nn.Parameter(torch.zeros(1, 1, p.hidden))
+        self.position = nn.Parameter(torch.zeros(1, len(dims) + 1, p.hidden))
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(p.hidden, p.heads, dim_feedforward=2 * p.hidden,
+                                           dropout=p.dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(p.hidden), nn.Linear(p.hidden, n_classes))
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        tokens = self.tokens(emb)
+        x = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.position
+        return self.out(self.encoder(x)[:, 0])
+
+
+class WeightedFusion(FusionHead):
+    """A small network gives one softmax weight per modality per sample; the fused vector is
+    the weighted sum of the same-size projected embeddings, then an MLP."""
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.tokens = _Tokens(dims, p.hidden)
+        self.scorer = nn.Sequential(nn.Linear(sum(dims.values()), p.hidden), nn.ReLU(),
+                                    nn.Linear(p.hidden, len(dims)))
+        self.mlp = _mlp(p.hidden, p.hidden, n_classes, p.dropout)
+
+    def modality_weights(self, emb: Tensors) -> torch.Tensor:
+        """(batch, n_modalities), rows sum to 1."""
+        return F.softmax(self.scorer(torch.cat(list(emb.values()), dim=1)), dim=1)
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        fused = (self.modality_weights(emb)[:, :, None] * self.tokens(emb)).sum(dim=1)
+        return self.mlp(fused)
+
+
+class LateFusion(FusionHead):
+    """A trainable linear layer over the concatenated branch log-probabilities, branches frozen.
+
+    Initialised to the equal-weight product of experts (mean of log-probabilities), so training
+    starts from a sensible combination and learns per-class, per-modality weights.
+    """
+
+    freezes_branches = True
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.linear = nn.Linear(len(dims) * n_classes, n_classes)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(n_classes).repeat(1, len(dims)) / len(dims))
+            self.linear.bias.zero_()
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        return self.linear(torch.cat([F.log_softmax(l, dim=1) for l in logits.values()], dim=1))
+
+
+class EnsembleFusion(FusionHead):
+    """Weighted average of the branch probabilities, no training. Weights are set by the fuse
+    stage (equal, fixed from params, or validation accuracy); returns log-probabilities so a
+    softmax of the output gives back the average."""
+
+    trainable = False
+
+    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+        super().__init__()
+        self.register_buffer("weights", torch.full((len(dims),), 1.0 / len(dims)))
+
+    def set_weights(self, weights) -> None:
+        w = torch.as_tensor(weights, dtype=torch.float32)
+        self.weights.copy_(w / w.sum())
+
+    def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
+        probs = torch.stack([F.softmax(l, dim=1) for l in logits.values()], dim=0)
+        return torch.log((self.weights[:, None, None] * probs).sum(dim=0).clamp_min(1e-12))
+
+
+FUSION_TYPES = {
+    "concat": ConcatFusion,
+    "gated": GatedFusion,
+    "cross_attention": CrossAttentionFusion,
+    "film": FiLMFusion,
+    "transformer": TransformerFusion,
+    "weighted": WeightedFusion,
+    "late": LateFusion,
+    "ensemble": EnsembleFusion,
+}
+
+
+class EmbeddingPrep(nn.Module):
+    """Optional norm (batchnorm | layernorm) and learnable per-channel scale (init 1) applied to
+    one embedding before fusion: the usual remedies when branch scales differ."""
+
+    def __init__(self, dim: int, norm: str, channel_scale: bool):
+        super().__init__()
+        self.norm = nn.Identity() if norm == "none" else \
+            {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}[norm](dim)
+        self.scale = nn.Parameter(torch.ones(dim)) if channel_scale else None
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        e = self.norm(e)
+        return e * self.scale if self.scale is not None else e
 
 
 class FusionModel(nn.Module):
-    """Pretrained branches feeding one fusion head; takes the same input dict as a branch."""
+    """Pretrained branches feeding one fusion head; takes the same input dict as a branch.
 
-    def __init__(self, branches: dict[str, BranchClassifier], head: nn.Module):
+    After each forward, `last_branch_logits` holds the (detached) per-branch logits, which
+    gradient modulation uses to score each modality.
+    """
+
+    def __init__(self, branches: dict[str, BranchClassifier], head: FusionHead, p: FusionParams):
         super().__init__()
         self.branches = nn.ModuleDict(branches)
+        dims = {m: b.embed_dim for m, b in branches.items()}
+        self.prep = nn.ModuleDict({m: EmbeddingPrep(d, p.embed_norm, p.channel_scale) for m, d in dims.items()})
         self.head = head
+        self.last_branch_logits: Tensors = {}
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        embeddings = {m: b.embed(inputs) for m, b in self.branches.items()}
-        logits = {m: self.branches[m].head(e) for m, e in embeddings.items()}
-        return self.head(embeddings, logits)
+    def forward(self, inputs: Tensors) -> torch.Tensor:
+        raw = {m: b.embed(inputs) for m, b in self.branches.items()}
+        logits = {m: b.head(raw[m]) / b.temperature for m, b in self.branches.items()}
+        self.last_branch_logits = {m: l.detach() for m, l in logits.items()}
+        return self.head({m: self.prep[m](e) for m, e in raw.items()}, logits)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Everything that is not a pretrained branch: the head and the embedding prep."""
+        return [*self.head.parameters(), *self.prep.parameters()]
 
 
-def build_fusion(fusion_type: str, branches: dict[str, BranchClassifier], n_classes: int,
-                 hidden: int, dropout: float) -> FusionModel:
-    embed_dims = {m: b.head[-1].in_features for m, b in branches.items()}
-    head = FUSION_TYPES[fusion_type](embed_dims, n_classes, hidden, dropout)
-    return FusionModel(branches, head)
+class OGMGE:
+    """On-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022).
+
+    Called after each backward pass: every modality is scored by the summed softmax
+    probability its branch gives the true class on the batch; a modality that dominates the
+    mean of the others (ratio r > 1) has its encoder gradients scaled by 1 - tanh(alpha (r - 1)),
+    and Gaussian noise with the gradient's own std is added to every encoder gradient.
+    """
+
+    def __init__(self, model: FusionModel, alpha: float):
+        self.model, self.alpha = model, alpha
+
+    def coefficients(self, labels: torch.Tensor) -> dict[str, float]:
+        scores = {m: F.softmax(l, dim=1).gather(1, labels[:, None]).sum().item()
+                  for m, l in self.model.last_branch_logits.items()}
+        coeffs = {}
+        for m, s in scores.items():
+            others = [v for k, v in scores.items() if k != m]
+            ratio = s / max(sum(others) / len(others), 1e-8)
+            coeffs[m] = 1.0 - float(torch.tanh(torch.tensor(self.alpha * max(ratio - 1.0, 0.0))))
+        return coeffs
+
+    def __call__(self, labels: torch.Tensor) -> None:
+        for m, coeff in self.coefficients(labels).items():
+            for param in self.model.branches[m].encoder.parameters():
+                if param.grad is not None and param.grad.numel() > 1:
+                    noise = torch.randn_like(param.grad) * (param.grad.std() + 1e-8)
+                    param.grad.mul_(coeff).add_(noise)
+
+
+@torch.no_grad()
+def branch_probabilities(model: FusionModel, inputs: Tensors, device: torch.device,
+                         batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Each branch's own class probabilities (n, n_classes) inside the fusion model, eval mode."""
+    model.eval()
+    n = len(next(iter(inputs.values())))
+    chunks: dict[str, list] = {m: [] for m in model.branches}
+    for start in range(0, n, batch_size):
+        model(take(inputs, slice(start, start + batch_size), device))
+        for m, logits in model.last_branch_logits.items():
+            chunks[m].append(F.softmax(logits, dim=1).cpu())
+    return {m: torch.cat(c).numpy() for m, c in chunks.items()}
+
+
+def build_fusion(branches: dict[str, BranchClassifier], n_classes: int, p: FusionParams) -> FusionModel:
+    dims = {m: b.embed_dim for m, b in branches.items()}
+    return FusionModel(branches, FUSION_TYPES[p.type](dims, n_classes, p), p)

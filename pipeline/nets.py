@@ -74,6 +74,8 @@ class BranchClassifier(nn.Module):
                  dropout: float):
         super().__init__()
         self.modality, self.in_shape, self.n_classes = modality, tuple(in_shape), n_classes
+        self.embed_dim = embed_dim
+        self.temperature = 1.0  # the loss temperature it was trained with (set on loading)
         self.encoder = ENCODERS[modality](tuple(in_shape), embed_dim, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, n_classes))
 

@@ -22,6 +22,9 @@ LOSSES = ("ce", "focal")
 DEVICES = ("auto", "cpu", "cuda")
 REFERENCES = ("average", "none")
 TOPO_SOURCES = ("connectivity",)
+EMBED_NORMS = ("none", "batchnorm", "layernorm")
+GRAD_MODULATIONS = ("none", "ogm_ge")
+ENSEMBLE_WEIGHTINGS = ("equal", "val", "fixed")
 
 
 class ParamsError(PipelineError, ValueError):
@@ -193,7 +196,18 @@ class FusionParams:
     head_lr: float
     freeze_epochs: int
     hidden: int
+    heads: int                      # cross_attention, transformer
+    layers: int                     # transformer
+    film_condition: str             # film: the modality that modulates the others
+    channel_scale: bool             # learnable per-channel scale of each embedding (init 1)
+    embed_norm: str                 # none | batchnorm | layernorm, before fusion
     dropout: float
+    curriculum_epochs: int          # easy-to-hard epochs ordered by branch confidence
+    post_curriculum_dropout: float  # dropout after the curriculum phase
+    grad_modulation: str            # none | ogm_ge
+    ogm_alpha: float
+    ensemble_weighting: str         # ensemble: equal | val (validation accuracy) | fixed
+    ensemble_weights: tuple[float, ...]  # ensemble with fixed weighting, one per modality
     loss: str
     focal_gamma: float
     loss_temperature: float
@@ -210,6 +224,27 @@ class FusionParams:
         _require(self.head_lr > 0, f"{key}.head_lr", self.head_lr, "> 0")
         _require(self.freeze_epochs >= 0, f"{key}.freeze_epochs", self.freeze_epochs, "an integer >= 0")
         _require(self.hidden >= 2, f"{key}.hidden", self.hidden, "an integer >= 2")
+        _require(self.heads >= 1 and self.hidden % self.heads == 0, f"{key}.heads", self.heads,
+                 f"an integer >= 1 that divides fusion.hidden ({self.hidden})")
+        _require(self.layers >= 1, f"{key}.layers", self.layers, "an integer >= 1")
+        if self.type == "film":
+            _require(self.film_condition in mods, f"{key}.film_condition", self.film_condition,
+                     f"one of fusion.modalities ({', '.join(mods)})")
+        _require(self.embed_norm in EMBED_NORMS, f"{key}.embed_norm", self.embed_norm,
+                 ", ".join(EMBED_NORMS))
+        _require(self.curriculum_epochs >= 0, f"{key}.curriculum_epochs", self.curriculum_epochs,
+                 "an integer >= 0")
+        _require(0.0 <= self.post_curriculum_dropout < 1.0, f"{key}.post_curriculum_dropout",
+                 self.post_curriculum_dropout, "0 <= dropout < 1")
+        _require(self.grad_modulation in GRAD_MODULATIONS, f"{key}.grad_modulation",
+                 self.grad_modulation, ", ".join(GRAD_MODULATIONS))
+        _require(self.ogm_alpha >= 0, f"{key}.ogm_alpha", self.ogm_alpha, ">= 0")
+        _require(self.ensemble_weighting in ENSEMBLE_WEIGHTINGS, f"{key}.ensemble_weighting",
+                 self.ensemble_weighting, ", ".join(ENSEMBLE_WEIGHTINGS))
+        if self.type == "ensemble" and self.ensemble_weighting == "fixed":
+            w = self.ensemble_weights
+            _require(len(w) == len(mods) and min(w) >= 0 and sum(w) > 0, f"{key}.ensemble_weights",
+                     list(w), f"{len(mods)} non-negative numbers (one per fusion.modalities), not all 0")
 
 
 @dataclass(frozen=True)

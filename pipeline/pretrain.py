@@ -38,5 +38,6 @@ def load_branch(path: Path, map_location="cpu") -> tuple[BranchClassifier, dict]
     model = BranchClassifier(ckpt["modality"], ckpt["in_shape"], ckpt["n_classes"],
                              ckpt["embed_dim"], ckpt["dropout"])
     model.load_state_dict(ckpt["state_dict"])
+    model.temperature = ckpt["loss_temperature"]
     return model, ckpt
 

@@ -13,13 +13,13 @@ from tqdm import tqdm
 from pipeline import io
 from pipeline.dataset import fold_data, load_features, load_trials
 from pipeline.evaluate import aggregate, classification_metrics
-from pipeline.fusion import build_fusion
+from pipeline.fusion import OGMGE, branch_probabilities, build_fusion
 from pipeline.normalize import NORM_AXES, fit_normalizer
 from pipeline.params import MODALITIES, Params
 from pipeline.pretrain import load_branch, save_branch, train_branch
 from pipeline.split import fold_indices, make_folds
 from pipeline.training import (ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
-                               resolve_device, seed_everything)
+                               resolve_device, seed_everything, set_dropout)
 
 
 def _read_manifest() -> pd.DataFrame:
@@ -88,11 +88,47 @@ def pretrain(modality: str, params: Params) -> None:
             data = fold_data({modality: x}, trials, fold)
             model, history = train_branch(modality, data, p, n_classes, seed, device,
                                           progress=lambda h: bar.set_postfix(val_acc=f"{h['val_acc']:.2f}"))
-            save_branch(out / f"fold{fold}_seed{seed}.pt", model.cpu(), p)
             probs[fold, i] = predict_proba(model, data.inputs, device, p.loss_temperature)
+            save_branch(out / f"fold{fold}_seed{seed}.pt", model.cpu(), p)
             histories[f"fold{fold}_seed{seed}"] = history
         np.save(out / "probabilities.npy", probs)
         io.write_json(out / "history.json", histories)
+
+
+def _fusion_config(fp, model, data, device, batch_size: int) -> FitConfig:
+    """Freezing, curriculum (easy-to-hard by the pretrained branches' confidence in the true
+    class), post-curriculum dropout and gradient modulation for one fusion run."""
+    branch_params = list(model.branches.parameters())
+    if model.head.freezes_branches:
+        for p in branch_params:
+            p.requires_grad_(False)
+        branch_params = []
+    cfg = FitConfig(fp.epochs, fp.patience, batch_size, fp.freeze_epochs, branch_params)
+    if fp.curriculum_epochs > 0:
+        x_train, y_train = data.part("train")
+        probs = branch_probabilities(model, x_train, device)
+        confidence = np.mean([p[np.arange(len(y_train)), y_train.numpy()] for p in probs.values()], axis=0)
+        cfg.curriculum, cfg.curriculum_epochs = np.argsort(-confidence, kind="stable"), fp.curriculum_epochs
+
+    def on_epoch_start(epoch: int) -> None:
+        if model.head.freezes_branches:
+            model.branches.eval()  # frozen for good: keep BatchNorm statistics as pretrained
+        set_dropout(model.head, fp.dropout if epoch < fp.curriculum_epochs else fp.post_curriculum_dropout)
+
+    cfg.on_epoch_start = on_epoch_start
+    if fp.grad_modulation == "ogm_ge":
+        cfg.after_backward = OGMGE(model, fp.ogm_alpha)
+    return cfg
+
+
+def _ensemble_weights(fp, model, data, device) -> list[float]:
+    if fp.ensemble_weighting == "fixed":
+        return list(fp.ensemble_weights)
+    if fp.ensemble_weighting == "equal":
+        return [1.0] * len(fp.modalities)
+    x_val, y_val = data.part("val")
+    probs = branch_probabilities(model, x_val, device)
+    return [float((probs[m].argmax(1) == y_val.numpy()).mean()) + 1e-6 for m in fp.modalities]
 
 
 def fuse(params: Params) -> None:
@@ -111,20 +147,24 @@ def fuse(params: Params) -> None:
             branches = {m: load_branch(io.branch_dir(m) / f"fold{fold}_seed{seed}.pt")[0]
                         for m in fp.modalities}
             generator = seed_everything(seed)
-            model = build_fusion(fp.type, branches, n_classes, fp.hidden, fp.dropout)
-            branch_params = list(model.branches.parameters())
-            optimizer = torch.optim.AdamW(
-                [{"params": branch_params, "lr": fp.branch_lr},
-                 {"params": model.head.parameters(), "lr": fp.head_lr}], weight_decay=tp.weight_decay)
-            train = data.part("train")
-            loss = ClassificationLoss(fp.loss, fp.loss_temperature, fp.focal_gamma,
-                                      class_weights(train[1].numpy(), n_classes))
-            cfg = FitConfig(fp.epochs, fp.patience, tp.batch_size, fp.freeze_epochs, branch_params)
-            histories[f"fold{fold}_seed{seed}"] = fit(
-                model, optimizer, loss, train, data.part("val"), cfg, generator, device,
-                progress=lambda h: bar.set_postfix(val_acc=f"{h['val_acc']:.2f}"))
+            model = build_fusion(branches, n_classes, fp).to(device)
+            if model.head.trainable:
+                optimizer = torch.optim.AdamW(
+                    [{"params": model.branches.parameters(), "lr": fp.branch_lr},
+                     {"params": model.head_parameters(), "lr": fp.head_lr}], weight_decay=tp.weight_decay)
+                train = data.part("train")
+                loss = ClassificationLoss(fp.loss, fp.loss_temperature, fp.focal_gamma,
+                                          class_weights(train[1].numpy(), n_classes))
+                histories[f"fold{fold}_seed{seed}"] = fit(
+                    model, optimizer, loss, train, data.part("val"),
+                    _fusion_config(fp, model, data, device, tp.batch_size), generator, device,
+                    progress=lambda h: bar.set_postfix(val_acc=f"{h['val_acc']:.2f}"))
+            else:
+                model.head.set_weights(_ensemble_weights(fp, model, data, device))
+            # The ensemble outputs log-probabilities already: no temperature on top.
+            temperature = fp.loss_temperature if model.head.trainable else 1.0
+            probs[fold, i] = predict_proba(model, data.inputs, device, temperature)
             torch.save(model.cpu().state_dict(), out / f"fold{fold}_seed{seed}.pt")
-            probs[fold, i] = predict_proba(model, data.inputs, device, fp.loss_temperature)
         np.save(out / "probabilities.npy", probs)
         io.write_json(out / "history.json", histories)
 

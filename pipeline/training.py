@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,18 +78,44 @@ class FitConfig:
     batch_size: int
     freeze_epochs: int = 0  # epochs during which `frozen` parameters get no updates
     frozen: list[nn.Parameter] = field(default_factory=list)
+    # Curriculum: train positions easiest first; epoch e < curriculum_epochs draws its batches
+    # from the easiest (e + 1) / curriculum_epochs of them.
+    curriculum: np.ndarray | None = None
+    curriculum_epochs: int = 0
+    on_epoch_start: Callable[[int], None] | None = None  # e.g. switch dropout after curriculum
+    after_backward: Callable[[torch.Tensor], None] | None = None  # gets the batch labels
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None):
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
+def set_dropout(module: nn.Module, p: float) -> None:
+    """Set the drop probability of every dropout in `module` (attention dropout included)."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = p
+
+
+def _epoch_pool(cfg: FitConfig, n: int, epoch: int) -> torch.Tensor | None:
+    """The train positions an epoch may draw from (None: all of them)."""
+    if cfg.curriculum is None or epoch >= cfg.curriculum_epochs:
+        return None
+    keep = max(cfg.batch_size, int(np.ceil(n * (epoch + 1) / cfg.curriculum_epochs)))
+    return torch.as_tensor(cfg.curriculum[:keep])
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None, pool: torch.Tensor | None = None):
+    if pool is not None:
+        order = pool[torch.randperm(len(pool), generator=generator)]
+    else:
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         if generator is not None and len(idx) == 1:  # BatchNorm cannot train on one sample
             continue
         yield idx
 
 
-def _take(inputs: dict[str, torch.Tensor], idx, device) -> dict[str, torch.Tensor]:
+def take(inputs: dict[str, torch.Tensor], idx, device) -> dict[str, torch.Tensor]:
     return {m: x[idx].to(device, non_blocking=True) for m, x in inputs.items()}
 
 
@@ -98,7 +125,7 @@ def predict_proba(model: nn.Module, inputs: dict[str, torch.Tensor], device: tor
     """Class probabilities (n, n_classes) in eval mode, softmax of logits / temperature."""
     model.eval()
     n = len(next(iter(inputs.values())))
-    out = [F.softmax(model(_take(inputs, idx, device)) / temperature, dim=1).cpu()
+    out = [F.softmax(model(take(inputs, idx, device)) / temperature, dim=1).cpu()
            for idx in _batches(n, batch_size, None)]
     return torch.cat(out).numpy()
 
@@ -122,9 +149,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         for p in cfg.frozen:
             p.requires_grad_(epoch >= cfg.freeze_epochs)
         model.train()
+        if cfg.on_epoch_start is not None:
+            cfg.on_epoch_start(epoch)
         total, correct, seen = 0.0, 0, 0
-        for idx in _batches(len(y_train), cfg.batch_size, generator):
-            xb, yb = _take(x_train, idx, device), y_train[idx].to(device)
+        pool = _epoch_pool(cfg, len(y_train), epoch)
+        for idx in _batches(len(y_train), cfg.batch_size, generator, pool):
+            xb, yb = take(x_train, idx, device), y_train[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -132,13 +162,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 raise PipelineError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
                                     "lower the learning rate or raise loss_temperature")
             loss.backward()
+            if cfg.after_backward is not None:
+                cfg.after_backward(yb)
             optimizer.step()
             total += loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(idx)
         model.eval()
         with torch.no_grad():
-            val_logits = torch.cat([model(_take(x_val, idx, device))
+            val_logits = torch.cat([model(take(x_val, idx, device))
                                     for idx in _batches(len(y_val), 256, None)])
             val_loss = loss_fn(val_logits, y_val_dev).item()
             val_acc = (val_logits.argmax(1) == y_val_dev).float().mean().item()
@@ -151,7 +183,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
             best_key, best, stale = key, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
-            if stale >= cfg.patience and epoch + 1 >= cfg.freeze_epochs:
+            if stale >= cfg.patience and epoch + 1 >= max(cfg.freeze_epochs, cfg.curriculum_epochs):
                 break
     model.load_state_dict(best)
     return history
