@@ -6,7 +6,7 @@ subject is ever in two parts of one fold.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, GroupShuffleSplit, LeaveOneGroupOut
+from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut, PredefinedSplit
 
 from pipeline.errors import PipelineError
 from pipeline.params import SplitParams
@@ -22,7 +22,8 @@ def make_folds(subjects: list[str], p: SplitParams) -> list[dict[str, list[str]]
     subjects = np.array(sorted(set(subjects)))
     n = len(subjects)
     need = {"holdout": p.val_subjects + p.test_subjects + 1,
-            "kfold": max(p.folds, 2) + p.val_subjects,
+            # every fold must keep >= 1 train subject after its test part and val subjects
+            "kfold": next(k for k in range(p.folds, 10 ** 6) if k - -(-k // p.folds) >= p.val_subjects + 1),
             "loso": p.val_subjects + 2}[p.scheme]
     if n < need:
         raise PipelineError(f"split: {n} subjects, but split.scheme={p.scheme} with "
@@ -31,12 +32,15 @@ def make_folds(subjects: list[str], p: SplitParams) -> list[dict[str, list[str]]
     if p.scheme == "holdout":
         splitter = GroupShuffleSplit(n_splits=1, test_size=p.test_subjects, random_state=p.seed)
     elif p.scheme == "kfold":
-        subjects = rng.permutation(subjects)  # GroupKFold itself does not shuffle
-        splitter = GroupKFold(n_splits=p.folds)
+        # Test folds from a seeded permutation (GroupKFold would sort the subjects, ignoring the seed).
+        fold_of = np.empty(n, dtype=int)
+        for k, part in enumerate(np.array_split(rng.permutation(n), p.folds)):
+            fold_of[part] = k
+        splitter = PredefinedSplit(fold_of)
     else:
         splitter = LeaveOneGroupOut()
     folds = []
-    for rest_idx, test_idx in splitter.split(subjects, groups=subjects):
+    for rest_idx, test_idx in splitter.split(subjects, groups=subjects):  # one row per subject
         train, val = _take_val(subjects[rest_idx], p.val_subjects, rng)
         folds.append({"train": train, "val": val, "test": sorted(subjects[test_idx].tolist())})
     return folds

@@ -1,0 +1,142 @@
+"""pipeline/features/eeg.py: MNE preprocessing, epoching and the per-manifest EEG features."""
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.features.eeg import cut_epochs, eeg_features, preprocess
+from pipeline.params import EEGParams
+
+P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0)
+NATIVE = 512.0
+SECONDS = 20.0
+# Channel amplitude patterns (uV) that sum to zero: the average reference leaves them alone,
+# so whatever happens to them is the filters' doing.
+ALPHA_UV = np.array([10.0, -10.0, 6.0, -6.0])
+LINE_UV = np.array([30.0, -30.0, 20.0, -20.0])
+
+
+def _raw(seed: int = 0, names=None, seconds: float = SECONDS) -> mne.io.RawArray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * NATIVE)) / NATIVE
+    x = (ALPHA_UV[:, None] * np.sin(2 * np.pi * 10.0 * t)
+         + LINE_UV[:, None] * np.sin(2 * np.pi * 50.0 * t + 0.3)
+         + 0.5 * rng.standard_normal((4, t.size)))
+    info = mne.create_info(names or ["C3", "C4", "P3", "P4"], NATIVE, ch_types="eeg")
+    return mne.io.RawArray(x * 1e-6, info, verbose="error")
+
+
+def _amplitude(x: np.ndarray, sfreq: float, freq: float) -> np.ndarray:
+    """Per-channel amplitude of the `freq` sinusoid, by least squares on sin and cos."""
+    t = np.arange(x.shape[-1]) / sfreq
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, x.T, rcond=None)
+    return np.hypot(*coef)
+
+
+def test_preprocess_removes_line_noise_keeps_alpha():
+    raw = preprocess(_raw(), P)
+    assert raw.info["sfreq"] == P.sfreq
+    assert raw.n_times == int(SECONDS * P.sfreq)
+    x = raw.get_data(units="uV")[:, int(2 * P.sfreq):-int(2 * P.sfreq)]  # away from the edges
+    line = _amplitude(x, P.sfreq, 50.0)
+    alpha = _amplitude(x, P.sfreq, 10.0)
+    assert (line < 0.03 * np.abs(LINE_UV)).all(), line  # > 99.9 % of the power gone
+    np.testing.assert_allclose(alpha, np.abs(ALPHA_UV), rtol=0.05)
+
+
+@pytest.mark.parametrize("notch", [50.0, None])
+def test_notch_alone_removes_line_noise(notch):
+    """With the low-pass above 50 Hz only the notch can remove the line noise."""
+    p = EEGParams(l_freq=1.0, h_freq=70.0, notch=notch, sfreq=256.0, reference="none", epoch_seconds=2.0)
+    x = preprocess(_raw(), p).get_data(units="uV")[:, 512:-512]
+    line = _amplitude(x, p.sfreq, 50.0)
+    if notch is None:
+        np.testing.assert_allclose(line, np.abs(LINE_UV), rtol=0.05)
+    else:
+        assert (line < 0.05 * np.abs(LINE_UV)).all(), line
+    np.testing.assert_allclose(_amplitude(x, p.sfreq, 10.0), np.abs(ALPHA_UV), rtol=0.05)
+
+
+def test_preprocess_average_reference():
+    raw = _raw()
+    raw._data += 40e-6 * np.sin(2 * np.pi * 7.0 * raw.times)  # common to every channel
+    x = preprocess(raw, P).get_data(units="uV")
+    np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-6)
+    assert _amplitude(x[:, 256:-256], P.sfreq, 7.0).max() < 1.0
+
+
+def test_preprocess_without_notch_or_reference_keeps_common_signal():
+    p = EEGParams(l_freq=1.0, h_freq=40.0, notch=None, sfreq=128.0, reference="none", epoch_seconds=2.0)
+    raw = _raw()
+    raw._data += 40e-6 * np.sin(2 * np.pi * 7.0 * raw.times)
+    x = preprocess(raw, p).get_data(units="uV")[:, 256:-256]
+    np.testing.assert_allclose(_amplitude(x, p.sfreq, 7.0), 40.0, rtol=0.05)
+
+
+def test_cut_epochs_shape_and_content():
+    raw = preprocess(_raw(), P)
+    onsets = np.array([1.0, 5.5, 17.0])
+    epochs = cut_epochs(raw, onsets, P)
+    n_times = int(P.epoch_seconds * P.sfreq)
+    assert epochs.shape == (3, 4, n_times)
+    assert epochs.dtype == np.float32
+    data = raw.get_data(units="uV")
+    for e, onset in zip(epochs, onsets):
+        start = int(round(onset * P.sfreq))
+        np.testing.assert_allclose(e, data[:, start:start + n_times], rtol=1e-5, atol=1e-4)
+
+
+def test_cut_epochs_window_past_the_end():
+    raw = preprocess(_raw(), P)
+    with pytest.raises(PipelineError, match="do not fit"):
+        cut_epochs(raw, np.array([1.0, SECONDS - 1.0]), P)
+    with pytest.raises(PipelineError, match="do not fit"):
+        cut_epochs(raw, np.array([SECONDS + 5.0]), P)
+
+
+def test_cut_epochs_last_window_that_fits():
+    raw = preprocess(_raw(), P)
+    assert cut_epochs(raw, np.array([SECONDS - P.epoch_seconds]), P).shape == (1, 4, 256)
+
+
+def _save(raw: mne.io.BaseRaw, path) -> str:
+    raw.save(path, overwrite=True, verbose="error")
+    return str(path)
+
+
+def test_eeg_features_from_a_manifest(tmp_path):
+    a = _save(_raw(seed=1), tmp_path / "a_raw.fif")
+    b = _save(_raw(seed=2, seconds=12.0), tmp_path / "b_raw.fif")
+    trials = pd.DataFrame({"eeg_path": [a, b, a, b],
+                           "eeg_onset": [1.0, 3.0, 10.0, 8.0],
+                           "eeg_duration": [2.0] * 4})
+    out, channels = eeg_features(trials, P)
+    assert out.shape == (4, 4, 256) and out.dtype == np.float32
+    assert channels == ["C3", "C4", "P3", "P4"]
+    # rows come back in manifest order, each cut from its own (preprocessed) recording
+    for path, rows in ((a, [0, 2]), (b, [1, 3])):
+        expected = cut_epochs(preprocess(mne.io.read_raw(path, preload=True, verbose="error"), P),
+                              trials.loc[rows, "eeg_onset"].to_numpy(), P)
+        np.testing.assert_allclose(out[rows], expected, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(out[0], out[1])
+    # the line noise is gone and alpha kept in the features, too
+    assert (_amplitude(out[0], P.sfreq, 50.0) < 1.0).all()
+
+
+def test_eeg_features_channel_mismatch(tmp_path):
+    a = _save(_raw(seed=1), tmp_path / "a_raw.fif")
+    b = _save(_raw(seed=2, names=["Fz", "Cz", "Pz", "Oz"]), tmp_path / "b_raw.fif")
+    trials = pd.DataFrame({"eeg_path": [a, b], "eeg_onset": [1.0, 1.0], "eeg_duration": [2.0, 2.0]})
+    with pytest.raises(PipelineError, match="channels"):
+        eeg_features(trials, P)
+
+
+def test_eeg_features_window_past_end_names_the_file(tmp_path):
+    a = _save(_raw(seed=1), tmp_path / "a_raw.fif")
+    trials = pd.DataFrame({"eeg_path": [a], "eeg_onset": [SECONDS - 0.5], "eeg_duration": [2.0]})
+    with pytest.raises(PipelineError, match="a_raw.fif"):
+        eeg_features(trials, P)

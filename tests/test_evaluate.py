@@ -1,0 +1,83 @@
+"""pipeline/evaluate.py: metrics checked against hand-computed values; aggregation over runs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.evaluate import METRICS, aggregate, classification_metrics
+
+
+def test_binary_by_hand():
+    y = np.array([0, 0, 1, 1])
+    # class-1 probability ranks the samples perfectly, but sample 1 is predicted 1 (0.6 > 0.5)
+    p1 = np.array([0.1, 0.6, 0.7, 0.9])
+    m = classification_metrics(y, np.column_stack([1 - p1, p1]))
+    assert m["acc"] == pytest.approx(0.75)
+    # class 0: P = 1, R = 1/2 -> F1 = 2/3; class 1: P = 2/3, R = 1 -> F1 = 4/5
+    assert m["f1_macro"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # p_o = 3/4; p_e = 1/2 * 1/4 + 1/2 * 3/4 = 1/2 -> kappa = (3/4 - 1/2) / (1 - 1/2)
+    assert m["kappa"] == pytest.approx(0.5)
+    assert m["auc"] == pytest.approx(1.0)  # AUC ranks probabilities, not argmax
+
+
+def test_binary_auc_by_hand():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.2, 0.8, 0.6, 0.9])  # pairs (neg, pos): 0.2<0.6, 0.2<0.9, 0.8>0.6, 0.8<0.9
+    m = classification_metrics(y, np.column_stack([1 - p1, p1]))
+    assert m["auc"] == pytest.approx(3 / 4)
+
+
+def test_three_classes_by_hand():
+    y = np.array([0, 1, 2, 2])
+    pred = np.array([0, 2, 2, 2])
+    proba = np.full((4, 3), 0.1)
+    proba[np.arange(4), pred] = 0.8
+    m = classification_metrics(y, proba)
+    assert m["acc"] == pytest.approx(0.75)
+    # F1: class 0 -> 1; class 1 -> 0 (never predicted); class 2: P = 2/3, R = 1 -> 4/5
+    assert m["f1_macro"] == pytest.approx((1 + 0 + 4 / 5) / 3)
+    # p_o = 3/4; true (1,1,2)/4, predicted (1,0,3)/4: p_e = (1 + 0 + 6)/16 -> kappa = 5/9
+    assert m["kappa"] == pytest.approx((0.75 - 7 / 16) / (1 - 7 / 16))
+
+
+def test_perfect_predictions():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    proba = np.eye(3)[y] * 0.9 + 0.1 / 3
+    m = classification_metrics(y, proba)
+    assert m == pytest.approx({"acc": 1.0, "f1_macro": 1.0, "kappa": 1.0, "auc": 1.0})
+
+
+def test_auc_over_present_classes_only():
+    # 4 classes in the model, only classes 1 and 3 in this test set
+    y = np.array([1, 1, 3, 3])
+    proba = np.array([[0.1, 0.6, 0.1, 0.2],
+                      [0.1, 0.5, 0.2, 0.2],
+                      [0.3, 0.1, 0.2, 0.4],
+                      [0.1, 0.2, 0.1, 0.6]])
+    assert classification_metrics(y, proba)["auc"] == pytest.approx(1.0)
+
+
+def test_single_class_auc_is_nan():
+    m = classification_metrics(np.array([2, 2, 2]), np.tile([0.2, 0.3, 0.5], (3, 1)))
+    assert math.isnan(m["auc"])
+    assert m["acc"] == 1.0
+
+
+def test_aggregate_mean_and_population_std():
+    runs = [{"acc": 0.5, "f1_macro": 0.4, "kappa": 0.0, "auc": 0.6},
+            {"acc": 0.7, "f1_macro": 0.6, "kappa": 0.2, "auc": 0.8},
+            {"acc": 0.9, "f1_macro": 0.8, "kappa": 0.4, "auc": float("nan")}]
+    out = aggregate(runs)
+    assert set(out) == set(METRICS) | {f"{m}_std" for m in METRICS}
+    assert out["acc"] == pytest.approx(0.7)
+    assert out["acc_std"] == pytest.approx(math.sqrt((0.2 ** 2 + 0 + 0.2 ** 2) / 3))  # ddof 0
+    assert out["kappa"] == pytest.approx(0.2)
+    assert out["auc"] == pytest.approx(0.7)  # NaN runs are left out
+    assert out["auc_std"] == pytest.approx(0.1)
+
+
+def test_aggregate_one_run_has_zero_std():
+    out = aggregate([{"acc": 0.3, "f1_macro": 0.2, "kappa": 0.1, "auc": 0.5}])
+    assert out["acc"] == 0.3 and out["acc_std"] == 0.0

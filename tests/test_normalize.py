@@ -1,0 +1,81 @@
+"""pipeline/normalize.py: statistics from train rows only; standardisation per NORM_AXES."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.normalize import NORM_AXES, apply_normalizer, fit_normalizer
+
+SHAPES = {"eeg": (20, 4, 50), "mel": (20, 1, 6, 10), "topo": (20, 3, 5, 5)}
+
+
+def _data(modality: str, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = SHAPES[modality]
+    # a different offset and scale on every element of the non-pooled axes
+    kept = [1 if a in NORM_AXES[modality] else s for a, s in enumerate(shape)]
+    offset = rng.normal(0, 10, size=kept)
+    scale = rng.uniform(0.5, 5, size=kept)
+    return (offset + scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("modality", list(NORM_AXES))
+def test_fit_uses_only_the_rows_passed(modality):
+    x = _data(modality)
+    train, held_out = np.arange(12), np.arange(12, 20)
+    mean, std = fit_normalizer(x[train], NORM_AXES[modality])
+
+    changed = x.copy()
+    changed[held_out] *= 1000.0
+    changed[held_out] += 50.0
+    mean2, std2 = fit_normalizer(changed[train], NORM_AXES[modality])
+    np.testing.assert_array_equal(mean, mean2)
+    np.testing.assert_array_equal(std, std2)
+
+    # the (wrong) fit that includes the held-out rows sees the change
+    leaky_mean, leaky_std = fit_normalizer(changed, NORM_AXES[modality])
+    assert not np.allclose(leaky_mean, mean)
+    assert not np.allclose(leaky_std, std)
+
+
+@pytest.mark.parametrize("modality", list(NORM_AXES))
+def test_statistics_shape_broadcasts_without_sample_axis(modality):
+    x = _data(modality)
+    mean, std = fit_normalizer(x, NORM_AXES[modality])
+    expected = tuple(1 if a in NORM_AXES[modality] else s for a, s in enumerate(x.shape))[1:]
+    assert mean.shape == std.shape == expected
+    assert mean.dtype == std.dtype == np.float32
+
+
+@pytest.mark.parametrize("modality", list(NORM_AXES))
+def test_apply_makes_train_zero_mean_unit_std_per_channel(modality):
+    x = _data(modality)
+    train = np.arange(12)
+    axes = NORM_AXES[modality]
+    mean, std = fit_normalizer(x[train], axes)
+    z = apply_normalizer(x, mean, std)
+    assert z.shape == x.shape and z.dtype == np.float32
+    np.testing.assert_allclose(z[train].mean(axis=axes), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z[train].std(axis=axes), 1.0, atol=1e-4)
+    # held-out rows are transformed with the train statistics, not re-standardised
+    np.testing.assert_allclose(z[12:], (x[12:] - mean) / std, rtol=1e-5, atol=1e-5)
+    # before normalising the channels were far from standard
+    assert np.abs(x[train].mean(axis=axes)).max() > 1.0
+
+
+def test_statistics_are_per_channel_not_global():
+    x = _data("eeg")
+    mean, std = fit_normalizer(x, NORM_AXES["eeg"])
+    assert mean.shape == (4, 1)
+    np.testing.assert_allclose(mean[:, 0], x.mean(axis=(0, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std[:, 0], x.std(axis=(0, 2)), rtol=1e-5)
+
+
+def test_constant_channel_maps_to_zero_not_nan():
+    x = _data("eeg")
+    x[:, 2, :] = 7.5
+    mean, std = fit_normalizer(x, NORM_AXES["eeg"])
+    z = apply_normalizer(x, mean, std)
+    assert np.isfinite(z).all()
+    np.testing.assert_array_equal(z[:, 2, :], 0.0)
+    assert std[2, 0] == 1.0

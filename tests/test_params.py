@@ -1,0 +1,245 @@
+"""pipeline/params.py: the real params.yaml loads; every wrong value is a ParamsError that names
+the key and what is allowed; the CLI turns it into one line on stderr and writes nothing."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.fusion import FUSION_TYPES
+from pipeline.params import MODALITIES, ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _with(raw: dict, dotted: str, value) -> dict:
+    """A deep copy of `raw` with the value at `a.b.c` replaced."""
+    out = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return out
+
+
+def _error(raw: dict) -> str:
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert "\n" not in message, "the error must be one line"
+    return message
+
+
+# ------------------------------------------------------------------ the real file
+
+def test_real_params_load(params):
+    assert params.fusion is not None and params.fusion.type in FUSION_TYPES
+    assert set(params.fusion.modalities) <= set(MODALITIES)
+    assert len(params.train.seeds) >= 1 and all(isinstance(s, int) for s in params.train.seeds)
+    assert 0.0 <= params.fusion.dropout < 1.0
+    assert params.train.loss_temperature > 0
+    assert params.split.scheme in ("holdout", "kfold", "loso")
+    # typed: bands are (low, high) tuples of floats, seeds a tuple
+    for low, high in params.topo.bands.values():
+        assert isinstance(low, float) and isinstance(high, float) and low < high
+    assert isinstance(params.train.seeds, tuple)
+    # every modality has branch params, equal to train when no override is given
+    for m in MODALITIES:
+        assert params.branch(m).lr > 0
+
+
+def test_load_params_equals_parse_of_the_yaml(raw, params):
+    assert parse_params(raw) == params
+
+
+def test_params_error_is_a_pipeline_error():
+    assert issubclass(ParamsError, PipelineError)
+
+
+# ------------------------------------------------------------------ wrong values
+
+def test_unknown_fusion_type(raw):
+    message = _error(_with(raw, "fusion.type", "no_such_fusion"))
+    assert "fusion.type" in message and "no_such_fusion" in message
+    for name in FUSION_TYPES:
+        assert name in message, f"allowed value {name} not listed: {message}"
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, 1.5])
+def test_fusion_dropout_outside_unit_interval(raw, value):
+    message = _error(_with(raw, "fusion.dropout", value))
+    assert "fusion.dropout" in message and str(value) in message
+    assert "0 <= dropout < 1" in message
+
+
+def test_fusion_dropout_zero_is_allowed(raw):
+    assert parse_params(_with(raw, "fusion.dropout", 0.0)).fusion.dropout == 0.0
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1.0])
+def test_train_loss_temperature_not_positive(raw, value):
+    message = _error(_with(raw, "train.loss_temperature", value))
+    assert "train.loss_temperature" in message and "> 0" in message
+
+
+def test_fusion_loss_temperature_not_positive(raw):
+    message = _error(_with(raw, "fusion.loss_temperature", 0))
+    assert "fusion.loss_temperature" in message and "> 0" in message
+
+
+def test_empty_seeds(raw):
+    message = _error(_with(raw, "train.seeds", []))
+    assert "train.seeds" in message and "non-empty list" in message
+
+
+def test_duplicate_seeds(raw):
+    message = _error(_with(raw, "train.seeds", [1, 1]))
+    assert "train.seeds" in message and "distinct" in message
+
+
+@pytest.mark.parametrize("mods", [["eeg", "video"], ["video", "mel", "topo"], ["eeg"], ["eeg", "eeg"]])
+def test_fusion_modalities_unknown_or_too_few(raw, mods):
+    message = _error(_with(raw, "fusion.modalities", mods))
+    assert "fusion.modalities" in message
+    for m in MODALITIES:
+        assert m in message.split("allowed:")[1], f"allowed modality {m} not listed: {message}"
+
+
+@pytest.mark.parametrize("section", ["fusion", "train", "mel"])
+def test_unknown_key_in_section(raw, section):
+    message = _error(_with(raw, f"{section}.bogus_knob", 1))
+    assert f"{section}.bogus_knob" in message
+    # the allowed keys of that section are listed
+    for key in raw[section]:
+        assert key in message.split("allowed:")[1]
+
+
+def test_unknown_section(raw):
+    bad = copy.deepcopy(raw)
+    bad["video"] = {}
+    message = _error(bad)
+    assert "video" in message and "fusion" in message and "branches" in message
+
+
+def test_missing_key(raw):
+    bad = copy.deepcopy(raw)
+    del bad["fusion"]["head_lr"]
+    message = _error(bad)
+    assert "fusion.head_lr" in message and "missing" in message
+
+
+def test_wrong_type(raw):
+    message = _error(_with(raw, "train.epochs", "many"))
+    assert "train.epochs" in message and "integer" in message
+
+
+def test_unknown_loss(raw):
+    message = _error(_with(raw, "train.loss", "hinge"))
+    assert "train.loss" in message and "ce" in message and "focal" in message
+
+
+def test_unknown_split_scheme(raw):
+    message = _error(_with(raw, "split.scheme", "random"))
+    assert "split.scheme" in message
+    for scheme in ("holdout", "kfold", "loso"):
+        assert scheme in message
+
+
+def test_film_condition_must_be_a_fused_modality(raw):
+    bad = _with(_with(_with(raw, "fusion.type", "film"), "fusion.modalities", ["eeg", "topo"]),
+                "fusion.film_condition", "mel")
+    message = _error(bad)
+    assert "fusion.film_condition" in message and "eeg, topo" in message
+
+
+def test_ensemble_fixed_weights_one_per_modality(raw):
+    bad = _with(raw, "fusion.type", "ensemble")
+    bad = _with(_with(bad, "fusion.ensemble_weighting", "fixed"), "fusion.ensemble_weights", [1.0, 1.0])
+    message = _error(bad)
+    assert "fusion.ensemble_weights" in message and "3 non-negative numbers" in message
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("fusion.heads", 5, "divides fusion.hidden"),
+    ("fusion.embed_norm", "groupnorm", "none, batchnorm, layernorm"),
+    ("fusion.post_curriculum_dropout", 1.0, "0 <= dropout < 1"),
+    ("fusion.grad_modulation", "gradnorm", "none, ogm_ge"),
+    ("fusion.ensemble_weighting", "best", "equal, val, fixed"),
+])
+def test_other_fusion_knobs(raw, key, value, allowed):
+    message = _error(_with(raw, key, value))
+    assert key in message and allowed in message
+
+
+# ------------------------------------------------------------------ branch overrides
+
+def test_branch_override_applies_to_that_branch_only(raw):
+    bad = _with(raw, "branches", {"mel": {"lr": 0.0123}})
+    p = parse_params(bad)
+    assert p.branch("mel").lr == 0.0123
+    assert p.branch("eeg").lr == p.train.lr == raw["train"]["lr"]
+    assert p.branch("topo").lr == p.train.lr
+    # everything else of mel still comes from train
+    assert p.branch("mel").epochs == p.train.epochs
+    assert p.branch("mel").seeds == p.train.seeds
+
+
+def test_branch_override_is_validated(raw):
+    message = _error(_with(raw, "branches", {"mel": {"dropout": 1.0}}))
+    assert "branches.mel.dropout" in message and "0 <= dropout < 1" in message
+
+
+def test_branch_override_unknown_key(raw):
+    message = _error(_with(raw, "branches", {"eeg": {"bogus": 1}}))
+    assert "branches.eeg.bogus" in message
+
+
+def test_branch_override_unknown_modality(raw):
+    message = _error(_with(raw, "branches", {"video": {"lr": 0.1}}))
+    assert "branches.video" in message
+    for m in MODALITIES:
+        assert m in message.split("allowed:")[1]
+
+
+# ------------------------------------------------------------------ files
+
+def test_load_params_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_load_params_invalid_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("fusion: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(path)
+
+
+# ------------------------------------------------------------------ the CLI
+
+@pytest.mark.parametrize("key,value", [("fusion.type", "no_such_fusion"), ("train.seeds", [])])
+def test_cli_bad_params_one_line_no_output(raw, tmp_path, key, value):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_with(raw, key, value)))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = subprocess.run([sys.executable, "-m", "pipeline", "split", "--params", str(bad)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before == ["bad.yaml"]
+    for folder in ("data", "models", "reports"):
+        assert not (tmp_path / folder).exists()
