@@ -81,24 +81,24 @@ def normalize(modality: Modality, params: str = ParamsOption):
 @_stage
 def pretrain(modality: Modality, params: str = ParamsOption):
     """Train one branch alone for every fold and seed -> models/<modality>/."""
-    from pipeline import stages
+    from pipeline.pretrain import run_pretrain
 
-    stages.pretrain(modality.value, load_params(params))
+    run_pretrain(modality.value, load_params(params))
 
 
 @app.command()
 @_stage
 def fuse(params: str = ParamsOption):
     """Fine-tune the fusion of pretrained branches for every fold and seed -> models/fusion/."""
-    from pipeline import stages
+    from pipeline.fuse import run_fuse
 
-    stages.fuse(load_params(params))
+    run_fuse(load_params(params))
 
 
 @app.command()
 @_stage
 def evaluate(params: str = ParamsOption):
     """Test metrics of every branch and the fusion -> reports/metrics.json."""
-    from pipeline import stages
+    from pipeline.evaluate import run_evaluate
 
-    stages.evaluate(load_params(params))
+    run_evaluate(load_params(params))

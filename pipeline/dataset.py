@@ -1,6 +1,7 @@
 """Loading what the training stages need: labels, folds and normalised feature tensors."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,3 +57,8 @@ def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int) -> Fol
         inputs[modality] = torch.from_numpy(apply_normalizer(x, stats["mean"][fold], stats["std"][fold]))
     return FoldData(inputs, torch.tensor(trials.labels),
                     fold_indices(trials.subjects, trials.folds[fold]))
+
+
+def runs(n_folds: int, seeds) -> list[tuple[int, int, int]]:
+    """(fold, seed index, seed) of every training run."""
+    return [(f, i, s) for f, (i, s) in itertools.product(range(n_folds), enumerate(seeds))]

@@ -4,6 +4,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
+from pipeline import io
+from pipeline.dataset import load_trials
+from pipeline.params import MODALITIES, Params
+from pipeline.split import fold_indices
+
 METRICS = ("acc", "f1_macro", "kappa", "auc")
 
 
@@ -36,3 +41,37 @@ def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
         out[key] = float(np.nanmean(values))
         out[f"{key}_std"] = float(np.nanstd(values))
     return out
+
+
+def _scores(probs: np.ndarray, trials, part: str) -> list[dict[str, float]]:
+    """Metrics of every (fold, seed) run on one part of its fold."""
+    runs = []
+    for fold, by_seed in enumerate(probs):
+        idx = fold_indices(trials.subjects, trials.folds[fold])[part]
+        runs += [classification_metrics(trials.labels[idx], p[idx]) for p in by_seed]
+    return runs
+
+
+def run_evaluate(params: Params) -> None:
+    trials = load_trials()
+    branches, val_acc = {}, {}
+    for m in MODALITIES:
+        probs = np.load(io.branch_dir(m) / "probabilities.npy")
+        branches[m] = {"test": aggregate(_scores(probs, trials, "test"))}
+        val_acc[m] = aggregate(_scores(probs, trials, "val"))["acc"]
+    fusion_probs = np.load(io.FUSION_DIR / "probabilities.npy")
+    fusion_test = aggregate(_scores(fusion_probs, trials, "test"))
+    best = max(params.fusion.modalities, key=val_acc.get)  # chosen on validation, never on test
+    metrics = {
+        "fusion": {"type": params.fusion.type, "test": fusion_test,
+                   "gain_over_best_branch": fusion_test["acc"] - branches[best]["test"]["acc"],
+                   "best_branch_on_val": best},
+        "branches": branches,
+        "n_seeds": len(params.train.seeds),
+        "n_folds": len(trials.folds),
+    }
+    io.write_json(io.REPORTS / "metrics.json", metrics)
+    print(f"evaluate: fusion {params.fusion.type} test acc {fusion_test['acc']:.3f} "
+          f"+- {fusion_test['acc_std']:.3f}; " + ", ".join(
+              f"{m} {b['test']['acc']:.3f}" for m, b in branches.items())
+          + f"; gain over {best} (best on val) {metrics['fusion']['gain_over_best_branch']:+.3f}")

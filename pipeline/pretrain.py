@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
-from pipeline.dataset import FoldData
+from pipeline import io
+from pipeline.dataset import FoldData, fold_data, load_features, load_trials, runs
 from pipeline.nets import BranchClassifier
-from pipeline.params import TrainParams
-from pipeline.training import ClassificationLoss, FitConfig, class_weights, fit, seed_everything
+from pipeline.params import Params, TrainParams
+from pipeline.training import (ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
+                               resolve_device, seed_everything)
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
@@ -41,3 +45,23 @@ def load_branch(path: Path, map_location="cpu") -> tuple[BranchClassifier, dict]
     model.temperature = ckpt["loss_temperature"]
     return model, ckpt
 
+
+def run_pretrain(modality: str, params: Params) -> None:
+    p = params.branch(modality)
+    device = resolve_device(p.device)
+    trials, x = load_trials(), load_features(modality)
+    n_classes = len(trials.classes)
+    probs = np.zeros((len(trials.folds), len(p.seeds), len(trials.labels), n_classes), np.float32)
+    histories = {}
+    with io.atomic_path(io.branch_dir(modality)) as out:
+        out.mkdir()
+        bar = tqdm(runs(len(trials.folds), p.seeds), desc=f"pretrain {modality}", unit="run")
+        for fold, i, seed in bar:
+            data = fold_data({modality: x}, trials, fold)
+            model, history = train_branch(modality, data, p, n_classes, seed, device,
+                                          progress=lambda h: bar.set_postfix(val_acc=f"{h['val_acc']:.2f}"))
+            probs[fold, i] = predict_proba(model, data.inputs, device, p.loss_temperature)
+            save_branch(out / f"fold{fold}_seed{seed}.pt", model.cpu(), p)
+            histories[f"fold{fold}_seed{seed}"] = history
+        np.save(out / "probabilities.npy", probs)
+        io.write_json(out / "history.json", histories)

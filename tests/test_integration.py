@@ -106,6 +106,25 @@ def test_fusion_key_reruns_only_fuse_and_evaluate(project):
     assert "fusion.test.acc" in diff
 
 
+@pytest.mark.parametrize("fusion_type", ["gated", "ensemble"])
+def test_fusion_type_experiment(project, fusion_type):
+    out = _run(["dvc", "exp", "run", "-S", f"fusion.type={fusion_type}"], project)
+    assert _ran(out) == {"fuse", "evaluate"}
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["fusion"]["type"] == fusion_type
+    assert 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
+
+
+def test_same_seed_gives_identical_metrics(project):
+    """Forcing fuse and evaluate to run again with the same params reproduces every metric."""
+    probabilities = project / "models" / "fusion" / "probabilities.npy"
+    before = probabilities.read_bytes(), (project / "reports" / "metrics.json").read_text()
+    out = _run(["dvc", "repro", "--force", "--single-item", "fuse"], project)
+    assert _ran(out) == {"fuse"}
+    _run(["dvc", "repro", "evaluate"], project)
+    assert (probabilities.read_bytes(), (project / "reports" / "metrics.json").read_text()) == before
+
+
 def test_mel_key_reruns_no_eeg_or_topo_stage(project):
     out = _run(["dvc", "exp", "run", "-S", "mel.fmin=60.0"], project)
     ran = _ran(out)
