@@ -22,13 +22,17 @@ class Trials:
     folds: list[dict[str, list[str]]]
 
 
-def load_trials() -> Trials:
-    manifest = pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str})
+def load_labels() -> tuple[np.ndarray, list[str]]:
+    """Class index of every trial (manifest order) and the class list."""
     classes = io.read_json(io.CLASSES)
-    index = {c: i for i, c in enumerate(classes)}
-    return Trials(labels=manifest["label"].map(index).to_numpy(np.int64),
-                  subjects=manifest["subject"].to_numpy(), classes=classes,
-                  folds=io.read_json(io.SPLIT)["folds"])
+    labels = pd.read_csv(io.MANIFEST, dtype={"label": str})["label"]
+    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), classes
+
+
+def load_trials() -> Trials:
+    labels, classes = load_labels()
+    subjects = pd.read_csv(io.MANIFEST, dtype={"subject": str})["subject"].to_numpy()
+    return Trials(labels=labels, subjects=subjects, classes=classes, folds=io.read_json(io.SPLIT)["folds"])
 
 
 def load_features(modality: str) -> np.ndarray:

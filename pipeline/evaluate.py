@@ -1,15 +1,26 @@
-"""Test metrics from scikit-learn, aggregated over folds and seeds."""
+"""Evaluation: scikit-learn metrics of every branch and the fusion on each fold's test
+subjects, aggregated over folds and seeds, with collapse detection, per-fold and per-subject
+tables, fusion diagnostics, figures and a Markdown summary for review."""
 from __future__ import annotations
 
-import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+import sys
+from dataclasses import asdict
 
-from pipeline import io
-from pipeline.dataset import load_trials
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.stats import entropy
+from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix, f1_score,
+                             recall_score, roc_auc_score)
+
+from pipeline import io, plots
+from pipeline.dataset import Trials, load_trials
 from pipeline.params import MODALITIES, Params
 from pipeline.split import fold_indices
 
 METRICS = ("acc", "f1_macro", "kappa", "auc")
+# A model is flagged as collapsed when one class takes at least this share of its test predictions.
+COLLAPSE_SHARE = 0.8
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
@@ -43,35 +54,150 @@ def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _scores(probs: np.ndarray, trials, part: str) -> list[dict[str, float]]:
-    """Metrics of every (fold, seed) run on one part of its fold."""
-    runs = []
+def prediction_entropy(y_pred: np.ndarray, n_classes: int) -> float:
+    """Entropy of the predicted-class histogram divided by log(n_classes): 1 when every class is
+    predicted equally often, 0 when only one class is ever predicted."""
+    counts = np.bincount(y_pred, minlength=n_classes)
+    return float(entropy(counts) / np.log(n_classes))
+
+
+def collapse_share(y_pred: np.ndarray, n_classes: int) -> tuple[int, float]:
+    """The most predicted class and its share of the predictions."""
+    counts = np.bincount(y_pred, minlength=n_classes)
+    return int(counts.argmax()), float(counts.max() / max(counts.sum(), 1))
+
+
+def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
+    """Everything evaluate reports about one model. probs: (n_folds, n_seeds, n_trials, n_classes).
+
+    Returns test and val runs (one row per fold and seed), per-subject test rows, the summed
+    test confusion matrix and the (actual, predicted) test pairs.
+    """
+    n_classes = probs.shape[-1]
+    out = {"test": [], "val": [], "subjects": [], "pairs": [],
+           "confusion": np.zeros((n_classes, n_classes), dtype=np.int64)}
     for fold, by_seed in enumerate(probs):
-        idx = fold_indices(trials.subjects, trials.folds[fold])[part]
-        runs += [classification_metrics(trials.labels[idx], p[idx]) for p in by_seed]
-    return runs
+        parts = fold_indices(trials.subjects, trials.folds[fold])
+        for seed, p in zip(seeds, by_seed):
+            for part in ("test", "val"):
+                idx = parts[part]
+                y_true, y_pred = trials.labels[idx], p[idx].argmax(1)
+                row = {"model": name, "fold": fold, "seed": seed, "part": part,
+                       **classification_metrics(y_true, p[idx])}
+                if part == "test":
+                    top, share = collapse_share(y_pred, n_classes)
+                    row |= {"pred_entropy": prediction_entropy(y_pred, n_classes),
+                            "collapsed": share >= COLLAPSE_SHARE, "top_class": trials.classes[top],
+                            "top_share": share}
+                    recall = recall_score(y_true, y_pred, labels=np.arange(n_classes), average=None, zero_division=0)
+                    row |= {f"recall_{c}": float(r) for c, r in zip(trials.classes, recall)}
+                    out["confusion"] += confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
+                    out["pairs"] += [(trials.classes[a], trials.classes[b]) for a, b in zip(y_true, y_pred)]
+                    for subject in np.unique(trials.subjects[idx]):
+                        mine = trials.subjects[idx] == subject
+                        out["subjects"].append({"model": name, "fold": fold, "seed": seed, "subject": subject,
+                                                "n_trials": int(mine.sum()),
+                                                "acc": float((y_pred[mine] == y_true[mine]).mean())})
+                out[part].append(row)
+    return out
+
+
+def _test_summary(scored: dict, classes: list[str]) -> dict:
+    runs = scored["test"]
+    summary = aggregate(runs)
+    summary["pred_entropy"] = float(np.mean([r["pred_entropy"] for r in runs]))
+    summary["collapsed"] = bool(any(r["collapsed"] for r in runs))
+    summary["recall"] = {c: float(np.mean([r[f"recall_{c}"] for r in runs])) for c in classes}
+    return summary
+
+
+def _fmt(test: dict, key: str) -> str:
+    return f"{test[key]:.3f} ± {test[key + '_std']:.3f}"
+
+
+def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
+    """reports/summary.md: the table a reviewer reads, with the params that produced it."""
+    fusion = metrics["fusion"]
+    lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
+             f"Protocol: `{params.split.scheme}`, {metrics['n_folds']} fold(s) x {metrics['n_seeds']} seed(s), "
+             "subject-disjoint; test metrics as mean ± std over folds and seeds.", "",
+             "| model | acc | macro F1 | kappa | AUC | pred. entropy | collapsed |",
+             "|---|---|---|---|---|---|---|"]
+    rows = [(m, b["test"]) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion["test"])]
+    for name, test in rows:
+        lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
+                     f"{_fmt(test, 'auc')} | {test['pred_entropy']:.2f} | {'**yes**' if test['collapsed'] else 'no'} |")
+    lines += ["", f"Gain over the best branch on validation (`{fusion['best_branch_on_val']}`): "
+                  f"**{fusion['gain_over_best_branch']:+.3f}** test accuracy.", ""]
+    drops = diagnostics.get("ablation_drop", {})
+    if drops:
+        lines += ["Modality contribution (test accuracy drop when the modality's input is replaced by its train "
+                  "mean): " + ", ".join(f"{m} {np.mean(v):+.3f}" for m, v in drops.items()) + "."]
+    weights = diagnostics.get("fusion_weights", {})
+    if weights:
+        lines += ["", "Learned fusion weights (mean over test trials): "
+                  + ", ".join(f"{m} {np.mean(v):.2f}" for m, v in weights.items()) + "."]
+    lines += ["", "Figures: `reports/figures/`. Per-fold and per-subject rows: `reports/per_fold.csv`, "
+                  "`reports/per_subject.csv`.", "", "<details><summary>params</summary>", "", "```yaml",
+              yaml.safe_dump({k: asdict(getattr(params, k)) for k in ("split", "train", "fusion")},
+                             sort_keys=False).rstrip(), "```", "", "</details>", ""]
+    return "\n".join(lines)
 
 
 def run_evaluate(params: Params) -> None:
     trials = load_trials()
-    branches, val_acc = {}, {}
-    for m in MODALITIES:
-        probs = np.load(io.branch_dir(m) / "probabilities.npy")
-        branches[m] = {"test": aggregate(_scores(probs, trials, "test"))}
-        val_acc[m] = aggregate(_scores(probs, trials, "val"))["acc"]
-    fusion_probs = np.load(io.FUSION_DIR / "probabilities.npy")
-    fusion_test = aggregate(_scores(fusion_probs, trials, "test"))
+    seeds = params.train.seeds
+    sources = {m: io.branch_dir(m) for m in MODALITIES} | {"fusion": io.FUSION_DIR}
+    scored = {name: score_model(name, np.load(d / "probabilities.npy"), trials, seeds) for name, d in sources.items()}
+    for name, s in scored.items():
+        for r in s["test"]:
+            if r["collapsed"]:
+                print(f"warning: {name} (fold {r['fold']}, seed {r['seed']}) collapsed: it predicts "
+                      f"'{r['top_class']}' for {r['top_share']:.0%} of the test trials", file=sys.stderr)
+
+    val_acc = {m: float(np.mean([r["acc"] for r in scored[m]["val"]])) for m in MODALITIES}
     best = max(params.fusion.modalities, key=val_acc.get)  # chosen on validation, never on test
+    branches = {m: {"test": _test_summary(scored[m], trials.classes)} for m in MODALITIES}
+    fusion_test = _test_summary(scored["fusion"], trials.classes)
     metrics = {
         "fusion": {"type": params.fusion.type, "test": fusion_test,
                    "gain_over_best_branch": fusion_test["acc"] - branches[best]["test"]["acc"],
                    "best_branch_on_val": best},
         "branches": branches,
-        "n_seeds": len(params.train.seeds),
+        "n_seeds": len(seeds),
         "n_folds": len(trials.folds),
     }
+
+    runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
+    per_run = {k: {m: [r[k][m] for r in runs.values()] for m in next(iter(runs.values()))[k]}
+               for k in ("ablation_drop", "fusion_weights")} if runs else {}
+    diagnostics = {
+        "inputs": {m: io.read_json(io.normalizer_path(m).with_suffix(".json")) for m in MODALITIES},
+        "fusion_runs": runs,
+        **per_run,
+    }
+    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in MODALITIES}
+    histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
+
+    io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
+    with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
+        pd.DataFrame([r for s in scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
+    with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
+        pd.DataFrame([r for s in scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
+    with io.atomic_path(io.REPORTS / "confusion") as tmp:  # one file a model, for `dvc plots`
+        tmp.mkdir()
+        for name, s in scored.items():
+            pd.DataFrame(s["pairs"], columns=["actual", "predicted"]).to_csv(tmp / f"{name}.csv", index=False)
+    plots.plot_confusions(io.FIGURES / "confusion_matrices.png",
+                          {name: s["confusion"] for name, s in scored.items()}, trials.classes)
+    plots.plot_curves(io.FIGURES / "training_curves.png", histories)
+    if per_run:
+        plots.plot_contributions(io.FIGURES / "modality_contributions.png", per_run["ablation_drop"],
+                                 per_run["fusion_weights"])
+    plots.plot_fusion_dynamics(io.FIGURES / "fusion_dynamics.png", histories["fusion"], list(params.fusion.modalities))
+    with io.atomic_path(io.REPORTS / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(metrics, params, per_run))
     io.write_json(io.REPORTS / "metrics.json", metrics)
-    print(f"evaluate: fusion {params.fusion.type} test acc {fusion_test['acc']:.3f} "
-          f"+- {fusion_test['acc_std']:.3f}; " + ", ".join(
-              f"{m} {b['test']['acc']:.3f}" for m, b in branches.items())
+    print(f"evaluate: fusion {params.fusion.type} test acc {_fmt(fusion_test, 'acc')}; "
+          + ", ".join(f"{m} {b['test']['acc']:.3f}" for m, b in branches.items())
           + f"; gain over {best} (best on val) {metrics['fusion']['gain_over_best_branch']:+.3f}")

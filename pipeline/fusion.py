@@ -26,10 +26,12 @@ def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
 
 class FusionHead(nn.Module):
     """Base: `trainable` False means no fine-tuning at all; `freezes_branches` True means the
-    branches stay frozen for the whole of training."""
+    branches stay frozen for the whole of training. Heads that weigh modalities leave their
+    weights of the last forward in `last_weights`, (batch, n_modalities), for diagnostics."""
 
     trainable = True
     freezes_branches = False
+    last_weights: torch.Tensor | None = None
 
 
 class ConcatFusion(FusionHead):
@@ -55,8 +57,9 @@ class GatedFusion(FusionHead):
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         joint = torch.cat(list(emb.values()), dim=1)
-        fused = sum(torch.sigmoid(self.gate[m](joint)) * torch.tanh(self.project[m](e)) for m, e in emb.items())
-        return self.out(fused)
+        gates = {m: torch.sigmoid(self.gate[m](joint)) for m in emb}
+        self.last_weights = torch.stack([g.mean(dim=1) for g in gates.values()], dim=1).detach()
+        return self.out(sum(gates[m] * torch.tanh(self.project[m](e)) for m, e in emb.items()))
 
 
 class _Tokens(nn.Module):
@@ -86,7 +89,8 @@ class CrossAttentionFusion(FusionHead):
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         tokens = self.tokens(emb)
         query = self.query_norm(tokens.mean(dim=1, keepdim=True))
-        attended, _ = self.attention(query, tokens, tokens)
+        attended, weights = self.attention(query, tokens, tokens)  # weights: (batch, 1, n_modalities)
+        self.last_weights = weights.squeeze(1).detach()
         x = (query + attended).squeeze(1)
         return self.out(x + self.ff(x))
 
@@ -151,8 +155,9 @@ class WeightedFusion(FusionHead):
         return F.softmax(self.scorer(torch.cat(list(emb.values()), dim=1)), dim=1)
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
-        fused = (self.modality_weights(emb)[:, :, None] * self.tokens(emb)).sum(dim=1)
-        return self.mlp(fused)
+        weights = self.modality_weights(emb)
+        self.last_weights = weights.detach()
+        return self.mlp((weights[:, :, None] * self.tokens(emb)).sum(dim=1))
 
 
 class LateFusion(FusionHead):
@@ -172,7 +177,11 @@ class LateFusion(FusionHead):
             self.linear.bias.zero_()
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
-        return self.linear(torch.cat([F.log_softmax(l, dim=1) for l in logits.values()], dim=1))
+        log_p = torch.cat([F.log_softmax(l, dim=1) for l in logits.values()], dim=1)
+        # a modality's weight: its share of the layer's absolute weight
+        share = self.linear.weight.detach().abs().reshape(len(self.linear.bias), len(logits), -1).sum(dim=(0, 2))
+        self.last_weights = (share / share.sum()).expand(len(log_p), -1)
+        return self.linear(log_p)
 
 
 class EnsembleFusion(FusionHead):
@@ -192,6 +201,7 @@ class EnsembleFusion(FusionHead):
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         probs = torch.stack([F.softmax(l, dim=1) for l in logits.values()], dim=0)
+        self.last_weights = self.weights.expand(probs.shape[1], -1)
         return torch.log((self.weights[:, None, None] * probs).sum(dim=0).clamp_min(1e-12))
 
 
@@ -225,8 +235,9 @@ class EmbeddingPrep(nn.Module):
 class FusionModel(nn.Module):
     """Pretrained branches feeding one fusion head; takes the same input dict as a branch.
 
-    After each forward, `last_branch_logits` holds the (detached) per-branch logits, which
-    gradient modulation uses to score each modality.
+    After each forward, `last_branch_logits` and `last_embeddings` hold the (detached)
+    per-branch logits and raw embeddings: gradient modulation scores modalities with the former,
+    diagnostics read both.
     """
 
     def __init__(self, branches: dict[str, BranchClassifier], head: FusionHead, p: FusionParams):
@@ -236,11 +247,13 @@ class FusionModel(nn.Module):
         self.prep = nn.ModuleDict({m: EmbeddingPrep(d, p.embed_norm, p.channel_scale) for m, d in dims.items()})
         self.head = head
         self.last_branch_logits: Tensors = {}
+        self.last_embeddings: Tensors = {}
 
     def forward(self, inputs: Tensors) -> torch.Tensor:
         raw = {m: b.embed(inputs) for m, b in self.branches.items()}
         logits = {m: b.head(raw[m]) / b.temperature for m, b in self.branches.items()}
         self.last_branch_logits = {m: l.detach() for m, l in logits.items()}
+        self.last_embeddings = {m: e.detach() for m, e in raw.items()}
         return self.head({m: self.prep[m](e) for m, e in raw.items()}, logits)
 
     def head_parameters(self) -> list[nn.Parameter]:
@@ -279,17 +292,23 @@ class OGMGE:
 
 
 @torch.no_grad()
-def branch_probabilities(model: FusionModel, inputs: Tensors, device: torch.device,
-                         batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Each branch's own class probabilities (n, n_classes) inside the fusion model, eval mode."""
+def branch_outputs(model: FusionModel, inputs: Tensors, device: torch.device,
+                   batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:
+    """One eval pass: each branch's own probabilities (n, n_classes) and embedding L2 norms (n,),
+    and the head's modality weights (n, n_modalities) where it has them."""
     model.eval()
     n = len(next(iter(inputs.values())))
-    chunks: dict[str, list] = {m: [] for m in model.branches}
+    chunks: dict[str, dict[str, list]] = {"probs": {m: [] for m in model.branches},
+                                          "embed_norm": {m: [] for m in model.branches}, "weights": {}}
     for start in range(0, n, batch_size):
         model(take(inputs, slice(start, start + batch_size), device))
         for m, logits in model.last_branch_logits.items():
-            chunks[m].append(F.softmax(logits, dim=1).cpu())
-    return {m: torch.cat(c).numpy() for m, c in chunks.items()}
+            chunks["probs"][m].append(F.softmax(logits, dim=1).cpu())
+            chunks["embed_norm"][m].append(model.last_embeddings[m].norm(dim=1).cpu())
+        if model.head.last_weights is not None:
+            for k, m in enumerate(model.branches):
+                chunks["weights"].setdefault(m, []).append(model.head.last_weights[:, k].cpu())
+    return {kind: {m: torch.cat(c).numpy() for m, c in parts.items()} for kind, parts in chunks.items()}
 
 
 def build_fusion(branches: dict[str, BranchClassifier], n_classes: int, p: FusionParams) -> FusionModel:

@@ -38,6 +38,12 @@ def branch_dir(modality: str) -> Path:
 
 
 FUSION_DIR = MODELS / "fusion"
+FIGURES = REPORTS / "figures"
+
+
+def live_dir(stage: str) -> Path:
+    """dvclive folder of a training stage (curves for `dvc plots`, last values for `dvc exp show`)."""
+    return REPORTS / "live" / stage
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pipeline.dataset import FoldData, fold_data, load_features, load_trials, ru
 from pipeline.nets import BranchClassifier
 from pipeline.params import Params, TrainParams
 from pipeline.training import (ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
-                               resolve_device, seed_everything)
+                               log_curves, resolve_device, seed_everything)
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
@@ -65,3 +65,4 @@ def run_pretrain(modality: str, params: Params) -> None:
             histories[f"fold{fold}_seed{seed}"] = history
         np.save(out / "probabilities.npy", probs)
         io.write_json(out / "history.json", histories)
+    log_curves(io.live_dir(f"pretrain_{modality}"), histories)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import io
-from pipeline.dataset import load_features, load_trials
-from pipeline.normalize import NORM_AXES, fit_normalizer
+from pipeline.dataset import load_features, load_labels, load_trials
+from pipeline.normalize import NORM_AXES, apply_normalizer, fit_normalizer
 from pipeline.params import Params
 from pipeline.split import fold_indices, make_folds
 
@@ -48,14 +48,31 @@ def features(modality: str, params: Params) -> None:
     else:
         from pipeline.features.topo import topo_features
 
+        from pipeline.plots import plot_persistence_examples
+
         x = topo_features(load_features("eeg"), params.eeg.sfreq, params.topo)
+        labels, classes = load_labels()
+        plot_persistence_examples(io.FIGURES / "persistence_images.png", x, labels, classes,
+                                  [f"{band} H{d}" for band in params.topo.bands
+                                   for d in params.topo.homology_dimensions])
     io.save_array(io.feature_path(modality), x)
     print(f"features {modality}: {x.shape}")
 
 
 def normalize(modality: str, params: Params) -> None:
+    """Train-only statistics per fold, plus what the normalised inputs look like in each part
+    (mean, std, min, max): the first thing to check when one branch dominates."""
     x, trials = load_features(modality), load_trials()
-    stats = [fit_normalizer(x[fold_indices(trials.subjects, fold)["train"]], NORM_AXES[modality])
-             for fold in trials.folds]
-    io.save_npz(io.normalizer_path(modality), mean=np.stack([m for m, _ in stats]),
-                std=np.stack([s for _, s in stats]))
+    means, stds, summary = [], [], []
+    for fold in trials.folds:
+        parts = fold_indices(trials.subjects, fold)
+        mean, std = fit_normalizer(x[parts["train"]], NORM_AXES[modality])
+        means.append(mean)
+        stds.append(std)
+        summary.append({part: _describe(apply_normalizer(x[idx], mean, std)) for part, idx in parts.items()})
+    io.save_npz(io.normalizer_path(modality), mean=np.stack(means), std=np.stack(stds))
+    io.write_json(io.normalizer_path(modality).with_suffix(".json"), summary)
+
+
+def _describe(x: np.ndarray) -> dict[str, float]:
+    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}

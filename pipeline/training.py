@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dvclive import Live
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.io import atomic_path
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,6 +86,7 @@ class FitConfig:
     curriculum_epochs: int = 0
     on_epoch_start: Callable[[int], None] | None = None  # e.g. switch dropout after curriculum
     after_backward: Callable[[torch.Tensor], None] | None = None  # gets the batch labels
+    on_epoch_end: Callable[[dict], None] | None = None  # may add diagnostics to the epoch record
 
 
 def set_dropout(module: nn.Module, p: float) -> None:
@@ -130,6 +133,16 @@ def predict_proba(model: nn.Module, inputs: dict[str, torch.Tensor], device: tor
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, loss_fn: nn.Module, inputs: dict[str, torch.Tensor],
+                      labels: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """Loss and accuracy of `model` in eval mode on one part."""
+    model.eval()
+    logits = torch.cat([model(take(inputs, idx, device)) for idx in _batches(len(labels), 256, None)])
+    labels = labels.to(device)
+    return loss_fn(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         train: tuple[dict[str, torch.Tensor], torch.Tensor],
         val: tuple[dict[str, torch.Tensor], torch.Tensor],
@@ -143,7 +156,6 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
     model.to(device)
     loss_fn.to(device)
     (x_train, y_train), (x_val, y_val) = train, val
-    y_val_dev = y_val.to(device)
     best, best_key, stale, history = None, None, 0, []
     for epoch in range(cfg.epochs):
         for p in cfg.frozen:
@@ -168,14 +180,11 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
             total += loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(idx)
-        model.eval()
-        with torch.no_grad():
-            val_logits = torch.cat([model(take(x_val, idx, device))
-                                    for idx in _batches(len(y_val), 256, None)])
-            val_loss = loss_fn(val_logits, y_val_dev).item()
-            val_acc = (val_logits.argmax(1) == y_val_dev).float().mean().item()
+        val_loss, val_acc = loss_and_accuracy(model, loss_fn, x_val, y_val, device)
         history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                         "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
+        if cfg.on_epoch_end is not None:
+            cfg.on_epoch_end(history[-1])
         if progress is not None:
             progress(history[-1])
         key = (val_acc, -val_loss)
@@ -187,3 +196,19 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 break
     model.load_state_dict(best)
     return history
+
+
+CURVES = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def log_curves(live_dir, histories: dict[str, list[dict]]) -> None:
+    """Per-epoch training curves through dvclive, averaged over the runs (folds x seeds) that
+    reached each epoch, so `dvc plots show` draws one curve per metric and `dvc exp show` gets
+    the last epoch's means. Per-run curves stay in the stage's history.json."""
+    with atomic_path(live_dir) as tmp:
+        with Live(str(tmp), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            for epoch in range(max((len(h) for h in histories.values()), default=0)):
+                rows = [h[epoch] for h in histories.values() if len(h) > epoch]
+                for key in CURVES:
+                    live.log_metric(key, float(np.mean([r[key] for r in rows])))
+                live.next_step()

@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate import METRICS, aggregate, classification_metrics
+from pipeline.dataset import Trials
+from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, aggregate, classification_metrics, prediction_entropy,
+                               score_model)
 
 
 def test_binary_by_hand():
@@ -81,3 +83,51 @@ def test_aggregate_mean_and_population_std():
 def test_aggregate_one_run_has_zero_std():
     out = aggregate([{"acc": 0.3, "f1_macro": 0.2, "kappa": 0.1, "auc": 0.5}])
     assert out["acc"] == 0.3 and out["acc_std"] == 0.0
+
+
+def _trials() -> Trials:
+    """Two subjects of 4 trials (classes 0, 1, 2, 0) in the test part, one in val, one in train."""
+    labels = np.array([0, 1, 2, 0] * 4)
+    subjects = np.repeat(["a", "b", "c", "d"], 4)
+    return Trials(labels=labels, subjects=subjects, classes=["x", "y", "z"],
+                  folds=[{"train": ["d"], "val": ["c"], "test": ["a", "b"]}])
+
+
+def _onehot(pred, n=3):
+    return np.eye(n)[pred]
+
+
+def test_prediction_entropy_by_hand():
+    assert prediction_entropy(np.array([0, 1, 2]), 3) == pytest.approx(1.0)
+    assert prediction_entropy(np.array([1, 1, 1, 1]), 3) == pytest.approx(0.0)
+    # two classes half and half out of three: ln 2 / ln 3
+    assert prediction_entropy(np.array([0, 1, 0, 1]), 3) == pytest.approx(math.log(2) / math.log(3))
+
+
+def test_score_model_recall_confusion_and_subjects_by_hand():
+    trials = _trials()
+    # predictions for all 16 trials; on test (subjects a, b) labels are 0 1 2 0 | 0 1 2 0
+    pred = np.array([0, 1, 1, 0, 0, 2, 2, 1] + [0] * 8)
+    scored = score_model("m", _onehot(pred)[None, None], trials, seeds=(7,))
+    (row,) = scored["test"]
+    assert row["seed"] == 7 and row["acc"] == pytest.approx(5 / 8)
+    # recall: class x 3/4 (one 0 predicted as 1), y 1/2, z 1/2
+    assert (row["recall_x"], row["recall_y"], row["recall_z"]) == pytest.approx((0.75, 0.5, 0.5))
+    assert scored["confusion"].tolist() == [[3, 1, 0], [0, 1, 1], [0, 1, 1]]
+    assert {(r["subject"], r["acc"]) for r in scored["subjects"]} == {("a", 0.75), ("b", 0.5)}
+    assert len(scored["pairs"]) == 8 and scored["pairs"][2] == ("z", "y")
+    assert not row["collapsed"]
+
+
+def test_collapsed_model_is_flagged():
+    trials = _trials()
+    scored = score_model("fusion", _onehot(np.zeros(16, dtype=int))[None, None], trials, seeds=(0,))
+    (row,) = scored["test"]
+    assert row["collapsed"] and row["top_class"] == "x" and row["top_share"] == 1.0
+    assert row["pred_entropy"] == pytest.approx(0.0)
+    # 7 of 8 the same class is still >= COLLAPSE_SHARE; 6 of 8 is not
+    assert 7 / 8 >= COLLAPSE_SHARE > 6 / 8
+    almost = np.array([0, 0, 0, 0, 0, 0, 0, 1] + [0] * 8)
+    assert score_model("m", _onehot(almost)[None, None], trials, (0,))["test"][0]["collapsed"]
+    healthy = np.array([0, 0, 0, 0, 0, 0, 1, 1] + [0] * 8)
+    assert not score_model("m", _onehot(healthy)[None, None], trials, (0,))["test"][0]["collapsed"]

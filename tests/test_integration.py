@@ -90,6 +90,16 @@ def test_repro_writes_design_metrics(project):
     gain = metrics["fusion"]["gain_over_best_branch"]
     best = metrics["fusion"]["best_branch_on_val"]
     assert gain == pytest.approx(metrics["fusion"]["test"]["acc"] - metrics["branches"][best]["test"]["acc"])
+    assert "| **fusion (concat)** |" in (project / "reports" / "summary.md").read_text()
+    diagnostics = json.loads((project / "reports" / "diagnostics.json").read_text())
+    assert set(diagnostics["inputs"]) == {"eeg", "mel", "topo"}
+    assert set(diagnostics["ablation_drop"]) == {"eeg", "mel", "topo"}
+    for figure in ("confusion_matrices", "training_curves", "modality_contributions", "fusion_dynamics",
+                   "persistence_images"):
+        assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
+    for stage in ("pretrain_eeg", "pretrain_mel", "pretrain_topo", "fuse"):
+        live = json.loads((project / "reports" / "live" / stage / "metrics.json").read_text())
+        assert {"train_loss", "val_acc"} <= set(live)
     # Generated recordings are real files that MNE and soundfile read.
     assert sorted(p.suffix for p in (project / "data" / "raw").glob("sub-01_*")) == [".fif", ".wav"]
 

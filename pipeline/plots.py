@@ -1,0 +1,102 @@
+"""Figures under reports/figures/: what a reviewer would rather look at than read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_persistence_examples(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                              channel_names: list[str]) -> None:
+    """The first trial of each class: one row per class, one column per image channel.
+    giotto-tda images are indexed [persistence, birth], so rows are persistence."""
+    n_ch = images.shape[1]
+    fig, axes = plt.subplots(len(classes), n_ch, figsize=(1.6 * n_ch, 1.6 * len(classes)), squeeze=False)
+    for r, name in enumerate(classes):
+        rows = np.flatnonzero(labels == r)
+        for c in range(n_ch):
+            ax = axes[r, c]
+            if len(rows):
+                ax.imshow(images[rows[0], c], origin="lower", cmap="magma", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(channel_names[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle("Persistence images (x: birth, y: persistence), first trial of each class", fontsize=9)
+    _save(fig, path)
+
+
+def plot_confusions(path: Path, confusions: dict[str, np.ndarray], classes: list[str]) -> None:
+    """Row-normalised test confusion matrices summed over folds and seeds, one panel a model."""
+    fig, axes = plt.subplots(1, len(confusions), figsize=(3.2 * len(confusions), 3.2), squeeze=False)
+    for ax, (name, cm) in zip(axes[0], confusions.items()):
+        rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+        for i, j in np.ndindex(cm.shape):
+            ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+    axes[0, 0].set_ylabel("actual", fontsize=8)
+    _save(fig, path)
+
+
+def plot_curves(path: Path, histories: dict[str, dict[str, list[dict]]]) -> None:
+    """Train and validation loss / accuracy per epoch, one thin line per run, for each model."""
+    fig, axes = plt.subplots(2, len(histories), figsize=(3.2 * len(histories), 5), squeeze=False)
+    for col, (name, runs) in enumerate(histories.items()):
+        for run in runs.values():
+            epochs = [r["epoch"] for r in run]
+            for row, metric in enumerate(("loss", "acc")):
+                axes[row, col].plot(epochs, [r[f"train_{metric}"] for r in run], color="tab:blue", lw=0.8)
+                axes[row, col].plot(epochs, [r[f"val_{metric}"] for r in run], color="tab:orange", lw=0.8)
+        axes[0, col].set_title(name, fontsize=9)
+        axes[1, col].set_xlabel("epoch", fontsize=8)
+    axes[0, 0].set_ylabel("loss (blue train, orange val)", fontsize=8)
+    axes[1, 0].set_ylabel("accuracy", fontsize=8)
+    _save(fig, path)
+
+
+def plot_contributions(path: Path, drops: dict[str, list[float]], weights: dict[str, list[float]]) -> None:
+    """Modality ablation (test accuracy drop when replaced by its train mean) and, where the
+    fusion head has them, its mean learned modality weights; bars are means, ticks std."""
+    panels = [("accuracy drop when ablated", drops)] + ([("learned fusion weight", weights)] if weights else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels):
+        names = list(values)
+        ax.bar(names, [np.mean(values[m]) for m in names], yerr=[np.std(values[m]) for m in names],
+               color="tab:green", capsize=4)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_fusion_dynamics(path: Path, history: dict[str, list[dict]], modalities: list[str]) -> None:
+    """Per-epoch gradient norm, embedding norm and prediction entropy of each branch during
+    fusion training (first run), where one branch dominating shows at a glance."""
+    run = next(iter(history.values()), [])
+    keys = ("grad_norm", "embed_norm", "entropy")
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for m in modalities:
+            ax.plot([r["epoch"] for r in run], [r.get(f"{key}/{m}", np.nan) for r in run], label=m)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    _save(fig, path)
