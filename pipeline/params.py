@@ -16,7 +16,6 @@ import yaml
 from pipeline.errors import PipelineError
 
 MODALITIES = ("eeg", "mel", "topo")
-SOURCES = ("synthetic",)
 SPLIT_SCHEMES = ("holdout", "kfold", "loso")
 LOSSES = ("ce", "focal")
 DEVICES = ("auto", "cpu", "cuda")
@@ -69,6 +68,8 @@ class DataParams:
     synthetic: SyntheticParams
 
     def validate(self, key: str) -> None:
+        from pipeline.data.sources import SOURCES  # the registry is the list of allowed sources
+
         _require(self.source in SOURCES, f"{key}.source", self.source, ", ".join(SOURCES))
         self.synthetic.validate(f"{key}.synthetic")
 
