@@ -22,17 +22,25 @@ class Trials:
     folds: list[dict[str, list[str]]]
 
 
+def load_manifest() -> pd.DataFrame:
+    """The trial table written by ingest (subject and label kept as strings)."""
+    return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str})
+
+
+def _label_index(manifest: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    return manifest["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+
+
 def load_labels() -> tuple[np.ndarray, list[str]]:
     """Class index of every trial (manifest order) and the class list."""
     classes = io.read_json(io.CLASSES)
-    labels = pd.read_csv(io.MANIFEST, dtype={"label": str})["label"]
-    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64), classes
+    return _label_index(load_manifest(), classes), classes
 
 
 def load_trials() -> Trials:
-    labels, classes = load_labels()
-    subjects = pd.read_csv(io.MANIFEST, dtype={"subject": str})["subject"].to_numpy()
-    return Trials(labels=labels, subjects=subjects, classes=classes, folds=io.read_json(io.SPLIT)["folds"])
+    manifest, classes = load_manifest(), io.read_json(io.CLASSES)
+    return Trials(labels=_label_index(manifest, classes), subjects=manifest["subject"].to_numpy(),
+                  classes=classes, folds=io.read_json(io.SPLIT)["folds"])
 
 
 def load_features(modality: str) -> np.ndarray:

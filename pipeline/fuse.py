@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import entropy
 from tqdm import tqdm
 
 from pipeline import io
@@ -56,8 +57,7 @@ def _fusion_config(fp, model, data, device, batch_size: int) -> FitConfig:
         for m in model.branches:
             record[f"grad_norm/{m}"] = float(np.mean(grad_norms[m])) if grad_norms[m] else 0.0
             record[f"embed_norm/{m}"] = float(out["embed_norm"][m].mean())
-            p = out["probs"][m]
-            record[f"entropy/{m}"] = float(-(p * np.log(np.clip(p, 1e-12, 1))).sum(axis=1).mean())
+            record[f"entropy/{m}"] = float(entropy(out["probs"][m], axis=1).mean())
             grad_norms[m].clear()
 
     cfg.on_epoch_start, cfg.after_backward, cfg.on_epoch_end = on_epoch_start, after_backward, on_epoch_end

@@ -5,17 +5,12 @@ stages live in pretrain.py, fuse.py and evaluate.py.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from pipeline import io
-from pipeline.dataset import load_features, load_labels, load_trials
+from pipeline.dataset import load_features, load_labels, load_manifest, load_trials
 from pipeline.normalize import NORM_AXES, apply_normalizer, fit_normalizer
 from pipeline.params import Params
 from pipeline.split import fold_indices, make_folds
-
-
-def _read_manifest() -> pd.DataFrame:
-    return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str})
 
 
 def ingest(params: Params) -> None:
@@ -29,7 +24,7 @@ def ingest(params: Params) -> None:
 
 
 def split(params: Params) -> None:
-    trials = _read_manifest()
+    trials = load_manifest()
     folds = make_folds(trials["subject"].tolist(), params.split)
     io.write_json(io.SPLIT, {"scheme": params.split.scheme, "folds": folds})
     print(f"split: {params.split.scheme}, {len(folds)} fold(s); fold 0 "
@@ -40,11 +35,11 @@ def features(modality: str, params: Params) -> None:
     if modality == "eeg":
         from pipeline.features.eeg import eeg_features
 
-        x, _ = eeg_features(_read_manifest(), params.eeg)
+        x, _ = eeg_features(load_manifest(), params.eeg)
     elif modality == "mel":
         from pipeline.features.mel import mel_features
 
-        x = mel_features(_read_manifest(), params.mel)
+        x = mel_features(load_manifest(), params.mel)
     else:
         from pipeline.features.topo import topo_features
 
