@@ -22,4 +22,4 @@ test: install
 	python -m pytest -q
 
 clean:
-	rm -rf data/raw data/interim data/features models/eeg models/mel models/topo models/fusion
+	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/fusion

@@ -43,8 +43,18 @@ ParamsOption = typer.Option("params.yaml", "--params", help="params file to vali
 
 @app.command()
 @_stage
+def synthesize(params: str = ParamsOption):
+    """Write the embedded default data (real FIF + WAV recordings and a manifest) -> data/synthetic/."""
+    from pipeline import stages
+
+    stages.synthesize(load_params(params))
+
+
+@app.command()
+@_stage
 def ingest(params: str = ParamsOption):
-    """Turn the data source into data/interim/manifest.csv (one row per trial)."""
+    """Check every trial of the data source -> data/interim/manifest.csv (one row per good trial),
+    classes.json and reports/ingest.json (what was dropped and why)."""
     from pipeline import stages
 
     stages.ingest(load_params(params))

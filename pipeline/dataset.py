@@ -27,6 +27,24 @@ def load_manifest() -> pd.DataFrame:
     return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str})
 
 
+NO_AUDIO = "the data has no audio (no audio_path in the manifest)"
+
+
+def available_modalities(manifest: pd.DataFrame | None = None) -> list[str]:
+    """The views the ingested data has: EEG and topology always, speech only with audio."""
+    manifest = load_manifest() if manifest is None else manifest
+    return ["eeg", "mel", "topo"] if manifest["audio_path"].notna().any() else ["eeg", "topo"]
+
+
+def skip_note(stage: str, modality: str) -> bool:
+    """True (after printing a one-line note) when the ingested data lacks `modality`: its
+    stages then write empty outputs instead of failing."""
+    if modality in available_modalities():
+        return False
+    print(f"{stage} {modality}: skipped: {NO_AUDIO}")
+    return True
+
+
 def _label_index(manifest: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return manifest["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
 
@@ -43,11 +61,11 @@ def load_trials() -> Trials:
                   classes=classes, folds=io.read_json(io.SPLIT)["folds"])
 
 
-def load_features(modality: str) -> np.ndarray:
+def load_features(modality: str, mmap: bool = False) -> np.ndarray:
     path = io.feature_path(modality)
     if not path.is_file():
         raise PipelineError(f"{path}: no features for modality {modality!r}; run its features stage")
-    return np.load(path)
+    return np.load(path, mmap_mode="r" if mmap else None)
 
 
 @dataclass

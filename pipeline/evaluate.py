@@ -14,8 +14,8 @@ from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix
                              recall_score, roc_auc_score)
 
 from pipeline import io, plots
-from pipeline.dataset import Trials, load_trials
-from pipeline.params import MODALITIES, Params
+from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_trials
+from pipeline.params import Params
 from pipeline.split import fold_indices
 
 METRICS = ("acc", "f1_macro", "kappa", "auc")
@@ -145,9 +145,11 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
 
 
 def run_evaluate(params: Params) -> None:
+    modalities = available_modalities()
+    params.check_modalities(modalities, NO_AUDIO)
     trials = load_trials()
     seeds = params.train.seeds
-    sources = {m: io.branch_dir(m) for m in MODALITIES} | {"fusion": io.FUSION_DIR}
+    sources = {m: io.branch_dir(m) for m in modalities} | {"fusion": io.FUSION_DIR}
     scored = {name: score_model(name, np.load(d / "probabilities.npy"), trials, seeds) for name, d in sources.items()}
     for name, s in scored.items():
         for r in s["test"]:
@@ -155,9 +157,9 @@ def run_evaluate(params: Params) -> None:
                 print(f"warning: {name} (fold {r['fold']}, seed {r['seed']}) collapsed: it predicts "
                       f"'{r['top_class']}' for {r['top_share']:.0%} of the test trials", file=sys.stderr)
 
-    val_acc = {m: float(np.mean([r["acc"] for r in scored[m]["val"]])) for m in MODALITIES}
+    val_acc = {m: float(np.mean([r["acc"] for r in scored[m]["val"]])) for m in modalities}
     best = max(params.fusion.modalities, key=val_acc.get)  # chosen on validation, never on test
-    branches = {m: {"test": _test_summary(scored[m], trials.classes)} for m in MODALITIES}
+    branches = {m: {"test": _test_summary(scored[m], trials.classes)} for m in modalities}
     fusion_test = _test_summary(scored["fusion"], trials.classes)
     metrics = {
         "fusion": {"type": params.fusion.type, "test": fusion_test,
@@ -166,17 +168,19 @@ def run_evaluate(params: Params) -> None:
         "branches": branches,
         "n_seeds": len(seeds),
         "n_folds": len(trials.folds),
+        "data": {k: (len(v) if isinstance(v, list) else v) for k, v in io.read_json(io.INGEST_REPORT).items()
+                 if k in ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")},
     }
 
     runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
     per_run = {k: {m: [r[k][m] for r in runs.values()] for m in next(iter(runs.values()))[k]}
                for k in ("ablation_drop", "fusion_weights")} if runs else {}
     diagnostics = {
-        "inputs": {m: io.read_json(io.normalizer_path(m).with_suffix(".json")) for m in MODALITIES},
+        "inputs": {m: io.read_json(io.normalizer_path(m).with_suffix(".json")) for m in modalities},
         "fusion_runs": runs,
         **per_run,
     }
-    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in MODALITIES}
+    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
     histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
 
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)

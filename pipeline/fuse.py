@@ -8,7 +8,7 @@ from scipy.stats import entropy
 from tqdm import tqdm
 
 from pipeline import io
-from pipeline.dataset import fold_data, load_features, load_trials, runs
+from pipeline.dataset import NO_AUDIO, available_modalities, fold_data, load_features, load_trials, runs
 from pipeline.fusion import OGMGE, FusionModel, branch_outputs, build_fusion
 from pipeline.params import Params
 from pipeline.pretrain import load_branch
@@ -86,6 +86,7 @@ def _ensemble_weights(fp, model, data, device) -> list[float]:
 
 
 def run_fuse(params: Params) -> None:
+    params.check_modalities(available_modalities(), NO_AUDIO)
     fp, tp = params.fusion, params.train
     device = resolve_device(tp.device)
     trials = load_trials()

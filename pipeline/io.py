@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-RAW = Path("data/raw")
+SYNTHETIC = Path("data/synthetic")
 INTERIM = Path("data/interim")
 FEATURES = Path("data/features")
 MODELS = Path("models")
@@ -23,6 +23,8 @@ REPORTS = Path("reports")
 MANIFEST = INTERIM / "manifest.csv"
 CLASSES = INTERIM / "classes.json"
 SPLIT = INTERIM / "split.json"
+INGEST_REPORT = Path("reports/ingest.json")
+MEL_REPORT = Path("reports/mel_clips.json")
 
 
 def feature_path(modality: str) -> Path:
@@ -51,10 +53,12 @@ def atomic_path(path: str | Path):
     """Yield a temporary path next to `path`; move it onto `path` only if the block succeeds.
 
     Works for files and directories: whatever the block creates at the temporary path replaces
-    `path` whole.
+    `path` whole. Temporary siblings left by an earlier run that was killed are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
     try:
         yield tmp
@@ -78,6 +82,11 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+def save_csv(path: str | Path, frame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def save_npz(path: str | Path, **arrays) -> None:

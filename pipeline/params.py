@@ -24,6 +24,10 @@ TOPO_SOURCES = ("connectivity",)
 EMBED_NORMS = ("none", "batchnorm", "layernorm")
 GRAD_MODULATIONS = ("none", "ogm_ge")
 ENSEMBLE_WEIGHTINGS = ("equal", "val", "fixed")
+ON_ERROR = ("fail", "skip")
+EAV_TASKS = ("speaking", "listening", "both")
+CROPS = ("center", "start", "end")
+SYNTHETIC_ROOT = "data/synthetic"  # where the synthesize stage writes (a dvc.yaml out)
 
 
 class ParamsError(PipelineError, ValueError):
@@ -62,16 +66,39 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
+class EAVParams:
+    task: str                # speaking (EEG + audio) | listening | both (EEG only)
+    segment_seconds: float | None  # cut each 20 s trial into segments of this length; null: whole trials
+
+    def validate(self, key: str) -> None:
+        _require(self.task in EAV_TASKS, f"{key}.task", self.task, ", ".join(EAV_TASKS))
+        _require(self.segment_seconds is None or self.segment_seconds > 0, f"{key}.segment_seconds",
+                 self.segment_seconds, "null or > 0")
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: str
     root: str
+    manifest: str                   # manifest source: file name inside root
+    classes: tuple[str, ...] | None  # null: the sorted set of labels
+    on_error: str                   # fail | skip
     synthetic: SyntheticParams
+    eav: EAVParams
 
     def validate(self, key: str) -> None:
         from pipeline.data.sources import SOURCES  # the registry is the list of allowed sources
 
         _require(self.source in SOURCES, f"{key}.source", self.source, ", ".join(SOURCES))
+        if self.source == "synthetic":
+            _require(Path(self.root) == Path(SYNTHETIC_ROOT), f"{key}.root", self.root,
+                     f"{SYNTHETIC_ROOT} with data.source synthetic (where the synthesize stage writes)")
+        _require(self.on_error in ON_ERROR, f"{key}.on_error", self.on_error, ", ".join(ON_ERROR))
+        if self.classes is not None:
+            _require(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
+                     f"{key}.classes", list(self.classes), "null or a list of 2 or more distinct labels")
         self.synthetic.validate(f"{key}.synthetic")
+        self.eav.validate(f"{key}.eav")
 
 
 @dataclass(frozen=True)
@@ -98,8 +125,12 @@ class EEGParams:
     sfreq: float
     reference: str
     epoch_seconds: float
+    channels: tuple[str, ...] | None  # named subset common to all recordings; null: all EEG channels
+    read_kwargs: dict[str, typing.Any]  # passed to MNE's reader, e.g. {data_format: int16} for .cnt
 
     def validate(self, key: str) -> None:
+        _require(self.channels is None or (len(self.channels) >= 2 and len(set(self.channels)) == len(self.channels)),
+                 f"{key}.channels", self.channels, "null or a list of 2 or more distinct channel names")
         _require(0 < self.l_freq < self.h_freq, f"{key}.l_freq", self.l_freq,
                  f"0 < l_freq < h_freq ({self.h_freq})")
         _require(self.sfreq > 2 * self.h_freq, f"{key}.sfreq", self.sfreq,
@@ -119,8 +150,10 @@ class MelParams:
     n_fft: int
     fmin: float
     fmax: float
+    crop: str  # clips longer than clip_seconds: center | start | end
 
     def validate(self, key: str) -> None:
+        _require(self.crop in CROPS, f"{key}.crop", self.crop, ", ".join(CROPS))
         _require(self.sr >= 8000, f"{key}.sr", self.sr, ">= 8000")
         _require(self.n_mels >= 8, f"{key}.n_mels", self.n_mels, "an integer >= 8")
         _require(self.n_frames >= 8, f"{key}.n_frames", self.n_frames, "an integer >= 8")
@@ -249,6 +282,14 @@ class FusionParams:
 
 
 @dataclass(frozen=True)
+class ComputeParams:
+    n_jobs: int  # joblib workers of ingest and the feature stages; -1: one per core
+
+    def validate(self, key: str) -> None:
+        _require(self.n_jobs >= 1 or self.n_jobs == -1, f"{key}.n_jobs", self.n_jobs, "an integer >= 1, or -1")
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     split: SplitParams
@@ -258,6 +299,13 @@ class Params:
     train: TrainParams
     branches: dict[str, TrainParams] = field(default_factory=dict)
     fusion: FusionParams | None = None
+    compute: ComputeParams = ComputeParams(n_jobs=1)
+
+    def check_modalities(self, available: list[str], missing_reason: str) -> None:
+        """Fusing a modality the data does not have is a params error naming fusion.modalities."""
+        lacking = [m for m in self.fusion.modalities if m not in available]
+        _require(not lacking, "fusion.modalities", list(self.fusion.modalities),
+                 f"modalities the data has ({', '.join(available)}); {', '.join(lacking)}: {missing_reason}")
 
     def branch(self, modality: str) -> TrainParams:
         """Training params of one branch: `train` with `branches.<modality>` on top."""
@@ -286,6 +334,8 @@ def _coerce(value, hint, key: str):
         _require(isinstance(value, dict), key, value, "a mapping")
         _, inner = typing.get_args(hint)
         return {k: _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if hint is typing.Any:
+        return value
     if hint is bool:
         _require(isinstance(value, bool), key, value, "true or false")
         return value
@@ -320,7 +370,7 @@ def parse_params(raw: dict) -> Params:
     """Typed, validated Params from the parsed YAML mapping."""
     _require(isinstance(raw, dict), "params", type(raw).__name__, "a mapping at the top level")
     sections = {"data": DataParams, "split": SplitParams, "eeg": EEGParams, "mel": MelParams,
-                "topo": TopoParams, "train": TrainParams, "fusion": FusionParams}
+                "topo": TopoParams, "train": TrainParams, "fusion": FusionParams, "compute": ComputeParams}
     allowed = [*sections, "branches"]
     unknown = sorted(set(raw) - set(allowed))
     _require(not unknown, unknown[0] if unknown else "", "(unknown section)", ", ".join(allowed))

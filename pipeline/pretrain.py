@@ -8,7 +8,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import io
-from pipeline.dataset import FoldData, fold_data, load_features, load_trials, runs
+from pipeline.dataset import NO_AUDIO, FoldData, fold_data, load_features, load_trials, runs, skip_note
 from pipeline.nets import BranchClassifier
 from pipeline.params import Params, TrainParams
 from pipeline.training import (ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
@@ -47,6 +47,14 @@ def load_branch(path: Path, map_location="cpu") -> tuple[BranchClassifier, dict]
 
 
 def run_pretrain(modality: str, params: Params) -> None:
+    if skip_note("pretrain", modality):
+        with io.atomic_path(io.branch_dir(modality)) as out:
+            out.mkdir()
+            io.write_json(out / "skipped.json", {"skipped": NO_AUDIO})
+        with io.atomic_path(io.live_dir(f"pretrain_{modality}")) as live:
+            (live / "plots" / "metrics").mkdir(parents=True)
+            io.write_json(live / "metrics.json", {})
+        return
     p = params.branch(modality)
     device = resolve_device(p.device)
     trials, x = load_trials(), load_features(modality)

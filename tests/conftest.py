@@ -3,8 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.io
+import soundfile as sf
 
+from pipeline.data.eav import EMOTIONS
+from pipeline.data.readers import EAV_SFREQ
 from pipeline.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +43,42 @@ def realdata() -> Path:
         pytest.skip(f"real EEG recordings not found at {REALDATA / 'eeg'} "
                     "(the shared realdata folder is not checked out next to the project)")
     return REALDATA
+
+
+def _write_eav(root: Path, n_subjects: int = 3, n_samples: int = 1000, trials_per_class: int = 1,
+              seed: int = 0) -> dict[str, np.ndarray]:
+    """An EAV-shaped dataset under `root`; returns each subject's class index (0-9) per trial.
+
+    subjectNN/EEG/subjectNN_eeg.mat        seg1: (n_samples, 30, 10 * trials_per_class), uV
+    subjectNN/EEG/subjectNN_eeg_label.mat  label: one-hot (10, trials), classes shuffled
+    subjectNN/Audio/NNN_Trial_TT_Speaking_<Emotion>_aud.wav, one per speaking (even) class trial
+    """
+    rng = np.random.default_rng(seed)
+    n_trials = 10 * trials_per_class
+    out = {}
+    for s in range(1, n_subjects + 1):
+        name = f"subject{s:02d}"
+        eeg, audio = root / name / "EEG", root / name / "Audio"
+        eeg.mkdir(parents=True)
+        audio.mkdir(parents=True)
+        classes = rng.permutation(np.repeat(np.arange(10), trials_per_class))
+        seg = 10 * rng.standard_normal((n_samples, 30, n_trials))
+        scipy.io.savemat(str(eeg / f"{name}_eeg.mat"), {"seg1": seg})
+        label = np.zeros((10, n_trials))
+        label[classes, np.arange(n_trials)] = 1
+        scipy.io.savemat(str(eeg / f"{name}_eeg_label.mat"), {"label": label})
+        i = 0
+        for t, c in enumerate(classes):
+            if c % 2 == 0:
+                i += 1
+                emotion = EMOTIONS[c // 2].capitalize()
+                y = 0.1 * rng.standard_normal(int(n_samples / EAV_SFREQ * 16000))
+                sf.write(audio / f"{i:03d}_Trial_{t + 1:02d}_Speaking_{emotion}_aud.wav", y, 16000)
+        out[name] = classes
+    return out
+
+
+@pytest.fixture(scope="session")
+def write_eav():
+    """Writes a small EAV-shaped dataset (generated, never downloaded): `write_eav(root, ...)`."""
+    return _write_eav

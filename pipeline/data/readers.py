@@ -1,6 +1,8 @@
 """The one reader path for every recording, generated or brought by a user.
 
-EEG goes through MNE's readers (chosen by file extension), audio through soundfile.
+EEG goes through MNE's readers, chosen by file extension (EDF, BDF, GDF, FIF, EEGLAB .set,
+BrainVision .vhdr, Neuroscan .cnt, ...), plus the EAV dataset's .mat arrays; audio goes
+through soundfile (WAV, FLAC, OGG, ...) at any sample rate.
 """
 from __future__ import annotations
 
@@ -9,45 +11,111 @@ from pathlib import Path
 import librosa
 import mne
 import numpy as np
+import scipy.io
 import soundfile as sf
 
 from pipeline.errors import PipelineError
 
+EAV_SFREQ = 500.0  # the EAV dataset's EEG arrays are sampled at 500 Hz
+EAV_ARRAYS = ("seg1", "seg")  # the EEG array's name in EAV .mat files (most use seg1)
 
-def read_eeg(path: str | Path, preload: bool = True) -> mne.io.BaseRaw:
-    """An MNE Raw of the EEG channels of `path` (any format `mne.io.read_raw` knows)."""
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def eav_array_shape(path: str | Path) -> tuple[str, tuple[int, int, int]]:
+    """Name and shape (samples, channels, trials) of the EEG array of an EAV .mat, header only."""
     try:
-        raw = mne.io.read_raw(path, preload=preload, verbose="error")
+        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(str(path))}
+    except Exception as exc:
+        raise PipelineError(f"{path}: cannot read EAV .mat ({_first_line(exc)})") from None
+    for name in EAV_ARRAYS:
+        if len(shapes.get(name, ())) == 3:
+            return name, shapes[name]
+    raise PipelineError(f"{path}: no 3-D EEG array named {' or '.join(EAV_ARRAYS)} "
+                        f"(found {', '.join(shapes) or 'nothing'})")
+
+
+def read_eav_mat(path: str | Path) -> mne.io.RawArray:
+    """An EAV .mat (samples x channels x trials at 500 Hz, in uV) as one Raw of the trials back
+    to back: trial k spans [k, k + 1) x trial length seconds. An 'EDGE boundary' annotation at
+    every trial start makes MNE's filters treat each trial as its own segment."""
+    name, (n_samples, n_channels, n_trials) = eav_array_shape(path)
+    data = scipy.io.loadmat(str(path), variable_names=[name])[name]
+    x = np.ascontiguousarray(data.transpose(1, 2, 0)).reshape(n_channels, n_trials * n_samples)
+    info = mne.create_info([f"EEG{i + 1:02d}" for i in range(n_channels)], EAV_SFREQ, "eeg")
+    raw = mne.io.RawArray(x * 1e-6, info, verbose="error")
+    raw.set_annotations(mne.Annotations(np.arange(1, n_trials) * n_samples / EAV_SFREQ, 0.0,
+                                        "EDGE boundary"))
+    return raw
+
+
+def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None,
+             preload: bool = True) -> mne.io.BaseRaw:
+    """The EEG channels of one recording as an MNE Raw.
+
+    Channels are picked by type; with `channels` (eeg.channels) exactly those, in that order.
+    `read_kwargs` (eeg.read_kwargs) go to MNE's reader, e.g. `data_format` for Neuroscan .cnt.
+    Raises PipelineError naming the file for a missing, unreadable or channel-less file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: EEG file not found")
+    try:
+        if path.suffix.lower() == ".mat":
+            raw = read_eav_mat(path)
+        else:
+            raw = mne.io.read_raw(path, preload=False, verbose="error", **(read_kwargs or {}))
+    except PipelineError:
+        raise
     except Exception as exc:  # MNE raises many types for unreadable files
-        raise PipelineError(f"{path}: cannot read EEG ({type(exc).__name__}: {exc})") from None
+        hint = f" with eeg.read_kwargs {read_kwargs}" if read_kwargs else " (reader options: eeg.read_kwargs)"
+        raise PipelineError(f"{path}: cannot read EEG{hint} ({_first_line(exc)})") from None
     picks = mne.pick_types(raw.info, eeg=True, exclude=[])
     if len(picks) == 0:
         raise PipelineError(f"{path}: no EEG channels")
-    return raw.pick(picks)
+    raw.pick(picks)
+    if channels:
+        missing = [c for c in channels if c not in raw.ch_names]
+        if missing:
+            raise PipelineError(f"{path}: lacks eeg.channels {', '.join(missing)} "
+                                f"(it has {', '.join(raw.ch_names[:8])}{', ...' if len(raw.ch_names) > 8 else ''})")
+        raw.pick(list(channels)).reorder_channels(list(channels))
+    if preload:
+        raw.load_data(verbose="error")
+    return raw
 
 
-def eeg_seconds(path: str | Path) -> float:
-    """Length of an EEG recording in seconds, read from its header only."""
-    raw = read_eeg(path, preload=False)
+def eeg_seconds(raw: mne.io.BaseRaw) -> float:
+    """Length of a recording in seconds."""
     return raw.n_times / raw.info["sfreq"]
 
 
 def audio_seconds(path: str | Path) -> float:
+    """Length of an audio file in seconds, from its header."""
+    if not Path(path).is_file():
+        raise PipelineError(f"{path}: audio file not found")
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        raise PipelineError(f"{path}: cannot read audio ({exc})") from None
+        raise PipelineError(f"{path}: cannot read audio ({_first_line(exc)})") from None
     return info.frames / info.samplerate
 
 
-def read_audio(path: str | Path, onset: float, duration: float, sr: int) -> np.ndarray:
-    """Mono float32 audio of the window [onset, onset + duration) s, resampled to `sr`."""
+def read_audio(path: str | Path, onset: float, duration: float, sr: int | None) -> np.ndarray:
+    """Mono float32 audio of the window [onset, onset + duration) s, resampled to `sr` (None:
+    the file's own rate).
+
+    Stereo (or more channels) is mixed down to mono by averaging.
+    """
     try:
         with sf.SoundFile(str(path)) as fh:
             native = fh.samplerate
             fh.seek(int(round(onset * native)))
             y = fh.read(int(round(duration * native)), dtype="float32", always_2d=True)
     except Exception as exc:
-        raise PipelineError(f"{path}: cannot read audio ({exc})") from None
+        raise PipelineError(f"{path}: cannot read audio ({_first_line(exc)})") from None
     y = y.mean(axis=1)
-    return librosa.resample(y, orig_sr=native, target_sr=sr) if native != sr else y
+    return librosa.resample(y, orig_sr=native, target_sr=sr) if sr and native != sr and y.size else y

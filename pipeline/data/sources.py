@@ -1,35 +1,28 @@
-"""Data sources: name -> class. A source turns params into a manifest CSV on disk.
+"""Data sources: name -> class. A source turns params into candidate trials: a table of the
+manifest columns plus `where` (for messages), checked afterwards by pipeline.data.ingest.
 
-Adding a source is one class with `prepare(params) -> Path` plus one line in SOURCES.
+Adding a source is one class with `trials(params, bad) -> (table, extras)` plus one line in
+SOURCES (`bad` takes the problems a source finds itself, under `data.on_error`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import io
-from pipeline.data.manifest import read_manifest
-from pipeline.data.synthetic import generate
+import pandas as pd
+
+from pipeline.data.eav import EAVSource
+from pipeline.data.ingest import BadInput
+from pipeline.data.manifest import read_manifest_csv
 from pipeline.params import Params
 
 
-class SyntheticSource:
-    """The embedded default: writes real FIF/WAV recordings under data/raw, then a manifest."""
+class ManifestSource:
+    """A user CSV (`data.root`/`data.manifest`) pointing at any MNE-readable EEG and any
+    soundfile-readable audio. The synthetic source is this too: the synthesize stage writes
+    real FIF/WAV recordings and their manifest into data/synthetic."""
 
-    def prepare(self, params: Params) -> Path:
-        with io.atomic_path(io.RAW) as tmp:
-            generate(tmp, params.data.synthetic)
-        return io.RAW / "manifest.csv"
-
-
-SOURCES = {"synthetic": SyntheticSource}
+    def trials(self, params: Params, bad: BadInput) -> tuple[pd.DataFrame, dict]:
+        return read_manifest_csv(Path(params.data.root) / params.data.manifest), {}
 
 
-def ingest(params: Params):
-    """Run the configured source and read its manifest back through the common reader path.
-
-    Returns the trial table (one row per trial) and the sorted class list.
-    """
-    manifest_path = SOURCES[params.data.source]().prepare(params)
-    trials = read_manifest(manifest_path)
-    classes = sorted(trials["label"].unique())
-    return trials, classes
+SOURCES = {"synthetic": ManifestSource, "manifest": ManifestSource, "eav": EAVSource}

@@ -4,60 +4,104 @@ from __future__ import annotations
 import mne
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
-
 from pipeline.data.readers import read_eeg
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, warn
+from pipeline.parallel import stream
 from pipeline.params import EEGParams
 
 
-def preprocess(raw: mne.io.BaseRaw, p: EEGParams) -> mne.io.BaseRaw:
+def adapt_filters(p: EEGParams, sfreq: float, path) -> tuple[float | None, float | None, list[str]]:
+    """The notch and low-pass cut-off that fit a recording sampled at `sfreq`.
+
+    A notch or `h_freq` at or above the recording's Nyquist frequency cannot be applied (and is
+    not needed: the recording holds nothing up there); it is dropped with a warning naming the
+    file. Returns (notch, h_freq, warnings).
+    """
+    nyquist = sfreq / 2
+    notch, h_freq, notes = p.notch, p.h_freq, []
+    if notch is not None and notch >= nyquist:
+        notes.append(f"{path}: eeg.notch {notch:g} Hz is at or above this recording's Nyquist frequency "
+                     f"({nyquist:g} Hz at {sfreq:g} Hz); no notch filter for it")
+        notch = None
+    if h_freq >= nyquist:
+        notes.append(f"{path}: eeg.h_freq {h_freq:g} Hz is at or above this recording's Nyquist frequency "
+                     f"({nyquist:g} Hz at {sfreq:g} Hz); no low-pass filter for it")
+        h_freq = None
+    if p.l_freq >= nyquist:
+        raise PipelineError(f"{path}: eeg.l_freq {p.l_freq:g} Hz is at or above this recording's Nyquist "
+                            f"frequency ({nyquist:g} Hz at {sfreq:g} Hz)")
+    return notch, h_freq, notes
+
+
+def preprocess(raw: mne.io.BaseRaw, p: EEGParams, path="recording") -> mne.io.BaseRaw:
     """Notch, band-pass, reference and resample one continuous recording (in place).
 
     Filtering runs on the whole recording before epoching, so trial edges carry no filter
-    transients, and before resampling, so nothing aliases.
+    transients, and before resampling, so nothing aliases. Filters that do not fit the
+    recording's sampling rate are adapted (see `adapt_filters`).
     """
-    if p.notch is not None:
-        raw.notch_filter(p.notch, verbose="error")
-    raw.filter(p.l_freq, p.h_freq, verbose="error")
+    notch, h_freq, _ = adapt_filters(p, raw.info["sfreq"], path)
+    if notch is not None:
+        raw.notch_filter(notch, verbose="error")
+    raw.filter(p.l_freq, h_freq, verbose="error")
     if p.reference == "average":
         raw.set_eeg_reference("average", projection=False, verbose="error")
     raw.resample(p.sfreq, verbose="error")
     return raw
 
 
-def cut_epochs(raw: mne.io.BaseRaw, onsets: np.ndarray, p: EEGParams) -> np.ndarray:
-    """Epochs of `p.epoch_seconds` from each onset (s), shape (n, n_channels, n_times), in uV."""
+def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.ndarray:
+    """The centre `p.epoch_seconds` of each trial window [onset, onset + duration) s (no
+    durations: windows of exactly `p.epoch_seconds`), shape (n, n_channels, n_times), in uV."""
     sfreq = raw.info["sfreq"]
-    samples = raw.first_samp + np.round(np.asarray(onsets) * sfreq).astype(int)
+    starts = np.asarray(onsets, dtype=float)
+    if durations is not None:
+        starts = starts + (np.asarray(durations) - p.epoch_seconds) / 2
+    samples = raw.first_samp + np.round(starts * sfreq).astype(int)
     events = np.column_stack([samples, np.zeros_like(samples), np.ones_like(samples)])
     n_times = int(round(p.epoch_seconds * sfreq))
     epochs = mne.Epochs(raw, events, tmin=0.0, tmax=(n_times - 1) / sfreq, baseline=None,
                         preload=True, reject_by_annotation=False, event_repeated="drop",
                         verbose="error")
-    if len(epochs) != len(onsets):
-        raise PipelineError(f"{raw.filenames[0]}: {len(onsets) - len(epochs)} trial window(s) of "
+    if len(epochs) != len(samples):
+        raise PipelineError(f"{raw.filenames[0]}: {len(samples) - len(epochs)} trial window(s) of "
                             f"{p.epoch_seconds} s do not fit in the recording")
     return epochs.get_data(units="uV").astype(np.float32)
 
 
-def eeg_features(trials: pd.DataFrame, p: EEGParams) -> tuple[np.ndarray, list[str]]:
+def recording_epochs(path: str, onsets, durations, p: EEGParams) -> tuple[np.ndarray, list[str], list[str]]:
+    """Read, preprocess and epoch one recording: (epochs, channel names, warnings)."""
+    raw = read_eeg(path, p.read_kwargs, p.channels)
+    notes = adapt_filters(p, raw.info["sfreq"], path)[2]
+    preprocess(raw, p, path)
+    return cut_epochs(raw, onsets, p, durations), list(raw.ch_names), notes
+
+
+def eeg_features(trials: pd.DataFrame, p: EEGParams, n_jobs: int = 1) -> tuple[np.ndarray, list[str]]:
     """Preprocessed epochs for every trial, in manifest order: (n_trials, n_channels, n_times).
 
-    Each recording is read and filtered once, then cut into its trials. All recordings must
-    share one channel set.
+    Recordings are processed on `n_jobs` joblib workers and streamed into the output, so memory
+    holds a few recordings, not the dataset. Each recording is read and filtered once, then cut
+    into its trials. All recordings must share one channel set (ingest checks it).
     """
+    short = trials["eeg_duration"] < p.epoch_seconds - 1e-6
+    if short.any():
+        raise PipelineError(f"params: eeg.epoch_seconds = {p.epoch_seconds} is not allowed; allowed: at most "
+                            f"the shortest trial window ({trials['eeg_duration'].min():g} s, in "
+                            f"{trials.loc[short.idxmax(), 'eeg_path']})")
+    groups = list(trials.groupby("eeg_path", sort=False).groups.items())
+    tasks = [(path, trials.loc[rows, "eeg_onset"].to_numpy(), trials.loc[rows, "eeg_duration"].to_numpy(), p)
+             for path, rows in groups]
     out: np.ndarray | None = None
     channels: list[str] | None = None
-    groups = trials.groupby("eeg_path", sort=False).groups
-    for path, rows in tqdm(groups.items(), desc="eeg features", unit="recording"):
-        raw = preprocess(read_eeg(path), p)
+    for (path, rows), (data, names, notes) in zip(groups, stream(recording_epochs, tasks, n_jobs, "eeg features",
+                                                                 "recording")):
+        for note in notes:
+            warn(note)
         if channels is None:
-            channels = list(raw.ch_names)
-        elif list(raw.ch_names) != channels:
-            raise PipelineError(f"{path}: EEG channels {raw.ch_names} differ from the first "
-                                f"recording's {channels}")
-        data = cut_epochs(raw, trials.loc[rows, "eeg_onset"].to_numpy(), p)
+            channels = names
+        elif names != channels:
+            raise PipelineError(f"{path}: EEG channels {names} differ from the first recording's {channels}")
         if out is None:
             out = np.empty((len(trials), *data.shape[1:]), dtype=np.float32)
         out[rows] = data

@@ -4,16 +4,15 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
-
 from pipeline.data.readers import read_audio
+from pipeline.parallel import stream
 from pipeline.params import MelParams
 
 
-def fit_length(y: np.ndarray, n: int) -> np.ndarray:
-    """Centre-crop or zero-pad (both sides) a 1-D clip to exactly `n` samples."""
+def fit_length(y: np.ndarray, n: int, crop: str = "center") -> np.ndarray:
+    """Crop (`crop`: center, start or end) or zero-pad (both sides) a 1-D clip to `n` samples."""
     if y.size >= n:
-        start = (y.size - n) // 2
+        start = {"center": (y.size - n) // 2, "start": 0, "end": y.size - n}[crop]
         return y[start:start + n]
     before = (n - y.size) // 2
     return np.pad(y, (before, n - y.size - before))
@@ -32,14 +31,28 @@ def log_mel(clips: np.ndarray, p: MelParams) -> np.ndarray:
     return db[:, None, :, :p.n_frames].astype(np.float32)
 
 
-def mel_features(trials: pd.DataFrame, p: MelParams) -> np.ndarray:
-    """Log-mel of every trial's audio window, in manifest order: (n_trials, 1, n_mels, n_frames)."""
+def file_mels(path: str, windows: list[tuple[float, float]], p: MelParams) -> tuple[np.ndarray, list[str]]:
+    """Log-mel of each (onset, duration) window of one audio file, and per clip whether it
+    was 'padded', 'cropped' or 'exact' (within one sample) to fit `p.clip_seconds`."""
     n = int(round(p.clip_seconds * p.sr))
+    clips = [read_audio(path, onset, duration, p.sr) for onset, duration in windows]
+    fits = ["exact" if abs(y.size - n) <= 1 else ("padded" if y.size < n else "cropped") for y in clips]
+    return log_mel(np.stack([fit_length(y, n, p.crop) for y in clips]), p), fits
+
+
+def mel_features(trials: pd.DataFrame, p: MelParams, n_jobs: int = 1) -> tuple[np.ndarray, dict[str, int]]:
+    """Log-mel of every trial's audio window, in manifest order: (n_trials, 1, n_mels, n_frames),
+    and how many clips were padded, cropped or already the right length.
+
+    Audio files are processed on `n_jobs` joblib workers and streamed into the output.
+    """
     out = np.empty((len(trials), 1, p.n_mels, p.n_frames), dtype=np.float32)
-    groups = trials.groupby("audio_path", sort=False).groups
-    for path, rows in tqdm(groups.items(), desc="mel features", unit="recording"):
-        clips = np.stack([fit_length(read_audio(path, trials.at[r, "audio_onset"],
-                                                trials.at[r, "audio_duration"], p.sr), n)
-                          for r in rows])
-        out[rows] = log_mel(clips, p)
-    return out
+    groups = list(trials.groupby("audio_path", sort=False).groups.items())
+    tasks = [(path, list(zip(trials.loc[rows, "audio_onset"], trials.loc[rows, "audio_duration"])), p)
+             for path, rows in groups]
+    counts = {"padded": 0, "cropped": 0, "exact": 0}
+    for (_, rows), (mels, fits) in zip(groups, stream(file_mels, tasks, n_jobs, "mel features", "file")):
+        out[rows] = mels
+        for fit in fits:
+            counts[fit] += 1
+    return out, counts

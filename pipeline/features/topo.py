@@ -16,7 +16,7 @@ import mne
 import numpy as np
 from gtda.diagrams import PersistenceImage
 from gtda.homology import VietorisRipsPersistence
-
+from pipeline.parallel import stream
 from pipeline.params import TopoParams
 
 
@@ -54,6 +54,20 @@ def persistence_images(distances: np.ndarray, p: TopoParams) -> np.ndarray:
     return images.reshape(n, n_bands * len(dims), p.n_bins, p.n_bins).astype(np.float32)
 
 
-def topo_features(eeg: np.ndarray, sfreq: float, p: TopoParams) -> np.ndarray:
-    """Persistence images from preprocessed EEG epochs (n, n_channels, n_times)."""
+def topo_features(eeg: np.ndarray, sfreq: float, p: TopoParams, chunks: list[np.ndarray] | None = None,
+                  n_jobs: int = 1) -> np.ndarray:
+    """Persistence images from preprocessed EEG epochs (n, n_channels, n_times).
+
+    `chunks` (trial indices, e.g. one subject each) are processed on `n_jobs` joblib workers
+    and streamed into the output, so `eeg` may be a memory-mapped array.
+    """
+    chunks = chunks if chunks is not None else [np.arange(len(eeg))]
+    tasks = ((np.asarray(eeg[idx]), sfreq, p) for idx in chunks)  # drawn lazily: one chunk in memory at a time
+    out = np.empty((len(eeg), len(p.bands) * len(p.homology_dimensions), p.n_bins, p.n_bins), np.float32)
+    for idx, images in zip(chunks, stream(_chunk_images, tasks, n_jobs, "topo features", "subject", len(chunks))):
+        out[idx] = images
+    return out
+
+
+def _chunk_images(eeg: np.ndarray, sfreq: float, p: TopoParams) -> np.ndarray:
     return persistence_images(band_distances(eeg, sfreq, p.bands), p)

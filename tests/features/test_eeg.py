@@ -10,7 +10,8 @@ from pipeline.errors import PipelineError
 from pipeline.features.eeg import cut_epochs, eeg_features, preprocess
 from pipeline.params import EEGParams
 
-P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0)
+P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0,
+              channels=None, read_kwargs={})
 NATIVE = 512.0
 SECONDS = 20.0
 # Channel amplitude patterns (uV) that sum to zero: the average reference leaves them alone,
@@ -51,7 +52,8 @@ def test_preprocess_removes_line_noise_keeps_alpha():
 @pytest.mark.parametrize("notch", [50.0, None])
 def test_notch_alone_removes_line_noise(notch):
     """With the low-pass above 50 Hz only the notch can remove the line noise."""
-    p = EEGParams(l_freq=1.0, h_freq=70.0, notch=notch, sfreq=256.0, reference="none", epoch_seconds=2.0)
+    p = EEGParams(l_freq=1.0, h_freq=70.0, notch=notch, sfreq=256.0, reference="none", epoch_seconds=2.0,
+                  channels=None, read_kwargs={})
     x = preprocess(_raw(), p).get_data(units="uV")[:, 512:-512]
     line = _amplitude(x, p.sfreq, 50.0)
     if notch is None:
@@ -70,7 +72,8 @@ def test_preprocess_average_reference():
 
 
 def test_preprocess_without_notch_or_reference_keeps_common_signal():
-    p = EEGParams(l_freq=1.0, h_freq=40.0, notch=None, sfreq=128.0, reference="none", epoch_seconds=2.0)
+    p = EEGParams(l_freq=1.0, h_freq=40.0, notch=None, sfreq=128.0, reference="none", epoch_seconds=2.0,
+                  channels=None, read_kwargs={})
     raw = _raw()
     raw._data += 40e-6 * np.sin(2 * np.pi * 7.0 * raw.times)
     x = preprocess(raw, p).get_data(units="uV")[:, 256:-256]
@@ -133,6 +136,25 @@ def test_eeg_features_channel_mismatch(tmp_path):
     trials = pd.DataFrame({"eeg_path": [a, b], "eeg_onset": [1.0, 1.0], "eeg_duration": [2.0, 2.0]})
     with pytest.raises(PipelineError, match="channels"):
         eeg_features(trials, P)
+
+
+def test_eeg_epoch_is_the_centre_of_a_longer_window(tmp_path):
+    a = _save(_raw(seed=1), tmp_path / "a_raw.fif")
+    centred, _ = eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [2.0], "eeg_duration": [6.0]}), P)
+    exact, _ = eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [4.0], "eeg_duration": [2.0]}), P)
+    np.testing.assert_array_equal(centred, exact)
+
+
+def test_window_shorter_than_the_epoch_is_an_error_naming_the_key(tmp_path):
+    a = _save(_raw(seed=1), tmp_path / "a_raw.fif")
+    with pytest.raises(PipelineError, match="eeg.epoch_seconds"):
+        eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [2.0], "eeg_duration": [1.0]}), P)
+
+
+def test_eeg_features_same_for_any_n_jobs(tmp_path):
+    paths = [_save(_raw(seed=s), tmp_path / f"{s}_raw.fif") for s in range(3)]
+    trials = pd.DataFrame({"eeg_path": paths * 2, "eeg_onset": [1.0] * 3 + [5.0] * 3, "eeg_duration": [2.0] * 6})
+    np.testing.assert_array_equal(eeg_features(trials, P, n_jobs=1)[0], eeg_features(trials, P, n_jobs=2)[0])
 
 
 def test_eeg_features_window_past_end_names_the_file(tmp_path):

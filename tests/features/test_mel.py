@@ -1,6 +1,8 @@
 """pipeline/features/mel.py: fixed-length clips and log-mel spectrograms that keep loudness."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import librosa
 import numpy as np
 import pandas as pd
@@ -10,7 +12,8 @@ import soundfile as sf
 from pipeline.features.mel import fit_length, log_mel, mel_features
 from pipeline.params import MelParams
 
-P = MelParams(sr=16000, clip_seconds=1.0, n_mels=32, n_frames=40, n_fft=1024, fmin=50.0, fmax=8000.0)
+P = MelParams(sr=16000, clip_seconds=1.0, n_mels=32, n_frames=40, n_fft=1024, fmin=50.0, fmax=8000.0,
+              crop="center")
 
 
 def _tone(freq: float, amplitude: float = 0.1, seconds: float = 1.0, sr: int = 16000) -> np.ndarray:
@@ -87,7 +90,35 @@ def test_mel_features_reads_windows_in_manifest_order(tmp_path):
     sf.write(path, audio, sr, subtype="FLOAT")
     trials = pd.DataFrame({"audio_path": [str(path)] * 2, "audio_onset": [2.0, 0.5],
                            "audio_duration": [1.0, 1.0]})
-    out = mel_features(trials, P)
+    out, counts = mel_features(trials, P)
     assert out.shape == (2, 1, P.n_mels, P.n_frames)
+    assert counts == {"padded": 0, "cropped": 0, "exact": 2}
     expected = log_mel(np.stack([_tone(2000, 0.3), _tone(440, 0.01)]), P)
     np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_mel_features_pads_and_crops_any_rate_and_counts(tmp_path):
+    """Clips at 44.1 kHz in stereo, shorter and longer than clip_seconds: resampled, mixed to
+    mono, zero-padded or cropped (centre, start or end), and counted."""
+    sr = 44100
+    t = np.arange(int(3.0 * sr)) / sr
+    tone = np.where(t < 1.0, 0.3, 0.01) * np.sin(2 * np.pi * 1000 * t)  # loud first second
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([tone, tone], axis=1), sr, subtype="FLOAT")
+    trials = pd.DataFrame({"audio_path": [str(path)] * 3, "audio_onset": [0.0, 0.0, 0.0],
+                           "audio_duration": [0.5, 1.0, 3.0]})
+    out, counts = mel_features(trials, P)
+    assert counts == {"padded": 1, "cropped": 1, "exact": 1}
+    start, _ = mel_features(trials, replace(P, crop="start"))
+    np.testing.assert_allclose(start[2][..., 2:-2], out[1][..., 2:-2], atol=0.05)  # the loud first second
+    assert out[2].max() < start[2].max() - 20  # the centre second is the quiet part (30 dB lower)
+
+
+def test_mel_features_same_for_any_n_jobs(tmp_path):
+    sr = 16000
+    paths = []
+    for k in range(3):
+        paths.append(str(tmp_path / f"{k}.wav"))
+        sf.write(paths[-1], _tone(300 + 200 * k, 0.1, seconds=2.0), sr, subtype="FLOAT")
+    trials = pd.DataFrame({"audio_path": paths, "audio_onset": [0.5] * 3, "audio_duration": [1.0] * 3})
+    np.testing.assert_array_equal(mel_features(trials, P, n_jobs=1)[0], mel_features(trials, P, n_jobs=2)[0])

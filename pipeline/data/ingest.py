@@ -1,0 +1,261 @@
+"""Ingest: a source's candidate trials, each checked against its recordings before any feature
+is computed, so bad input is found once, in one place, with one clear line.
+
+Under `data.on_error: fail` the first bad trial stops ingest (nothing is written); under
+`skip` every bad trial is dropped and listed with its reason in reports/ingest.json. Trial
+windows are read from disk subject after subject, on `compute.n_jobs` joblib workers, so
+memory holds a few recordings at a time, never the dataset.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from pipeline.data.manifest import COLUMNS
+from pipeline.data.readers import audio_seconds, eeg_seconds, read_audio, read_eeg
+from pipeline.errors import PipelineError
+from pipeline.parallel import stream
+from pipeline.params import Params
+
+
+class BadInput:
+    """The `data.on_error` policy: `fail` raises at the first bad trial, `skip` records it."""
+
+    def __init__(self, on_error: str):
+        self.on_error = on_error
+        self.dropped: list[dict] = []
+
+    def __call__(self, where: str, kind: str, reason: str, subject: str = "", label: str = "",
+                 order: int = -1) -> None:
+        if self.on_error == "fail":
+            raise PipelineError(f"{where}: {reason}")
+        self.dropped.append({"where": where, "subject": subject, "label": label, "kind": kind,
+                             "reason": reason, "order": order})
+
+
+def _seconds(value) -> float:
+    """A time in seconds from a manifest cell: blank -> NaN (the whole file); raises ValueError
+    for anything that is not a finite number (the text 'nan' included)."""
+    if isinstance(value, str):
+        if value == "":
+            return math.nan
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(value)
+    return float(value)
+
+
+def _bad_time(row) -> str | None:
+    """Why a row's onsets/durations are unusable, or None: numbers of seconds, onsets >= 0,
+    durations > 0, blank for the whole file."""
+    for col in ("eeg_onset", "eeg_duration", "audio_onset", "audio_duration"):
+        try:
+            value = _seconds(row[col])
+        except ValueError:
+            value = None
+        if value is None or value < 0 or (col.endswith("duration") and value == 0):
+            return f"{col} {row[col]!r} is not allowed: a number of seconds (onset >= 0, duration > 0) or blank"
+    return None
+
+
+def _row_checks(table: pd.DataFrame, classes, bad: BadInput) -> pd.DataFrame:
+    """Checks that need no recording: blank fields, times that are not numbers, labels outside
+    `data.classes`, duplicated rows, missing audio where the other rows have audio."""
+    has_audio = bool((table["audio_path"] != "").any())
+    first_seen: dict[tuple, str] = {}
+    keep = []
+    for i, row in table.iterrows():
+        report = lambda kind, reason: bad(row["where"], kind, reason, row["subject"], row["label"], i)  # noqa: E731
+        key = tuple(str(row[c]) for c in COLUMNS)
+        blank = [c for c in ("subject", "label", "eeg_path") if row[c] == ""]
+        if blank:
+            report("blank_field", f"blank {', '.join(blank)}")
+            continue
+        if key in first_seen:
+            report("duplicate_row", f"duplicates {first_seen[key]}")
+            continue
+        first_seen[key] = row["where"]
+        if classes is not None and row["label"] not in classes:
+            report("label_not_in_classes", f"label {row['label']!r} is not in data.classes ({', '.join(classes)})")
+            continue
+        if has_audio and row["audio_path"] == "":
+            report("no_audio", "blank audio_path while other rows have audio")
+            continue
+        problem = _bad_time(row)
+        if problem:
+            report("bad_time", problem)
+            continue
+        keep.append(i)
+    kept = table.loc[keep].copy()
+    for col in ("eeg_onset", "eeg_duration", "audio_onset", "audio_duration"):
+        kept[col] = [_seconds(v) for v in kept[col]]
+    return kept
+
+
+def _fill(onset: float, duration: float, length: float) -> tuple[float, float]:
+    """Blank onset: the start of the file; blank duration: up to its end."""
+    onset = 0.0 if math.isnan(onset) else onset
+    return onset, (length - onset if math.isnan(duration) else duration)
+
+
+def _past_end(what: str, path, onset: float, duration: float, length: float, tolerance: float) -> str | None:
+    if onset + duration > length + tolerance:
+        return (f"{path}: {what} window {onset:.3f}-{onset + duration:.3f} s ends past the end of "
+                f"the recording ({length:.3f} s)")
+    return None
+
+
+def check_eeg_windows(path: str, windows: list[tuple[int, float, float]], read_kwargs: dict,
+                      channels) -> tuple[list[str] | None, list[tuple]]:
+    """Check EEG trial windows (index, onset, duration) of one file: readable, inside the
+    recording, finite, no flat channel. Returns the file's channel names (None if unreadable)
+    and, per window, (index, onset, duration, problem kind or None, message)."""
+    try:
+        raw = read_eeg(path, read_kwargs, channels, preload=False)
+    except PipelineError as exc:
+        kind = "missing_file" if not Path(path).is_file() else ("channels" if "eeg.channels" in str(exc) else "unreadable")
+        return None, [(i, onset, duration, kind, str(exc)) for i, onset, duration in windows]
+    sfreq, length = raw.info["sfreq"], eeg_seconds(raw)
+    out = []
+    for i, onset, duration in windows:
+        onset, duration = _fill(onset, duration, length)
+        problem = _past_end("EEG", path, onset, duration, length, 0.5 / sfreq)
+        if problem:
+            out.append((i, onset, duration, "window_past_end", problem))
+            continue
+        start = int(round(onset * sfreq))
+        x = raw.get_data(start=start, stop=max(start + 1, int(round((onset + duration) * sfreq))))
+        span = f"{onset:.3f}-{onset + duration:.3f} s"
+        if not np.isfinite(x).all():
+            out.append((i, onset, duration, "nan_eeg", f"{path}: EEG window {span} contains NaN or infinite values"))
+            continue
+        flat = [raw.ch_names[c] for c in np.flatnonzero(np.ptp(x, axis=1) == 0)]
+        if flat:
+            out.append((i, onset, duration, "flat_eeg",
+                        f"{path}: flat EEG in window {span}: channel(s) {', '.join(flat[:6])}"
+                        f"{' ...' if len(flat) > 6 else ''} never change (leave them out with eeg.channels)"))
+            continue
+        out.append((i, onset, duration, None, ""))
+    return list(raw.ch_names), out
+
+
+def check_audio_windows(path: str, windows: list[tuple[int, float, float]]) -> tuple[None, list[tuple]]:
+    """Check audio trial windows of one file: readable, inside the file, not empty or silent."""
+    try:
+        length = audio_seconds(path)
+    except PipelineError as exc:
+        kind = "missing_file" if not Path(path).is_file() else "unreadable"
+        return None, [(i, onset, duration, kind, str(exc)) for i, onset, duration in windows]
+    out = []
+    for i, onset, duration in windows:
+        onset, duration = _fill(onset, duration, length)
+        problem = _past_end("audio", path, onset, duration, length, 1e-3)
+        if problem:
+            out.append((i, onset, duration, "window_past_end", problem))
+            continue
+        span = f"{onset:.3f}-{onset + duration:.3f} s"
+        y = read_audio(path, onset, duration, sr=None)
+        if y.size == 0 or not np.any(y):
+            out.append((i, onset, duration, "empty_audio",
+                        f"{path}: audio window {span} is empty ({'no samples' if y.size == 0 else 'every sample is 0'})"))
+            continue
+        out.append((i, onset, duration, None, ""))
+    return None, out
+
+
+def _tasks(trials: pd.DataFrame, p: Params, workers: int):
+    """(modality, path, windows) work items, subject after subject; a file's windows are split
+    over the workers, except EAV .mat files, which are read whole."""
+    for _, rows in trials.groupby("subject", sort=False).groups.items():
+        for modality in ("eeg", "audio"):
+            part = trials.loc[rows]
+            part = part[part[f"{modality}_path"] != ""]
+            for path, idx in part.groupby(f"{modality}_path", sort=False).groups.items():
+                windows = [(i, trials.at[i, f"{modality}_onset"], trials.at[i, f"{modality}_duration"]) for i in idx]
+                path = str(Path(path).resolve())  # workers may run in another working folder
+                n_chunks = 1 if path.lower().endswith(".mat") else min(workers, len(windows))
+                for chunk in np.array_split(np.arange(len(windows)), n_chunks):
+                    yield modality, path, [windows[k] for k in chunk]
+
+
+def _run_task(modality: str, path: str, windows, read_kwargs, channels):
+    if modality == "eeg":
+        return check_eeg_windows(path, windows, read_kwargs, channels)
+    return check_audio_windows(path, windows)
+
+
+def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
+    """The trials of `table` that pass every check, with blank onsets/durations filled in."""
+    trials = _row_checks(table.reset_index(drop=True), p.data.classes, bad)
+    workers = joblib.effective_n_jobs(p.compute.n_jobs)
+    tasks = list(_tasks(trials, p, workers))
+    results = stream(_run_task, [(*task, p.eeg.read_kwargs, p.eeg.channels) for task in tasks],
+                     p.compute.n_jobs, "ingest", "file part")
+    reference: tuple[str, list[str]] | None = None  # the first file's EEG channels
+    dropped: set[int] = set()
+    with contextlib.closing(results):  # closes the progress bar when a bad trial stops ingest
+        for (modality, path, _), (channels, outcomes) in zip(tasks, results):
+            mismatch = None
+            if channels is not None and p.eeg.channels is None:
+                if reference is None:
+                    reference = (path, channels)
+                elif channels != reference[1]:
+                    mismatch = (f"{path}: EEG channels ({len(channels)}: {', '.join(channels[:4])}, ...) differ "
+                                f"from {reference[0]}'s ({len(reference[1])}: {', '.join(reference[1][:4])}, ...); "
+                                "choose a common subset with eeg.channels")
+            for i, onset, duration, kind, message in outcomes:
+                trials.at[i, f"{modality}_onset"], trials.at[i, f"{modality}_duration"] = onset, duration
+                if mismatch and kind is None:
+                    kind, message = "channels", mismatch
+                if kind is not None and i not in dropped:
+                    dropped.add(i)
+                    bad(trials.at[i, "where"], kind, message, trials.at[i, "subject"], trials.at[i, "label"], i)
+    return trials.drop(index=sorted(dropped))
+
+
+def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict]:
+    """Run the configured source and check its trials.
+
+    Returns the manifest (one row per good trial), the class list and the ingest report.
+    """
+    from pipeline.data.sources import SOURCES
+
+    bad = BadInput(params.data.on_error)
+    table, extras = SOURCES[params.data.source]().trials(params, bad)
+    subjects_in = sorted(set(table["subject"]) | {d["subject"] for d in bad.dropped if d["subject"]})
+    trials = check_trials(table, params, bad)
+    if trials.empty:
+        raise PipelineError(f"ingest: every trial was dropped ({len(bad.dropped)} problems; the first: "
+                            f"{bad.dropped[0]['where']}: {bad.dropped[0]['reason']})" if bad.dropped
+                            else "ingest: the source has no trials")
+    classes = list(params.data.classes) if params.data.classes else sorted(trials["label"].unique())
+    if len(set(trials["label"])) < 2:
+        raise PipelineError(f"ingest: only one class left ({trials['label'].iloc[0]}); at least 2 are needed")
+    kept_subjects = sorted(trials["subject"].unique())
+    dropped = sorted(bad.dropped, key=lambda d: d["order"])
+    report = {
+        "source": params.data.source,
+        "root": params.data.root,
+        "on_error": params.data.on_error,
+        "trials_in": len(table),  # the rows the source produced
+        "trials_kept": len(trials),
+        "trials_dropped": len(table) - len(trials),
+        "problems": len(dropped),
+        "problems_before_rows": sum(d["order"] < 0 for d in dropped),  # found by the source (e.g. EAV) itself
+        "subjects_in": len(subjects_in),
+        "subjects_kept": len(kept_subjects),
+        "subjects_dropped": sorted(set(subjects_in) - set(kept_subjects)),
+        "dropped_by_kind": dict(Counter(d["kind"] for d in dropped)),
+        "modalities": ["eeg", "mel", "topo"] if (trials["audio_path"] != "").any() else ["eeg", "topo"],
+        "classes": classes,
+        "dropped": [{k: v for k, v in d.items() if k != "order"} for d in dropped],
+        **extras,
+    }
+    manifest = trials[list(COLUMNS)].reset_index(drop=True)
+    return manifest, classes, report
