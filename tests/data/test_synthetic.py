@@ -15,7 +15,6 @@ from scipy import signal
 from pipeline.data.manifest import COLUMNS, read_manifest_csv
 from pipeline.data.readers import read_audio, read_eeg
 from pipeline.data.synthetic import CHANNELS, CLASSES, generate
-from pipeline.errors import PipelineError
 from pipeline.params import SyntheticParams
 
 TINY = SyntheticParams(seed=3, n_subjects=3, trials_per_class=1, trial_seconds=2.0, gap_seconds=0.5,
