@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from pipeline import io
+from pipeline.data.manifest import modalities_of
 from pipeline.errors import PipelineError
 from pipeline.normalize import apply_normalizer
 from pipeline.split import fold_indices
@@ -32,8 +33,7 @@ NO_AUDIO = "the data has no audio (no audio_path in the manifest)"
 
 def available_modalities(manifest: pd.DataFrame | None = None) -> list[str]:
     """The views the ingested data has: EEG and topology always, speech only with audio."""
-    manifest = load_manifest() if manifest is None else manifest
-    return ["eeg", "mel", "topo"] if manifest["audio_path"].notna().any() else ["eeg", "topo"]
+    return modalities_of(load_manifest() if manifest is None else manifest)
 
 
 def skip_note(stage: str, modality: str) -> bool:

@@ -17,7 +17,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from pipeline.data.manifest import COLUMNS
+from pipeline.data.manifest import COLUMNS, modalities_of
 from pipeline.data.readers import audio_seconds, eeg_seconds, read_audio, read_eeg
 from pipeline.errors import PipelineError
 from pipeline.parallel import stream
@@ -67,7 +67,7 @@ def _bad_time(row) -> str | None:
 def _row_checks(table: pd.DataFrame, classes, bad: BadInput) -> pd.DataFrame:
     """Checks that need no recording: blank fields, times that are not numbers, labels outside
     `data.classes`, duplicated rows, missing audio where the other rows have audio."""
-    has_audio = bool((table["audio_path"] != "").any())
+    has_audio = "mel" in modalities_of(table)
     first_seen: dict[tuple, str] = {}
     keep = []
     for i, row in table.iterrows():
@@ -169,7 +169,7 @@ def check_audio_windows(path: str, windows: list[tuple[int, float, float]]) -> t
     return None, out
 
 
-def _tasks(trials: pd.DataFrame, p: Params, workers: int):
+def _tasks(trials: pd.DataFrame, workers: int):
     """(modality, path, windows) work items, subject after subject; a file's windows are split
     over the workers, except EAV .mat files, which are read whole."""
     for _, rows in trials.groupby("subject", sort=False).groups.items():
@@ -194,7 +194,7 @@ def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
     """The trials of `table` that pass every check, with blank onsets/durations filled in."""
     trials = _row_checks(table.reset_index(drop=True), p.data.classes, bad)
     workers = joblib.effective_n_jobs(p.compute.n_jobs)
-    tasks = list(_tasks(trials, p, workers))
+    tasks = list(_tasks(trials, workers))
     results = stream(_run_task, [(*task, p.eeg.read_kwargs, p.eeg.channels) for task in tasks],
                      p.compute.n_jobs, "ingest", "file part")
     reference: tuple[str, list[str]] | None = None  # the first file's EEG channels
@@ -252,7 +252,7 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict]:
         "subjects_kept": len(kept_subjects),
         "subjects_dropped": sorted(set(subjects_in) - set(kept_subjects)),
         "dropped_by_kind": dict(Counter(d["kind"] for d in dropped)),
-        "modalities": ["eeg", "mel", "topo"] if (trials["audio_path"] != "").any() else ["eeg", "topo"],
+        "modalities": modalities_of(trials),
         "classes": classes,
         "dropped": [{k: v for k, v in d.items() if k != "order"} for d in dropped],
         **extras,

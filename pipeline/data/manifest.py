@@ -18,6 +18,13 @@ REQUIRED = ("subject", "label", "eeg_path")
 PATH_COLUMNS = ("eeg_path", "audio_path")
 
 
+def modalities_of(manifest: pd.DataFrame) -> list[str]:
+    """The views a trial table has: EEG and topology always, speech only when some row has an
+    audio_path (blank cells may be '' as written or NaN as read back)."""
+    has_audio = manifest["audio_path"].fillna("").ne("").any()
+    return ["eeg", "mel", "topo"] if has_audio else ["eeg", "topo"]
+
+
 def portable(path: Path) -> str:
     """Relative to the working directory when inside it, so outputs do not depend on where
     the project is checked out (DVC hashes them)."""
