@@ -1,18 +1,17 @@
-"""Loading what the training stages need: labels, folds and normalised feature tensors."""
+"""Reading what ingest and split wrote: the trial table, labels, folds and feature arrays.
+
+Light on purpose (numpy and pandas, no torch): the data stages and evaluate use it too.
+"""
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pipeline import io
 from pipeline.data.manifest import modalities_of
 from pipeline.errors import PipelineError
-from pipeline.normalize import apply_normalizer
-from pipeline.split import fold_indices
 
 
 @dataclass
@@ -66,29 +65,3 @@ def load_features(modality: str, mmap: bool = False) -> np.ndarray:
     if not path.is_file():
         raise PipelineError(f"{path}: no features for modality {modality!r}; run its features stage")
     return np.load(path, mmap_mode="r" if mmap else None)
-
-
-@dataclass
-class FoldData:
-    inputs: dict[str, torch.Tensor]   # modality -> normalised features of all trials
-    labels: torch.Tensor              # (n_trials,)
-    index: dict[str, np.ndarray]      # train / val / test trial indices
-
-    def part(self, name: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        idx = torch.as_tensor(self.index[name])
-        return {m: x[idx] for m, x in self.inputs.items()}, self.labels[idx]
-
-
-def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int) -> FoldData:
-    """Features of every trial, standardised with fold `fold`'s train-only statistics."""
-    inputs = {}
-    for modality, x in features.items():
-        stats = np.load(io.normalizer_path(modality))
-        inputs[modality] = torch.from_numpy(apply_normalizer(x, stats["mean"][fold], stats["std"][fold]))
-    return FoldData(inputs, torch.tensor(trials.labels),
-                    fold_indices(trials.subjects, trials.folds[fold]))
-
-
-def runs(n_folds: int, seeds) -> list[tuple[int, int, int]]:
-    """(fold, seed index, seed) of every training run."""
-    return [(f, i, s) for f, (i, s) in itertools.product(range(n_folds), enumerate(seeds))]

@@ -3,18 +3,13 @@ subjects, aggregated over folds and seeds, with collapse detection, per-fold and
 tables, fusion diagnostics, figures and a Markdown summary for review."""
 from __future__ import annotations
 
-import sys
-from dataclasses import asdict
-
 import numpy as np
-import pandas as pd
 import yaml
 from scipy.stats import entropy
 from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix, f1_score,
                              recall_score, roc_auc_score)
 
-from pipeline import io, plots
-from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_trials
+from pipeline.dataset import Trials
 from pipeline.params import Params
 from pipeline.split import fold_indices
 
@@ -102,7 +97,7 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
     return out
 
 
-def _test_summary(scored: dict, classes: list[str]) -> dict:
+def summarize_test(scored: dict, classes: list[str]) -> dict:
     runs = scored["test"]
     summary = aggregate(runs)
     summary["pred_entropy"] = float(np.mean([r["pred_entropy"] for r in runs]))
@@ -139,69 +134,24 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                   + ", ".join(f"{m} {np.mean(v):.2f}" for m, v in weights.items()) + "."]
     lines += ["", "Figures: `reports/figures/`. Per-fold and per-subject rows: `reports/per_fold.csv`, "
                   "`reports/per_subject.csv`.", "", "<details><summary>params</summary>", "", "```yaml",
-              yaml.safe_dump({k: asdict(getattr(params, k)) for k in ("split", "train", "fusion")},
+              yaml.safe_dump({k: getattr(params, k).model_dump(mode="json") for k in ("split", "train", "fusion")},
                              sort_keys=False).rstrip(), "```", "", "</details>", ""]
     return "\n".join(lines)
 
 
-def run_evaluate(params: Params) -> None:
-    modalities = available_modalities()
-    params.check_modalities(modalities, NO_AUDIO)
-    trials = load_trials()
-    seeds = params.train.seeds
-    sources = {m: io.branch_dir(m) for m in modalities} | {"fusion": io.FUSION_DIR}
-    scored = {name: score_model(name, np.load(d / "probabilities.npy"), trials, seeds) for name, d in sources.items()}
-    for name, s in scored.items():
-        for r in s["test"]:
-            if r["collapsed"]:
-                print(f"warning: {name} (fold {r['fold']}, seed {r['seed']}) collapsed: it predicts "
-                      f"'{r['top_class']}' for {r['top_share']:.0%} of the test trials", file=sys.stderr)
+def mean_val_acc(scored: dict) -> float:
+    """Validation accuracy of a scored model, mean over folds and seeds."""
+    return float(np.mean([r["acc"] for r in scored["val"]]))
 
-    val_acc = {m: float(np.mean([r["acc"] for r in scored[m]["val"]])) for m in modalities}
-    best = max(params.fusion.modalities, key=val_acc.get)  # chosen on validation, never on test
-    branches = {m: {"test": _test_summary(scored[m], trials.classes)} for m in modalities}
-    fusion_test = _test_summary(scored["fusion"], trials.classes)
-    metrics = {
-        "fusion": {"type": params.fusion.type, "test": fusion_test,
-                   "gain_over_best_branch": fusion_test["acc"] - branches[best]["test"]["acc"],
-                   "best_branch_on_val": best},
-        "branches": branches,
-        "n_seeds": len(seeds),
-        "n_folds": len(trials.folds),
-        "data": {k: (len(v) if isinstance(v, list) else v) for k, v in io.read_json(io.INGEST_REPORT).items()
-                 if k in ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")},
-    }
 
-    runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
-    per_run = {k: {m: [r[k][m] for r in runs.values()] for m in next(iter(runs.values()))[k]}
-               for k in ("ablation_drop", "fusion_weights")} if runs else {}
-    diagnostics = {
-        "inputs": {m: io.read_json(io.normalizer_path(m).with_suffix(".json")) for m in modalities},
-        "fusion_runs": runs,
-        **per_run,
-    }
-    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
-    histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
-
-    io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
-    with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
-        pd.DataFrame([r for s in scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
-    with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
-        pd.DataFrame([r for s in scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
-    with io.atomic_path(io.REPORTS / "confusion") as tmp:  # one file a model, for `dvc plots`
-        tmp.mkdir()
-        for name, s in scored.items():
-            pd.DataFrame(s["pairs"], columns=["actual", "predicted"]).to_csv(tmp / f"{name}.csv", index=False)
-    plots.plot_confusions(io.FIGURES / "confusion_matrices.png",
-                          {name: s["confusion"] for name, s in scored.items()}, trials.classes)
-    plots.plot_curves(io.FIGURES / "training_curves.png", histories)
-    if per_run:
-        plots.plot_contributions(io.FIGURES / "modality_contributions.png", per_run["ablation_drop"],
-                                 per_run["fusion_weights"])
-    plots.plot_fusion_dynamics(io.FIGURES / "fusion_dynamics.png", histories["fusion"], list(params.fusion.modalities))
-    with io.atomic_path(io.REPORTS / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(metrics, params, per_run))
-    io.write_json(io.REPORTS / "metrics.json", metrics)
-    print(f"evaluate: fusion {params.fusion.type} test acc {_fmt(fusion_test, 'acc')}; "
-          + ", ".join(f"{m} {b['test']['acc']:.3f}" for m, b in branches.items())
-          + f"; gain over {best} (best on val) {metrics['fusion']['gain_over_best_branch']:+.3f}")
+def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, ...], classes: list[str]) -> dict:
+    """The `fusion` and `branches` parts of metrics.json from scored models (`score_model`,
+    keyed by modality and 'fusion'). The fusion's gain is measured against the fused branch
+    that is best on validation, never on test."""
+    branches = {m: {"test": summarize_test(s, classes)} for m, s in scored.items() if m != "fusion"}
+    best = max(fused, key=lambda m: mean_val_acc(scored[m]))
+    fusion_test = summarize_test(scored["fusion"], classes)
+    return {"fusion": {"type": fusion_type, "test": fusion_test,
+                       "gain_over_best_branch": fusion_test["acc"] - branches[best]["test"]["acc"],
+                       "best_branch_on_val": best},
+            "branches": branches}

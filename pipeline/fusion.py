@@ -3,16 +3,19 @@
 A head gets, keyed by modality in `fusion.modalities` order, the branch embeddings (after the
 optional per-embedding norm and channel scale) and the branch logits (each branch's own
 pretrained classifier, divided by that branch's loss temperature), and returns class logits.
-Adding a fusion method is one class here plus one line in FUSION_TYPES.
+Adding a fusion method is one class here plus one line in FUSION_HEADS (and its name in
+pipeline.params.FUSION_TYPES, the allowed values of `fusion.type`).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.nets import BranchClassifier
+from pipeline.nets import BranchClassifier, branch_from_config, read_checkpoint, save_checkpoint
 from pipeline.params import FusionParams
 from pipeline.training import take
 
@@ -205,7 +208,7 @@ class EnsembleFusion(FusionHead):
         return torch.log((self.weights[:, None, None] * probs).sum(dim=0).clamp_min(1e-12))
 
 
-FUSION_TYPES = {
+FUSION_HEADS: dict[str, type[FusionHead]] = {
     "concat": ConcatFusion,
     "gated": GatedFusion,
     "cross_attention": CrossAttentionFusion,
@@ -236,8 +239,8 @@ class FusionModel(nn.Module):
     """Pretrained branches feeding one fusion head; takes the same input dict as a branch.
 
     After each forward, `last_branch_logits` and `last_embeddings` hold the (detached)
-    per-branch logits and raw embeddings: gradient modulation scores modalities with the former,
-    diagnostics read both.
+    per-branch logits and raw embeddings: gradient modulation (pipeline/callbacks.py) scores
+    modalities with the former, diagnostics read both.
     """
 
     def __init__(self, branches: dict[str, BranchClassifier], head: FusionHead, p: FusionParams):
@@ -259,36 +262,6 @@ class FusionModel(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything that is not a pretrained branch: the head and the embedding prep."""
         return [*self.head.parameters(), *self.prep.parameters()]
-
-
-class OGMGE:
-    """On-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022).
-
-    Called after each backward pass: every modality is scored by the summed softmax
-    probability its branch gives the true class on the batch; a modality that dominates the
-    mean of the others (ratio r > 1) has its encoder gradients scaled by 1 - tanh(alpha (r - 1)),
-    and Gaussian noise with the gradient's own std is added to every encoder gradient.
-    """
-
-    def __init__(self, model: FusionModel, alpha: float):
-        self.model, self.alpha = model, alpha
-
-    def coefficients(self, labels: torch.Tensor) -> dict[str, float]:
-        scores = {m: F.softmax(l, dim=1).gather(1, labels[:, None]).sum().item()
-                  for m, l in self.model.last_branch_logits.items()}
-        coeffs = {}
-        for m, s in scores.items():
-            others = [v for k, v in scores.items() if k != m]
-            ratio = s / max(sum(others) / len(others), 1e-8)
-            coeffs[m] = 1.0 - float(torch.tanh(torch.tensor(self.alpha * max(ratio - 1.0, 0.0))))
-        return coeffs
-
-    def __call__(self, labels: torch.Tensor) -> None:
-        for m, coeff in self.coefficients(labels).items():
-            for param in self.model.branches[m].encoder.parameters():
-                if param.grad is not None and param.grad.numel() > 1:
-                    noise = torch.randn_like(param.grad) * (param.grad.std() + 1e-8)
-                    param.grad.mul_(coeff).add_(noise)
 
 
 @torch.no_grad()
@@ -313,4 +286,21 @@ def branch_outputs(model: FusionModel, inputs: Tensors, device: torch.device,
 
 def build_fusion(branches: dict[str, BranchClassifier], n_classes: int, p: FusionParams) -> FusionModel:
     dims = {m: b.embed_dim for m, b in branches.items()}
-    return FusionModel(branches, FUSION_TYPES[p.type](dims, n_classes, p), p)
+    return FusionModel(branches, FUSION_HEADS[p.type](dims, n_classes, p), p)
+
+
+def save_fusion(path: Path, model: FusionModel, p: FusionParams, n_classes: int) -> None:
+    """A fusion checkpoint carries its fusion params and every branch's config: it rebuilds
+    without params.yaml (`load_fusion`)."""
+    config = {"fusion": p.model_dump(), "n_classes": n_classes,
+              "branches": {m: b.config() for m, b in model.branches.items()}}
+    save_checkpoint(path, "fusion", config, model)
+
+
+def load_fusion(path: Path, map_location="cpu") -> FusionModel:
+    ckpt = read_checkpoint(path, "fusion", map_location)
+    config = ckpt["config"]
+    branches = {m: branch_from_config(c) for m, c in config["branches"].items()}
+    model = build_fusion(branches, config["n_classes"], FusionParams.model_validate(config["fusion"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model

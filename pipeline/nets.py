@@ -1,12 +1,20 @@
-"""Branch networks: one small encoder per view, each with its own classifier head.
+"""Branch networks: one small encoder per view, each with its own classifier head, and
+self-describing checkpoints.
 
 All models take a dict of input tensors keyed by modality, so one training loop serves
-branch pretraining and fusion alike.
+branch pretraining and fusion alike. A checkpoint is {"kind", "config", "state_dict"} of plain
+values and tensors: it loads with `torch.load(weights_only=True)` (nothing is unpickled but
+tensors and builtins) and rebuilds its model without params.yaml.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.modalities import MODALITIES
 
 
 class EEGEncoder(nn.Module):
@@ -64,23 +72,69 @@ class ImageEncoder(nn.Module):
         return self.project(self.features(x))
 
 
-ENCODERS = {"eeg": EEGEncoder, "mel": ImageEncoder, "topo": ImageEncoder}
+# Encoder registry: name -> class; each modality names its default in pipeline.modalities.
+ENCODERS: dict[str, type[nn.Module]] = {"filterbank": EEGEncoder, "image_cnn": ImageEncoder}
 
 
 class BranchClassifier(nn.Module):
-    """Encoder of one modality plus a linear classifier; `embed` is what fusion consumes."""
+    """Encoder of one modality plus a linear classifier; `embed` is what fusion consumes.
+
+    `config()` gives every constructor argument as plain values, so a checkpoint of config and
+    state_dict rebuilds the branch on its own. `temperature` is the loss temperature it was
+    trained with: fusion divides the branch's logits by it.
+    """
 
     def __init__(self, modality: str, in_shape: tuple[int, ...], n_classes: int, embed_dim: int,
-                 dropout: float):
+                 dropout: float, encoder: str | None = None, temperature: float = 1.0):
         super().__init__()
-        self.modality, self.in_shape, self.n_classes = modality, tuple(in_shape), n_classes
-        self.embed_dim = embed_dim
-        self.temperature = 1.0  # the loss temperature it was trained with (set on loading)
-        self.encoder = ENCODERS[modality](tuple(in_shape), embed_dim, dropout)
+        self.modality, self.in_shape, self.n_classes = modality, tuple(int(d) for d in in_shape), n_classes
+        self.embed_dim, self.dropout, self.temperature = embed_dim, dropout, temperature
+        self.encoder_name = encoder or MODALITIES[modality].encoder
+        self.encoder = ENCODERS[self.encoder_name](self.in_shape, embed_dim, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, n_classes))
+
+    def config(self) -> dict:
+        return {"modality": self.modality, "in_shape": list(self.in_shape), "n_classes": self.n_classes,
+                "embed_dim": self.embed_dim, "dropout": self.dropout, "encoder": self.encoder_name,
+                "temperature": self.temperature}
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder(inputs[self.modality])
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.embed(inputs))
+
+
+def save_checkpoint(path: Path, kind: str, config: dict, model: nn.Module) -> None:
+    torch.save({"kind": kind, "config": config, "state_dict": model.state_dict()}, path)
+
+
+def read_checkpoint(path: Path, kind: str, map_location="cpu") -> dict:
+    """A checkpoint's {"kind", "config", "state_dict"}; a missing, corrupt or foreign file is a
+    PipelineError naming it."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: checkpoint not found; run the stage that writes it") from None
+    except Exception as exc:  # corrupt, or an old pickled checkpoint that weights_only refuses
+        raise PipelineError(f"{path}: not a readable checkpoint ({type(exc).__name__}); rerun the stage "
+                            "that writes it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise PipelineError(f"{path}: not a {kind} checkpoint; rerun the stage that writes it")
+    return ckpt
+
+
+def branch_from_config(config: dict) -> BranchClassifier:
+    return BranchClassifier(config["modality"], tuple(config["in_shape"]), config["n_classes"],
+                            config["embed_dim"], config["dropout"], config["encoder"], config["temperature"])
+
+
+def save_branch(path: Path, model: BranchClassifier) -> None:
+    save_checkpoint(path, "branch", model.config(), model)
+
+
+def load_branch(path: Path, map_location="cpu") -> BranchClassifier:
+    ckpt = read_checkpoint(path, "branch", map_location)
+    model = branch_from_config(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Axes the statistics are pooled over: EEG per channel, mel per frequency bin, topology per
-# image channel (band x homology dimension).
-NORM_AXES = {"eeg": (0, 2), "mel": (0, 1, 3), "topo": (0, 2, 3)}
+from pipeline.split import fold_indices
 
 
 def fit_normalizer(x_train: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -18,3 +16,26 @@ def fit_normalizer(x_train: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarr
 
 def apply_normalizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
+
+
+def describe(x: np.ndarray) -> dict[str, float]:
+    """mean, std, min and max of an array: what normalised inputs look like."""
+    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
+
+
+def fold_normalizers(x: np.ndarray, subjects: np.ndarray, folds: list[dict[str, list[str]]],
+                     axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Statistics of every fold, each fitted on that fold's train trials only.
+
+    x: (n_trials, ...). Returns means and stds stacked over folds, (n_folds, *stat_shape), and
+    per fold and part (train, val, test) a description of the normalised inputs: the first
+    thing to check when one branch dominates.
+    """
+    means, stds, summary = [], [], []
+    for fold in folds:
+        parts = fold_indices(subjects, fold)
+        mean, std = fit_normalizer(x[parts["train"]], axes)
+        means.append(mean)
+        stds.append(std)
+        summary.append({part: describe(apply_normalizer(x[idx], mean, std)) for part, idx in parts.items()})
+    return np.stack(means), np.stack(stds), summary

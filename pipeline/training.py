@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -73,20 +73,35 @@ class ClassificationLoss(nn.Module):
         return focal.mean()
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
     epochs: int
-    patience: int
+    patience: int  # epochs without validation improvement before stopping
     batch_size: int
-    freeze_epochs: int = 0  # epochs during which `frozen` parameters get no updates
-    frozen: list[nn.Parameter] = field(default_factory=list)
-    # Curriculum: train positions easiest first; epoch e < curriculum_epochs draws its batches
-    # from the easiest (e + 1) / curriculum_epochs of them.
-    curriculum: np.ndarray | None = None
-    curriculum_epochs: int = 0
-    on_epoch_start: Callable[[int], None] | None = None  # e.g. switch dropout after curriculum
-    after_backward: Callable[[torch.Tensor], None] | None = None  # gets the batch labels
-    on_epoch_end: Callable[[dict], None] | None = None  # may add diagnostics to the epoch record
+
+
+class Callback:
+    """A hook into `fit`; subclasses override what they need (see pipeline/callbacks.py).
+
+    Order within an epoch: `on_epoch_start` (after the model is put in train mode),
+    `epoch_pool` (which train positions the epoch draws from), per batch `after_backward`
+    (gradients are there, the optimizer has not stepped), then `on_epoch_end` with the epoch's
+    record (it may add diagnostics to it). `min_epochs`: no early stop before that many epochs.
+    """
+
+    min_epochs = 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def epoch_pool(self, epoch: int, n: int) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, labels: torch.Tensor) -> None:
+        pass
+
+    def on_epoch_end(self, record: dict) -> None:
+        pass
 
 
 def set_dropout(module: nn.Module, p: float) -> None:
@@ -96,14 +111,6 @@ def set_dropout(module: nn.Module, p: float) -> None:
             m.p = p
         elif isinstance(m, nn.MultiheadAttention):
             m.dropout = p
-
-
-def _epoch_pool(cfg: FitConfig, n: int, epoch: int) -> torch.Tensor | None:
-    """The train positions an epoch may draw from (None: all of them)."""
-    if cfg.curriculum is None or epoch >= cfg.curriculum_epochs:
-        return None
-    keep = max(cfg.batch_size, int(np.ceil(n * (epoch + 1) / cfg.curriculum_epochs)))
-    return torch.as_tensor(cfg.curriculum[:keep])
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None, pool: torch.Tensor | None = None):
@@ -147,24 +154,24 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         train: tuple[dict[str, torch.Tensor], torch.Tensor],
         val: tuple[dict[str, torch.Tensor], torch.Tensor],
         cfg: FitConfig, generator: torch.Generator, device: torch.device,
-        progress=None) -> list[dict]:
+        callbacks: Sequence[Callback] = (), progress=None) -> list[dict]:
     """Train `model` in place; keep the weights of the epoch with the best validation accuracy
-    (ties: lower validation loss). Stops after `cfg.patience` epochs without improvement.
+    (ties: lower validation loss). Stops after `cfg.patience` epochs without improvement (not
+    before every callback's `min_epochs`). Batches are drawn with `generator`.
 
-    Returns one dict per epoch: train_loss, train_acc, val_loss, val_acc.
+    Returns one dict per epoch: train_loss, train_acc, val_loss, val_acc (+ what callbacks add).
     """
     model.to(device)
     loss_fn.to(device)
     (x_train, y_train), (x_val, y_val) = train, val
+    min_epochs = max((cb.min_epochs for cb in callbacks), default=0)
     best, best_key, stale, history = None, None, 0, []
     for epoch in range(cfg.epochs):
-        for p in cfg.frozen:
-            p.requires_grad_(epoch >= cfg.freeze_epochs)
         model.train()
-        if cfg.on_epoch_start is not None:
-            cfg.on_epoch_start(epoch)
+        for cb in callbacks:
+            cb.on_epoch_start(epoch)
         total, correct, seen = 0.0, 0, 0
-        pool = _epoch_pool(cfg, len(y_train), epoch)
+        pool = next((p for cb in callbacks if (p := cb.epoch_pool(epoch, len(y_train))) is not None), None)
         for idx in _batches(len(y_train), cfg.batch_size, generator, pool):
             xb, yb = take(x_train, idx, device), y_train[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -174,8 +181,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 raise PipelineError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
                                     "lower the learning rate or raise loss_temperature")
             loss.backward()
-            if cfg.after_backward is not None:
-                cfg.after_backward(yb)
+            for cb in callbacks:
+                cb.after_backward(yb)
             optimizer.step()
             total += loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
@@ -183,8 +190,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         val_loss, val_acc = loss_and_accuracy(model, loss_fn, x_val, y_val, device)
         history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                         "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
-        if cfg.on_epoch_end is not None:
-            cfg.on_epoch_end(history[-1])
+        for cb in callbacks:
+            cb.on_epoch_end(history[-1])
         if progress is not None:
             progress(history[-1])
         key = (val_acc, -val_loss)
@@ -192,7 +199,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
             best_key, best, stale = key, copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
-            if stale >= cfg.patience and epoch + 1 >= max(cfg.freeze_epochs, cfg.curriculum_epochs):
+            if stale >= cfg.patience and epoch + 1 >= min_epochs:
                 break
     model.load_state_dict(best)
     return history

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.dataset import Trials
-from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, aggregate, classification_metrics, prediction_entropy,
-                               score_model)
+from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, aggregate, classification_metrics, model_metrics,
+                               prediction_entropy, score_model)
 
 
 def test_binary_by_hand():
@@ -131,3 +131,23 @@ def test_collapsed_model_is_flagged():
     assert score_model("m", _onehot(almost)[None, None], trials, (0,))["test"][0]["collapsed"]
     healthy = np.array([0, 0, 0, 0, 0, 0, 1, 1] + [0] * 8)
     assert not score_model("m", _onehot(healthy)[None, None], trials, (0,))["test"][0]["collapsed"]
+
+
+def test_gain_is_measured_against_the_branch_best_on_validation_not_test():
+    """Branch a is perfect on val and poor on test, b the other way round: the fusion's gain
+    must be taken against a (chosen on validation), although b is better on test."""
+    trials = _trials()  # test: subjects a, b (trials 0-7); val: subject c (8-11)
+    y = trials.labels
+    wrong = (y + 1) % 3
+    a = np.where(np.arange(16) < 8, wrong, y)                       # val right, test wrong
+    b = np.where((np.arange(16) >= 8) & (np.arange(16) < 12), wrong, y)  # val wrong, test right
+    fusion = np.where(np.arange(16) < 4, y, wrong)                  # half the test trials right
+    scored = {name: score_model(name, _onehot(pred)[None, None], trials, (0,))
+              for name, pred in (("a", a), ("b", b), ("fusion", fusion))}
+    metrics = model_metrics(scored, "concat", ("a", "b"), trials.classes)
+    assert metrics["fusion"]["best_branch_on_val"] == "a"
+    assert metrics["fusion"]["gain_over_best_branch"] == pytest.approx(0.5 - 0.0)
+    assert list(metrics["branches"]) == ["a", "b"] and metrics["fusion"]["type"] == "concat"
+    # only fused branches compete: leave a out and b is the reference
+    assert model_metrics(scored, "concat", ("b",), trials.classes)["fusion"]["gain_over_best_branch"] == \
+        pytest.approx(0.5 - 1.0)

@@ -2,15 +2,14 @@
 into every branch, and the behaviour of the heads that combine branch predictions."""
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.fusion import (FUSION_TYPES, OGMGE, ConcatFusion, EmbeddingPrep, FusionModel,
-                             build_fusion)
+from pipeline.callbacks import OGMGE
+from pipeline.fusion import FUSION_HEADS, ConcatFusion, EmbeddingPrep, FusionModel, build_fusion, load_fusion, save_fusion
 from pipeline.nets import BranchClassifier
 from pipeline.params import FusionParams
 from pipeline.training import ClassificationLoss, FitConfig, fit, predict_proba, seed_everything
@@ -25,9 +24,9 @@ PAIRS_AND_ALL = [*itertools.combinations(SHAPES, 2), tuple(SHAPES)]
 
 
 def _fp(params, fusion_type: str, modalities, **changes) -> FusionParams:
-    return dataclasses.replace(params.fusion, type=fusion_type, modalities=tuple(modalities),
-                               hidden=12, heads=4, dropout=0.0, film_condition=modalities[0],
-                               embed_norm="none", channel_scale=False, **changes)
+    return params.fusion.model_copy(update=dict(type=fusion_type, modalities=tuple(modalities), hidden=12, heads=4,
+                                                dropout=0.0, film_condition=modalities[0], embed_norm="none",
+                                                channel_scale=False, **changes))
 
 
 def _branches(modalities) -> dict[str, BranchClassifier]:
@@ -41,8 +40,8 @@ def _inputs(batch: int = 4, seed: int = 1) -> dict[str, torch.Tensor]:
 
 
 def test_registry_holds_the_designed_types():
-    assert FUSION_TYPES["concat"] is ConcatFusion
-    assert set(DESIGN_TYPES) <= set(FUSION_TYPES)
+    assert FUSION_HEADS["concat"] is ConcatFusion
+    assert set(DESIGN_TYPES) <= set(FUSION_HEADS)
 
 
 @pytest.mark.parametrize("modalities", PAIRS_AND_ALL)
@@ -222,3 +221,20 @@ def test_fusion_learns_what_neither_modality_alone_can(params, fusion_type, pret
     # calibrated; every trained head must get most of the way to 100 %.
     margin = 0.08 if fusion_type == "ensemble" else 0.25
     assert _accuracy(model, *val) >= max(alone.values()) + margin
+
+
+@pytest.mark.parametrize("fusion_type", ["concat", "late", "ensemble", "film"])
+def test_fusion_checkpoint_rebuilds_without_params(tmp_path, params, fusion_type):
+    torch.manual_seed(0)
+    fp = params.fusion.model_copy(update=dict(type=fusion_type, modalities=("eeg", "topo"), film_condition="eeg",
+                                              hidden=8, heads=2))
+    branches = {"eeg": BranchClassifier("eeg", (4, 64), 3, 6, 0.0), "topo": BranchClassifier("topo", (2, 8, 8), 3, 6, 0.0)}
+    model = build_fusion(branches, 3, fp)
+    if fusion_type == "ensemble":
+        model.head.set_weights([0.2, 0.8])
+    model.eval()
+    save_fusion(tmp_path / "f.pt", model, fp, 3)
+    loaded = load_fusion(tmp_path / "f.pt").eval()
+    assert type(loaded.head) is type(model.head) and list(loaded.branches) == ["eeg", "topo"]
+    x = {"eeg": torch.randn(3, 4, 64), "topo": torch.randn(3, 2, 8, 8)}
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

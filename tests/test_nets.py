@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.nets import BranchClassifier, EEGEncoder, ImageEncoder
+from pipeline.errors import PipelineError
+from pipeline.fusion import load_fusion
+from pipeline.nets import BranchClassifier, EEGEncoder, ImageEncoder, load_branch, save_branch
 
 SHAPES = {"eeg": (16, 512), "mel": (1, 64, 128), "topo": (6, 32, 32)}
 N_CLASSES, EMBED = 5, 24
@@ -74,3 +76,27 @@ def test_eeg_encoder_sees_spatial_structure():
     y = x.clone()
     y[:, 0] *= 5.0
     assert not torch.allclose(enc(x), enc(y))
+
+
+# ------------------------------------------------------------------ checkpoints
+
+def test_branch_checkpoint_rebuilds_from_itself_with_weights_only(tmp_path):
+    torch.manual_seed(0)
+    model = BranchClassifier("topo", (2, 8, 8), 3, 6, 0.2, temperature=4.0).eval()
+    save_branch(tmp_path / "b.pt", model)
+    raw = torch.load(tmp_path / "b.pt", weights_only=True)  # plain values and tensors only
+    assert raw["kind"] == "branch" and raw["config"]["encoder"] == "image_cnn"
+    loaded = load_branch(tmp_path / "b.pt").eval()
+    assert loaded.config() == model.config() and loaded.temperature == 4.0
+    x = {"topo": torch.randn(3, 2, 8, 8)}
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_unreadable_or_foreign_checkpoint_is_one_clear_error(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    for path, says in [(tmp_path / "bad.pt", "not a readable checkpoint"), (tmp_path / "none.pt", "not found")]:
+        with pytest.raises(PipelineError, match=says):
+            load_branch(path)
+    torch.save({"kind": "branch", "config": {}, "state_dict": {}}, tmp_path / "b.pt")
+    with pytest.raises(PipelineError, match="not a fusion checkpoint"):
+        load_fusion(tmp_path / "b.pt")

@@ -1,10 +1,13 @@
-"""pipeline/normalize.py: statistics from train rows only; standardisation per NORM_AXES."""
+"""pipeline/normalize.py: statistics from train rows only; standardisation per modality axes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.normalize import NORM_AXES, apply_normalizer, fit_normalizer
+from pipeline.modalities import MODALITIES
+from pipeline.normalize import apply_normalizer, fit_normalizer, fold_normalizers
+
+NORM_AXES = {m: spec.norm_axes for m, spec in MODALITIES.items()}
 
 SHAPES = {"eeg": (20, 4, 50), "mel": (20, 1, 6, 10), "topo": (20, 3, 5, 5)}
 
@@ -79,3 +82,24 @@ def test_constant_channel_maps_to_zero_not_nan():
     assert np.isfinite(z).all()
     np.testing.assert_array_equal(z[:, 2, :], 0.0)
     assert std[2, 0] == 1.0
+
+
+def test_fold_normalizers_fit_each_fold_on_its_train_subjects_only():
+    """The normalize stage's statistics: fold k's mean and std are those of fold k's train
+    trials, whatever the val and test trials hold (here: wildly off)."""
+    x = _data("eeg")
+    subjects = np.repeat(["a", "b", "c", "d", "e"], 4)
+    folds = [{"train": ["a", "b", "c"], "val": ["d"], "test": ["e"]},
+             {"train": ["c", "d", "e"], "val": ["a"], "test": ["b"]}]
+    x[subjects == "e"] = x[subjects == "e"] * 100 + 40  # a test subject of fold 0
+    means, stds, summary = fold_normalizers(x, subjects, folds, NORM_AXES["eeg"])
+    assert means.shape == (2, 4, 1) and stds.shape == (2, 4, 1)
+    for k, fold in enumerate(folds):
+        train = np.isin(subjects, fold["train"])
+        mean, std = fit_normalizer(x[train], NORM_AXES["eeg"])
+        np.testing.assert_array_equal(means[k], mean)
+        np.testing.assert_array_equal(stds[k], std)
+    # fold 0's train part is standardised; its test subject, far off, is not pulled in
+    assert summary[0]["train"]["mean"] == pytest.approx(0.0, abs=1e-5)
+    assert summary[0]["train"]["std"] == pytest.approx(1.0, abs=1e-3)
+    assert summary[0]["test"]["mean"] > 5

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.fusion import FUSION_TYPES
+from pipeline.params import FUSION_TYPES
 from pipeline.params import MODALITIES, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,3 +243,45 @@ def test_cli_bad_params_one_line_no_output(raw, tmp_path, key, value):
     assert sorted(p.name for p in tmp_path.iterdir()) == before == ["bad.yaml"]
     for folder in ("data", "models", "reports"):
         assert not (tmp_path / folder).exists()
+
+
+# ------------------------------------------------------------------ declared types
+
+def test_per_branch_seeds_are_rejected(raw):
+    message = _error(_with(raw, "branches", {"eeg": {"seeds": [5]}}))
+    assert message.startswith("params: branches.eeg.seeds = [5] is not allowed")
+    assert "train.seeds" in message
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("train.epochs", True, "integer"),       # a bool is no integer
+    ("train.epochs", 2.5, "integer"),
+    ("train.lr", "0.1", "number"),           # a string is no number
+    ("train.lr", True, "number"),
+    ("fusion.channel_scale", 1, "true or false"),
+    ("split.scheme", 3, "holdout"),
+    ("data.root", 5, "a string"),
+])
+def test_types_are_strict(raw, key, value, words):
+    message = _error(_with(raw, key, value))
+    assert message.startswith(f"params: {key} = {value!r} is not allowed; allowed: ") and words in message
+
+
+def test_an_integer_where_a_number_is_expected_becomes_a_float(raw):
+    p = parse_params(_with(raw, "train.lr", 1))
+    assert p.train.lr == 1.0 and isinstance(p.train.lr, float)
+
+
+def test_ranges_are_declared_beside_the_fields(raw):
+    assert _error(_with(raw, "data.synthetic.n_subjects", 2)) == (
+        "params: data.synthetic.n_subjects = 2 is not allowed; allowed: an integer >= 3")
+    assert "topo.bands.alpha" in _error(_with(raw, "topo.bands", {"alpha": [13.0, 8.0]}))
+    assert "train.seeds[1]" in _error(_with(raw, "train.seeds", [0, "x"]))
+    assert _error(_with(raw, "compute.n_jobs", 0)).endswith("an integer >= 1, or -1")
+
+
+def test_dump_round_trip(params):
+    """A section's model_dump() validates back to the same section (what fusion checkpoints rely on)."""
+    for section in ("data", "split", "eeg", "mel", "topo", "train", "fusion", "compute"):
+        obj = getattr(params, section)
+        assert type(obj).model_validate(obj.model_dump()) == obj

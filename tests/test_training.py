@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.training import (ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
+from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
                                resolve_device, seed_everything)
 
 
@@ -173,17 +173,78 @@ def test_fit_stops_after_patience():
     assert len(history) == 4
 
 
-def test_fit_freezes_parameters_for_freeze_epochs():
-    train, val = _problem()
+def test_fit_restores_the_best_validation_epoch():
+    """Validation labels are the train rule flipped: the more the model learns, the worse it
+    does on val, so the best validation epoch is an early one and the last is far worse."""
+    train, (x_val, y_val) = _problem()
+    val = (x_val, 1 - y_val)
     generator = seed_everything(0)
     model = Tiny()
-    frozen_before = model.hidden.weight.detach().clone()
-    out_before = model.out.weight.detach().clone()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
-    cfg = FitConfig(epochs=2, patience=10, batch_size=8, freeze_epochs=2, frozen=[model.hidden.weight])
-    fit(model, optimizer, ClassificationLoss("ce", 1.0), train, val, cfg, generator, torch.device("cpu"))
-    torch.testing.assert_close(model.hidden.weight.detach(), frozen_before, rtol=0, atol=0)
-    assert not torch.equal(model.out.weight.detach(), out_before)
+    history = fit(model, torch.optim.AdamW(model.parameters(), lr=0.005), ClassificationLoss("ce", 1.0), train, val,
+                  FitConfig(epochs=20, patience=100, batch_size=8), generator, torch.device("cpu"))
+    best = max(h["val_acc"] for h in history)
+    assert history[-1]["val_acc"] < best - 0.2  # the last epoch is not the one to keep
+    kept = (predict_proba(model, val[0], torch.device("cpu")).argmax(1) == val[1].numpy()).mean()
+    assert kept == pytest.approx(best)
+
+
+class RecordBatches(Callback):
+    """Keeps the labels of every batch, i.e. the batch order."""
+
+    def __init__(self):
+        self.batches = []
+
+    def after_backward(self, labels):
+        self.batches.append(labels.tolist())
+
+
+def _batch_order(seed: int) -> list:
+    train, val = _problem()
+    recorder = RecordBatches()
+    torch.manual_seed(0)
+    model = Tiny()  # the same initial weights for every seed: only the batch order may differ
+    fit(model, torch.optim.SGD(model.parameters(), lr=0.0), ClassificationLoss("ce", 1.0), train, val,
+        FitConfig(epochs=2, patience=5, batch_size=8), seed_everything(seed), torch.device("cpu"), [recorder])
+    return recorder.batches
+
+
+def test_batch_order_follows_the_run_seed():
+    assert _batch_order(1) == _batch_order(1)
+    assert _batch_order(1) != _batch_order(2)
+
+
+class Calls(Callback):
+    """Logs every hook call; asks for a smaller pool and a minimum of epochs."""
+
+    min_epochs = 3
+
+    def __init__(self):
+        self.log = []
+
+    def on_epoch_start(self, epoch):
+        self.log.append(("start", epoch))
+
+    def epoch_pool(self, epoch, n):
+        return torch.arange(16) if epoch == 0 else None
+
+    def after_backward(self, labels):
+        self.log.append(("batch", len(labels)))
+
+    def on_epoch_end(self, record):
+        record["extra"] = 1.0
+        self.log.append(("end", record["epoch"]))
+
+
+def test_callback_hooks_order_pool_and_min_epochs():
+    train, val = _problem()
+    calls = Calls()
+    history = fit(Tiny(), torch.optim.SGD(Tiny().parameters(), lr=0.0), ClassificationLoss("ce", 1.0), train, val,
+                  FitConfig(epochs=10, patience=1, batch_size=8), seed_everything(0), torch.device("cpu"), [calls])
+    assert len(history) == 3  # patience 1 would stop after 2 epochs; min_epochs keeps 3
+    assert all(h["extra"] == 1.0 for h in history)
+    assert calls.log[:4] == [("start", 0), ("batch", 8), ("batch", 8), ("end", 1)]  # epoch 0: a pool of 16
+    assert calls.log[4] == ("start", 1) and calls.log.count(("batch", 8)) == 2 + 2 * 7 + 2 * 0
+    assert ("batch", 4) in calls.log  # 60 trials: 7 batches of 8 and one of 4 in full epochs
 
 
 def test_fit_diverging_loss_is_an_error():

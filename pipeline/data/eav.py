@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from pipeline.data.ingest import BadInput
-from pipeline.data.manifest import COLUMNS, portable
+from pipeline.data.manifest import COLUMNS, BadInput, portable
 from pipeline.data.readers import EAV_SFREQ, eav_array_shape
 from pipeline.errors import PipelineError
 from pipeline.params import Params, ParamsError

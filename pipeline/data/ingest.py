@@ -17,26 +17,12 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from pipeline.data.manifest import COLUMNS, modalities_of
+from pipeline.data.manifest import COLUMNS, BadInput, modalities_of
 from pipeline.data.readers import audio_seconds, eeg_seconds, read_audio, read_eeg
+from pipeline.data.sources import SOURCES
 from pipeline.errors import PipelineError
 from pipeline.parallel import stream
 from pipeline.params import Params
-
-
-class BadInput:
-    """The `data.on_error` policy: `fail` raises at the first bad trial, `skip` records it."""
-
-    def __init__(self, on_error: str):
-        self.on_error = on_error
-        self.dropped: list[dict] = []
-
-    def __call__(self, where: str, kind: str, reason: str, subject: str = "", label: str = "",
-                 order: int = -1) -> None:
-        if self.on_error == "fail":
-            raise PipelineError(f"{where}: {reason}")
-        self.dropped.append({"where": where, "subject": subject, "label": label, "kind": kind,
-                             "reason": reason, "order": order})
 
 
 def _seconds(value) -> float:
@@ -224,7 +210,6 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict]:
 
     Returns the manifest (one row per good trial), the class list and the ingest report.
     """
-    from pipeline.data.sources import SOURCES
 
     bad = BadInput(params.data.on_error)
     table, extras = SOURCES[params.data.source]().trials(params, bad)

@@ -61,3 +61,18 @@ def read_manifest_csv(path: str | Path) -> pd.DataFrame:
         df[col] = [portable(path.parent / p) if p else "" for p in df[col]]
     df["where"] = [f"{path} row {i + 2}" for i in range(len(df))]
     return df
+
+
+class BadInput:
+    """The `data.on_error` policy: `fail` raises at the first bad trial, `skip` records it."""
+
+    def __init__(self, on_error: str):
+        self.on_error = on_error
+        self.dropped: list[dict] = []
+
+    def __call__(self, where: str, kind: str, reason: str, subject: str = "", label: str = "",
+                 order: int = -1) -> None:
+        if self.on_error == "fail":
+            raise PipelineError(f"{where}: {reason}")
+        self.dropped.append({"where": where, "subject": subject, "label": label, "kind": kind,
+                             "reason": reason, "order": order})

@@ -11,8 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.data.eav import EAVSource
-from pipeline.data.ingest import BadInput
-from pipeline.data.manifest import read_manifest_csv
+from pipeline.data.manifest import BadInput, read_manifest_csv
 from pipeline.params import Params
 
 

@@ -158,7 +158,8 @@ def voice_clip(rng, arousal: float, subject: dict, p: SyntheticParams) -> np.nda
     return np.clip(energy * voice + noise, -1, 1)
 
 
-def _subject(rng, p: SyntheticParams) -> dict:
+def draw_subject(rng, p: SyntheticParams) -> dict:
+    """One subject's traits: EEG channel gains, alpha peak, voice pitch and formants, line noise."""
     return {
         "gains": rng.uniform(0.7, 1.4) * rng.uniform(0.95, 1.05, size=len(CHANNELS)),
         "alpha_peak": rng.uniform(8.5, 11.5),
@@ -182,7 +183,7 @@ def generate(out_dir: Path, p: SyntheticParams) -> Path:
     info.set_montage("standard_1020")
     step = p.trial_seconds + p.gap_seconds
     for s in tqdm(range(p.n_subjects), desc="synthetic subjects", unit="subject"):
-        subject = _subject(rng, p)
+        subject = draw_subject(rng, p)
         name = f"sub-{s + 1:02d}"
         labels = rng.permutation(np.repeat(CLASSES, p.trials_per_class))
         total = len(labels) * step + p.gap_seconds

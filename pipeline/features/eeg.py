@@ -4,10 +4,12 @@ from __future__ import annotations
 import mne
 import numpy as np
 import pandas as pd
+
 from pipeline.data.readers import read_eeg
+from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
 from pipeline.parallel import stream
-from pipeline.params import EEGParams
+from pipeline.params import EEGParams, Params
 
 
 def adapt_filters(p: EEGParams, sfreq: float, path) -> tuple[float | None, float | None, list[str]]:
@@ -106,3 +108,8 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, n_jobs: int = 1) -> tuple[n
             out = np.empty((len(trials), *data.shape[1:]), dtype=np.float32)
         out[rows] = data
     return out, channels
+
+
+def compute(params: Params) -> np.ndarray:
+    """The features_eeg stage's array: every ingested trial, (n_trials, n_channels, n_times)."""
+    return eeg_features(load_manifest(), params.eeg, params.compute.n_jobs)[0]

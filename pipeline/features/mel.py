@@ -4,9 +4,12 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import pandas as pd
+
+from pipeline import io
 from pipeline.data.readers import read_audio
+from pipeline.dataset import NO_AUDIO, load_manifest, skip_note
 from pipeline.parallel import stream
-from pipeline.params import MelParams
+from pipeline.params import MelParams, Params
 
 
 def fit_length(y: np.ndarray, n: int, crop: str = "center") -> np.ndarray:
@@ -56,3 +59,17 @@ def mel_features(trials: pd.DataFrame, p: MelParams, n_jobs: int = 1) -> tuple[n
         for fit in fits:
             counts[fit] += 1
     return out, counts
+
+
+def compute(params: Params) -> np.ndarray:
+    """The features_mel stage's array, (n_trials, 1, n_mels, n_frames), and its report of
+    padded and cropped clips. Data without audio gets an empty array and a 'skipped' report."""
+    if skip_note("features", "mel"):
+        x, counts = np.zeros(0, np.float32), {"skipped": NO_AUDIO}
+    else:
+        p = params.mel
+        x, counts = mel_features(load_manifest(), p, params.compute.n_jobs)
+        print(f"features mel: clips of {p.clip_seconds} s: {counts['exact']} exact, "
+              f"{counts['padded']} zero-padded, {counts['cropped']} cropped ({p.crop})")
+    io.write_json(io.MEL_REPORT, counts)
+    return x

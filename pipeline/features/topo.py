@@ -16,8 +16,12 @@ import mne
 import numpy as np
 from gtda.diagrams import PersistenceImage
 from gtda.homology import VietorisRipsPersistence
+
+from pipeline import io
+from pipeline.dataset import load_features, load_labels, load_manifest
 from pipeline.parallel import stream
-from pipeline.params import TopoParams
+from pipeline.params import Params, TopoParams
+from pipeline.plots import plot_persistence_examples
 
 
 def band_distances(epochs: np.ndarray, sfreq: float, bands: dict[str, tuple[float, float]]) -> np.ndarray:
@@ -71,3 +75,16 @@ def topo_features(eeg: np.ndarray, sfreq: float, p: TopoParams, chunks: list[np.
 
 def _chunk_images(eeg: np.ndarray, sfreq: float, p: TopoParams) -> np.ndarray:
     return persistence_images(band_distances(eeg, sfreq, p.bands), p)
+
+
+def compute(params: Params) -> np.ndarray:
+    """The features_topo stage's array from the EEG features (memory-mapped, one subject per
+    task), (n_trials, n_bands * n_dims, n_bins, n_bins), and one example image per class."""
+    subjects = load_manifest()["subject"].to_numpy()
+    chunks = [np.flatnonzero(subjects == s) for s in dict.fromkeys(subjects)]
+    x = topo_features(load_features("eeg", mmap=True), params.eeg.sfreq, params.topo, chunks,
+                      params.compute.n_jobs)
+    labels, classes = load_labels()
+    plot_persistence_examples(io.FIGURES / "persistence_images.png", x, labels, classes,
+                              [f"{band} H{d}" for band in params.topo.bands for d in params.topo.homology_dimensions])
+    return x

@@ -4,7 +4,6 @@ their audio by emotion in name order; bad subject folders and unpaired trials fo
 `data.on_error`."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,11 @@ SR = 16000
 
 
 def eav_params(params, root: Path, task="speaking", segment_seconds=1.0, on_error="fail"):
-    return replace(params,
-                   data=replace(params.data, source="eav", root=str(root), on_error=on_error, classes=None,
-                                eav=replace(params.data.eav, task=task, segment_seconds=segment_seconds)),
-                   eeg=replace(params.eeg, channels=None, read_kwargs={}),
-                   compute=replace(params.compute, n_jobs=1))
+    eav = params.data.eav.model_copy(update=dict(task=task, segment_seconds=segment_seconds))
+    data = params.data.model_copy(update=dict(source="eav", root=str(root), on_error=on_error, classes=None, eav=eav))
+    return params.model_copy(update=dict(data=data,
+                                         eeg=params.eeg.model_copy(update=dict(channels=None, read_kwargs={})),
+                                         compute=params.compute.model_copy(update=dict(n_jobs=1))))
 
 
 @pytest.fixture

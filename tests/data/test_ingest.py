@@ -4,7 +4,6 @@ in the report under `skip`; a broken manifest stops ingest whatever `on_error` s
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import mne
@@ -61,11 +60,11 @@ def write_manifest(root: Path, df: pd.DataFrame, name="manifest.csv") -> Path:
 
 
 def run_params(params, root: Path, on_error="fail", classes=None, channels=None, n_jobs=1):
-    return replace(params,
-                   data=replace(params.data, source="manifest", root=str(root), manifest="manifest.csv",
-                                on_error=on_error, classes=classes),
-                   eeg=replace(params.eeg, channels=channels, read_kwargs={}),
-                   compute=replace(params.compute, n_jobs=n_jobs))
+    data = params.data.model_copy(update=dict(source="manifest", root=str(root), manifest="manifest.csv",
+                                              on_error=on_error, classes=classes))
+    return params.model_copy(update=dict(data=data,
+                                         eeg=params.eeg.model_copy(update=dict(channels=channels, read_kwargs={})),
+                                         compute=params.compute.model_copy(update=dict(n_jobs=n_jobs))))
 
 
 @pytest.fixture

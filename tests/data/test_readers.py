@@ -4,7 +4,6 @@ soundfile; bad files are one PipelineError naming the file. Plus the filters of
 pipeline/features/eeg.py adapted to a recording's sampling rate."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import mne
@@ -287,33 +286,33 @@ def test_audio_missing_and_corrupt(tmp_path):
 # ------------------------------------------------------------------ filters fit to the sampling rate
 
 def test_adapt_filters_keeps_what_fits(params):
-    p = replace(params.eeg, l_freq=1.0, h_freq=40.0, notch=50.0)
+    p = params.eeg.model_copy(update=dict(l_freq=1.0, h_freq=40.0, notch=50.0))
     assert adapt_filters(p, 256.0, "rec.fif") == (50.0, 40.0, [])
 
 
 def test_adapt_filters_drops_notch_at_nyquist(params):
-    p = replace(params.eeg, l_freq=1.0, h_freq=40.0, notch=50.0)
+    p = params.eeg.model_copy(update=dict(l_freq=1.0, h_freq=40.0, notch=50.0))
     notch, h_freq, notes = adapt_filters(p, 100.0, "some/rec.edf")
     assert notch is None and h_freq == 40.0
     assert len(notes) == 1 and "some/rec.edf" in notes[0] and "eeg.notch" in notes[0]
 
 
 def test_adapt_filters_drops_h_freq_at_nyquist(params):
-    p = replace(params.eeg, l_freq=1.0, h_freq=40.0, notch=None)
+    p = params.eeg.model_copy(update=dict(l_freq=1.0, h_freq=40.0, notch=None))
     notch, h_freq, notes = adapt_filters(p, 64.0, "low_rate.set")
     assert notch is None and h_freq is None
     assert len(notes) == 1 and "low_rate.set" in notes[0] and "eeg.h_freq" in notes[0]
 
 
 def test_adapt_filters_drops_both(params):
-    p = replace(params.eeg, l_freq=1.0, h_freq=40.0, notch=50.0)
+    p = params.eeg.model_copy(update=dict(l_freq=1.0, h_freq=40.0, notch=50.0))
     notch, h_freq, notes = adapt_filters(p, 64.0, "r.fif")
     assert (notch, h_freq) == (None, None) and len(notes) == 2
 
 
 @pytest.mark.parametrize("l_freq", [32.0, 40.0])
 def test_adapt_filters_l_freq_at_nyquist_raises(params, l_freq):
-    p = replace(params.eeg, l_freq=l_freq, h_freq=45.0, notch=None)
+    p = params.eeg.model_copy(update=dict(l_freq=l_freq, h_freq=45.0, notch=None))
     with pytest.raises(PipelineError) as info:
         adapt_filters(p, 64.0, "r.fif")
     message = _one_line(info)
@@ -322,7 +321,7 @@ def test_adapt_filters_l_freq_at_nyquist_raises(params, l_freq):
 
 def test_real_128hz_recording_with_h_freq_70_warns(realdata, params):
     path = realdata / "eeg" / "test_raw.set"
-    p = replace(params.eeg, h_freq=70.0, sfreq=128.0, notch=50.0, epoch_seconds=2.0)
+    p = params.eeg.model_copy(update=dict(h_freq=70.0, sfreq=128.0, notch=50.0, epoch_seconds=2.0))
     epochs, channels, notes = recording_epochs(str(path), np.array([10.0, 20.0]), np.array([2.0, 2.0]), p)
     assert len(notes) == 1  # the 50 Hz notch fits under 64 Hz, the 70 Hz low-pass does not
     assert str(path) in notes[0] and "eeg.h_freq" in notes[0]
@@ -333,7 +332,7 @@ def test_real_128hz_recording_with_h_freq_70_warns(realdata, params):
 def test_preprocess_resamples(tmp_path, params):
     path, _ = _fif(tmp_path, sfreq=256.0, seconds=10.0)
     raw = read_eeg(path)
-    p = replace(params.eeg, l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average")
+    p = params.eeg.model_copy(update=dict(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average"))
     assert adapt_filters(p, raw.info["sfreq"], path)[2] == []
     assert preprocess(raw, p, path) is raw
     assert raw.info["sfreq"] == 128.0 and raw.n_times == 1280

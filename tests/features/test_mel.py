@@ -1,7 +1,6 @@
 """pipeline/features/mel.py: fixed-length clips and log-mel spectrograms that keep loudness."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import librosa
 import numpy as np
@@ -109,7 +108,7 @@ def test_mel_features_pads_and_crops_any_rate_and_counts(tmp_path):
                            "audio_duration": [0.5, 1.0, 3.0]})
     out, counts = mel_features(trials, P)
     assert counts == {"padded": 1, "cropped": 1, "exact": 1}
-    start, _ = mel_features(trials, replace(P, crop="start"))
+    start, _ = mel_features(trials, P.model_copy(update=dict(crop="start")))
     np.testing.assert_allclose(start[2][..., 2:-2], out[1][..., 2:-2], atol=0.05)  # the loud first second
     assert out[2].max() < start[2].max() - 20  # the centre second is the quiet part (30 dB lower)
 

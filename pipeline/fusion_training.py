@@ -1,0 +1,92 @@
+"""One fusion run (one fold, one seed) over pretrained branches, and what is measured on it:
+plain functions over the fold's tensors; the fuse stage loops over runs and writes results."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.callbacks import OGMGE, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules, confidence_order
+from pipeline.folds import FoldData
+from pipeline.fusion import FusionModel, branch_outputs, build_fusion
+from pipeline.nets import BranchClassifier
+from pipeline.params import FusionParams, TrainParams
+from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
+                               predict_proba, seed_everything)
+
+
+def fusion_optimizer(model: FusionModel, fp: FusionParams, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with the pretrained branches at `fusion.branch_lr` and the head at `fusion.head_lr`."""
+    return torch.optim.AdamW([{"params": model.branches.parameters(), "lr": fp.branch_lr},
+                              {"params": model.head_parameters(), "lr": fp.head_lr}], weight_decay=weight_decay)
+
+
+def fusion_callbacks(model: FusionModel, fp: FusionParams, data: FoldData, device: torch.device,
+                     batch_size: int) -> list[Callback]:
+    """The training controls `fusion.*` asks for, in the order they must act: freezing, the
+    curriculum, the dropout schedule, gradient modulation, then diagnostics (which must see the
+    gradients the encoders really receive)."""
+    freeze_for = None if model.head.freezes_branches else fp.freeze_epochs
+    callbacks: list[Callback] = [FreezeModules([model.branches], freeze_for)]
+    if fp.curriculum_epochs > 0:
+        order = confidence_order(model, *data.part("train"), device)
+        callbacks.append(Curriculum(order, fp.curriculum_epochs, batch_size))
+    callbacks.append(DropoutSchedule(model.head, fp.dropout, fp.curriculum_epochs, fp.post_curriculum_dropout))
+    if fp.grad_modulation == "ogm_ge":
+        callbacks.append(OGMGE(model, fp.ogm_alpha))
+    callbacks.append(BranchDiagnostics(model, data.part("val")[0], device))
+    return callbacks
+
+
+def ensemble_weights(fp: FusionParams, model: FusionModel, data: FoldData, device: torch.device) -> list[float]:
+    """Per-modality weights of the untrained ensemble: equal, fixed from params, or each branch's
+    validation accuracy (never test)."""
+    if fp.ensemble_weighting == "fixed":
+        return list(fp.ensemble_weights)
+    if fp.ensemble_weighting == "equal":
+        return [1.0] * len(fp.modalities)
+    x_val, y_val = data.part("val")
+    probs = branch_outputs(model, x_val, device)["probs"]
+    return [float((probs[m].argmax(1) == y_val.numpy()).mean()) + 1e-6 for m in fp.modalities]
+
+
+def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
+                 n_classes: int, seed: int, device: torch.device, progress=None) -> tuple[FusionModel, list[dict]]:
+    """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val;
+    an untrained head (ensemble) gets its weights and one record (epoch 0) of how it does."""
+    generator = seed_everything(seed)
+    model = build_fusion(branches, n_classes, fp).to(device)
+    train, val = data.part("train"), data.part("val")
+    loss = ClassificationLoss(fp.loss, fp.loss_temperature, fp.focal_gamma, class_weights(train[1].numpy(), n_classes))
+    if model.head.trainable:
+        history = fit(model, fusion_optimizer(model, fp, tp.weight_decay), loss, train, val,
+                      FitConfig(fp.epochs, fp.patience, tp.batch_size), generator, device,
+                      fusion_callbacks(model, fp, data, device, tp.batch_size), progress)
+        return model, history
+    model.head.set_weights(ensemble_weights(fp, model, data, device))
+    (train_loss, train_acc), (val_loss, val_acc) = (loss_and_accuracy(model, loss, *part, device) for part in (train, val))
+    return model, [{"epoch": 0, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}]
+
+
+def output_temperature(model: FusionModel, fp: FusionParams) -> float:
+    """The temperature of the fused logits: the ensemble outputs log-probabilities already."""
+    return fp.loss_temperature if model.head.trainable else 1.0
+
+
+def modality_ablation(model: FusionModel, inputs: dict[str, torch.Tensor], labels: np.ndarray,
+                      fill: dict[str, torch.Tensor], device: torch.device, temperature: float) -> dict[str, float]:
+    """Accuracy drop when one modality's input is replaced by `fill[m]` (its train mean): how
+    much the fused prediction relies on that modality. ~0 for a modality the model ignores."""
+    def accuracy(x) -> float:
+        return float((predict_proba(model, x, device, temperature).argmax(1) == labels).mean())
+
+    full = accuracy(inputs)
+    return {m: full - accuracy({**inputs, m: fill[m].expand_as(inputs[m])}) for m in model.branches}
+
+
+def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device, temperature: float) -> dict:
+    """On the test trials: the head's mean modality weights and the modality ablation (train-mean fill)."""
+    (x_test, y_test), x_train = data.part("test"), data.part("train")[0]
+    weights = branch_outputs(model, x_test, device)["weights"]
+    fill = {m: x.mean(dim=0, keepdim=True) for m, x in x_train.items()}
+    return {"fusion_weights": {m: float(w.mean()) for m, w in weights.items()},
+            "ablation_drop": modality_ablation(model, x_test, y_test.numpy(), fill, device, temperature)}

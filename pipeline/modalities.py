@@ -1,0 +1,31 @@
+"""The views of a trial: one registry (name -> what every stage needs to know about it).
+
+It drives the CLI's modality choices, the feature dispatch, the normalisation axes and the
+branch encoders, so adding a view is one entry here (plus its feature module and encoder).
+It imports nothing of the package and no heavy library: params validation and light stages
+read it without pulling in torch, MNE or librosa.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    section: str                 # the params.yaml section of its feature knobs
+    features: str                # module whose `compute(params)` makes the feature array
+    norm_axes: tuple[int, ...]   # axes the train statistics pool over (0: trials)
+    encoder: str                 # default branch encoder, a name in pipeline.nets.ENCODERS
+    needs_audio: bool            # only data with audio has this view
+
+
+MODALITIES: dict[str, Modality] = {
+    # EEG: statistics per channel; (n, channels, times)
+    "eeg": Modality("eeg", "eeg", "pipeline.features.eeg", (0, 2), "filterbank", False),
+    # log-mel: per frequency bin; (n, 1, mels, frames)
+    "mel": Modality("mel", "mel", "pipeline.features.mel", (0, 1, 3), "image_cnn", True),
+    # persistence images: per image channel (band x homology dimension); (n, c, bins, bins)
+    "topo": Modality("topo", "topo", "pipeline.features.topo", (0, 2, 3), "image_cnn", False),
+}
+NAMES: tuple[str, ...] = tuple(MODALITIES)

@@ -1,0 +1,71 @@
+"""evaluate: test metrics of every branch and the fusion across folds and seeds ->
+reports/metrics.json, summary.md, per-fold and per-subject tables, diagnostics and figures."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline import io, plots
+from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
+from pipeline.errors import warn
+from pipeline.evaluate import model_metrics, score_model, summary_markdown
+from pipeline.params import Params
+
+INGEST_COUNTS = ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")
+
+
+def run(params: Params) -> None:
+    modalities = available_modalities()
+    params.check_modalities(modalities, NO_AUDIO)
+    trials = load_trials()
+    seeds = params.train.seeds
+    sources = {m: io.branch_dir(m) for m in modalities} | {"fusion": io.FUSION_DIR}
+    scored = {name: score_model(name, np.load(d / "probabilities.npy"), trials, seeds) for name, d in sources.items()}
+    for name, s in scored.items():
+        for r in s["test"]:
+            if r["collapsed"]:
+                warn(f"{name} (fold {r['fold']}, seed {r['seed']}) collapsed: it predicts "
+                     f"'{r['top_class']}' for {r['top_share']:.0%} of the test trials")
+
+    metrics = {
+        **model_metrics(scored, params.fusion.type, params.fusion.modalities, trials.classes),
+        "n_seeds": len(seeds),
+        "n_folds": len(trials.folds),
+        "data": {k: (len(v) if isinstance(v, list) else v) for k, v in io.read_json(io.INGEST_REPORT).items()
+                 if k in INGEST_COUNTS},
+    }
+
+    runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
+    per_run = {k: {m: [r[k][m] for r in runs.values()] for m in next(iter(runs.values()))[k]}
+               for k in ("ablation_drop", "fusion_weights")} if runs else {}
+    diagnostics = {
+        "inputs": {m: io.read_json(io.normalizer_path(m).with_suffix(".json")) for m in modalities},
+        "fusion_runs": runs,
+        **per_run,
+    }
+    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
+    histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
+
+    io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
+    with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
+        pd.DataFrame([r for s in scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
+    with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
+        pd.DataFrame([r for s in scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
+    with io.atomic_path(io.REPORTS / "confusion") as tmp:  # one file a model, for `dvc plots`
+        tmp.mkdir()
+        for name, s in scored.items():
+            pd.DataFrame(s["pairs"], columns=["actual", "predicted"]).to_csv(tmp / f"{name}.csv", index=False)
+    plots.plot_confusions(io.FIGURES / "confusion_matrices.png",
+                          {name: s["confusion"] for name, s in scored.items()}, trials.classes)
+    plots.plot_curves(io.FIGURES / "training_curves.png", histories)
+    if per_run:
+        plots.plot_contributions(io.FIGURES / "modality_contributions.png", per_run["ablation_drop"],
+                                 per_run["fusion_weights"])
+    plots.plot_fusion_dynamics(io.FIGURES / "fusion_dynamics.png", histories["fusion"], list(params.fusion.modalities))
+    with io.atomic_path(io.REPORTS / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(metrics, params, per_run))
+    io.write_json(io.REPORTS / "metrics.json", metrics)
+    fusion = metrics["fusion"]
+    print(f"evaluate: fusion {params.fusion.type} test acc {fusion['test']['acc']:.3f} ± {fusion['test']['acc_std']:.3f}; "
+          + ", ".join(f"{m} {b['test']['acc']:.3f}" for m, b in metrics["branches"].items())
+          + f"; gain over {fusion['best_branch_on_val']} (best on val) {fusion['gain_over_best_branch']:+.3f}")

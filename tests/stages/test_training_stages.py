@@ -1,0 +1,106 @@
+"""The training stages' bodies (normalize, pretrain, fuse, evaluate) run in-process on tiny
+arrays written where ingest, split and features would write them: what they read and write,
+and the promises between them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import io
+from pipeline.fusion import load_fusion
+from pipeline.nets import load_branch
+from pipeline.params import parse_params
+from pipeline.stages import evaluate, fuse, normalize, pretrain, split
+
+SUBJECTS = [f"s{k}" for k in range(6)]
+CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, params):
+    """A project folder with the manifest, classes, features and ingest report of 6 subjects x
+    9 trials; eeg and topo carry the class, mel does not."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.repeat(np.arange(3), 3), len(SUBJECTS))
+    subjects = np.repeat(SUBJECTS, 9)
+    manifest = pd.DataFrame({"subject": subjects, "label": [CLASSES[k] for k in labels],
+                             "eeg_path": "x.fif", "audio_path": "x.wav"})
+    io.save_csv(io.MANIFEST, manifest)
+    io.write_json(io.CLASSES, CLASSES)
+    io.write_json(io.INGEST_REPORT, {"trials_kept": len(labels), "trials_dropped": 0, "problems": 0,
+                                     "subjects_kept": SUBJECTS, "subjects_dropped": []})
+    eeg = rng.standard_normal((len(labels), 4, 64)).astype(np.float32)
+    eeg[:, 0] *= (1 + labels)[:, None]
+    topo = (rng.standard_normal((len(labels), 2, 8, 8)) + labels[:, None, None, None]).astype(np.float32)
+    mel = rng.standard_normal((len(labels), 1, 8, 8)).astype(np.float32)
+    for m, x in {"eeg": eeg, "mel": mel, "topo": topo}.items():
+        io.save_array(io.feature_path(m), x)
+    raw = params.model_dump(mode="json")
+    raw.pop("branches")
+    raw["split"].update(scheme="kfold", folds=2, val_subjects=1, seed=3)
+    raw["train"].update(seeds=[0, 1], epochs=2, batch_size=8, embed_dim=8)
+    raw["fusion"].update(epochs=2, hidden=8, heads=2)
+    return tmp_path, parse_params(raw), labels
+
+
+def _prepare(p):
+    split.run(p)
+    for m in ("eeg", "mel", "topo"):
+        normalize.run(p, m)
+        pretrain.run(p, m)
+
+
+def test_pretrain_then_fuse_then_evaluate(workdir):
+    tmp, p, labels = workdir
+    _prepare(p)
+    folds = io.read_json(io.SPLIT)["folds"]
+    assert len(folds) == 2
+    for m in ("eeg", "mel", "topo"):
+        probs = np.load(io.branch_dir(m) / "probabilities.npy")
+        assert probs.shape == (2, 2, len(labels), 3)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        assert sorted(x.name for x in io.branch_dir(m).glob("*.pt")) == [
+            f"fold{f}_seed{s}.pt" for f in range(2) for s in (0, 1)]
+    fuse.run(p)
+    assert np.load(io.FUSION_DIR / "probabilities.npy").shape == (2, 2, len(labels), 3)
+    model = load_fusion(io.FUSION_DIR / "fold1_seed1.pt")
+    assert list(model.branches) == list(p.fusion.modalities)
+    evaluate.run(p)
+    metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
+    assert metrics["n_folds"] == 2 and metrics["n_seeds"] == 2
+    assert set(metrics["branches"]) == {"eeg", "mel", "topo"}
+    assert (tmp / "reports" / "summary.md").read_text().startswith("# Results")
+
+
+def test_fuse_starts_each_run_from_its_own_fold_and_seed(workdir):
+    """With the branches frozen for every epoch, each fused checkpoint carries exactly the
+    pretrained branch of its own fold and seed."""
+    tmp, p, _ = workdir
+    p = p.model_copy(update={"fusion": p.fusion.model_copy(update={"freeze_epochs": p.fusion.epochs})})
+    _prepare(p)
+    fuse.run(p)
+    for fold in range(2):
+        for seed in (0, 1):
+            fused = load_fusion(io.FUSION_DIR / f"fold{fold}_seed{seed}.pt")
+            for m in p.fusion.modalities:
+                own = load_branch(io.branch_dir(m) / f"fold{fold}_seed{seed}.pt").state_dict()
+                for k, v in fused.branches[m].state_dict().items():
+                    assert torch.equal(v, own[k]), f"fold {fold} seed {seed}: {m}.{k} is not its own branch"
+
+
+def test_pretrain_uses_the_branch_overrides(workdir):
+    tmp, p, _ = workdir
+    branches = dict(p.branches)
+    branches["topo"] = p.train.model_copy(update={"embed_dim": 5, "epochs": 1})
+    p = p.model_copy(update={"branches": branches})
+    split.run(p)
+    normalize.run(p, "topo")
+    pretrain.run(p, "topo")
+    assert load_branch(io.branch_dir("topo") / "fold0_seed0.pt").embed_dim == 5
+    history = json.loads((io.branch_dir("topo") / "history.json").read_text())
+    assert all(len(h) == 1 for h in history.values())

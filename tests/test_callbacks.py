@@ -1,0 +1,176 @@
+"""pipeline/callbacks.py: each training control on its own, through `fit`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.callbacks import OGMGE, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules, confidence_order
+from pipeline.fusion import build_fusion
+from pipeline.nets import BranchClassifier
+from pipeline.training import Callback, ClassificationLoss, FitConfig, fit, seed_everything
+
+CPU = torch.device("cpu")
+
+
+class BNNet(nn.Module):
+    """A 'branch' with BatchNorm and dropout, and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, inputs):
+        return self.head(self.branch(inputs["x"]))
+
+
+def _data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g) * 3 + 2
+    y = (x[:, 0] > 2).long()
+    return ({"x": x[:32]}, y[:32]), ({"x": x[32:]}, y[32:])
+
+
+class Spy(Callback):
+    """Records, at each batch, the branch's training flag and its BatchNorm running mean."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def after_backward(self, labels):
+        self.seen.append((self.model.branch.training, self.model.branch[1].running_mean.clone(),
+                          self.model.branch[0].weight.grad))
+
+
+def test_freeze_modules_keeps_branch_weights_statistics_and_dropout_for_its_epochs():
+    train, val = _data()
+    seed_everything(0)
+    model = BNNet()
+    before = {k: v.clone() for k, v in model.branch.state_dict().items()}
+    head_before = model.head.weight.detach().clone()
+    spy = Spy(model)
+    freeze = FreezeModules([model.branch], epochs=2)
+    fit(model, torch.optim.AdamW(model.parameters(), lr=0.05), ClassificationLoss("ce", 1.0), train, val,
+        FitConfig(epochs=2, patience=10, batch_size=8), seed_everything(0), CPU, [freeze, spy])
+    for k, v in model.branch.state_dict().items():  # weights and BatchNorm statistics untouched
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert not torch.equal(model.head.weight.detach(), head_before)
+    assert all(not training and grad is None for training, _, grad in spy.seen)  # eval mode, no gradient
+
+
+def test_freeze_modules_releases_after_its_epochs():
+    train, val = _data()
+    seed_everything(0)
+    model = BNNet()
+    spy = Spy(model)
+    fit(model, torch.optim.AdamW(model.parameters(), lr=0.05), ClassificationLoss("ce", 1.0), train, val,
+        FitConfig(epochs=2, patience=10, batch_size=8), seed_everything(0), CPU, [FreezeModules([model.branch], 1), spy])
+    per_epoch = len(spy.seen) // 2
+    assert all(not t for t, _, _ in spy.seen[:per_epoch])
+    assert all(t and g is not None for t, _, g in spy.seen[per_epoch:])  # epoch 2: training, with gradients
+    assert not torch.equal(spy.seen[-1][1], spy.seen[0][1])  # BatchNorm statistics move again
+    assert FreezeModules([], 4).min_epochs == 4 and FreezeModules([], None).frozen(10 ** 6)
+
+
+def test_curriculum_pools_grow_from_the_easiest():
+    order = np.array([5, 3, 9, 0, 1, 2, 4, 6, 7, 8])
+    cur = Curriculum(order, epochs=4, batch_size=2)
+    assert cur.epoch_pool(0, 10).tolist() == [5, 3, 9]       # ceil(10 * 1/4) = 3
+    assert cur.epoch_pool(1, 10).tolist() == [5, 3, 9, 0, 1]  # 10 * 2/4
+    assert len(cur.epoch_pool(3, 10)) == 10
+    assert cur.epoch_pool(4, 10) is None and cur.min_epochs == 4
+    assert Curriculum(order, epochs=10, batch_size=4).epoch_pool(0, 10).tolist() == [5, 3, 9, 0]  # >= a batch
+
+
+def _branches(shapes, seed=0):
+    torch.manual_seed(seed)
+    return {m: BranchClassifier(m, s, 3, 6, 0.3) for m, s in shapes.items()}
+
+
+SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
+
+
+def _fusion(params, **changes):
+    fp = params.fusion.model_copy(update=dict(type="concat", modalities=tuple(SHAPES), hidden=8, **changes))
+    return build_fusion(_branches(SHAPES), 3, fp)
+
+
+def _inputs(n=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {m: torch.randn(n, *s, generator=g) for m, s in SHAPES.items()}
+
+
+def test_confidence_order_puts_confident_trials_first(params):
+    model = _fusion(params)
+    x = _inputs()
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    probs = {m: torch.softmax(l, 1).numpy() for m, l in model.last_branch_logits.items()}
+    labels = torch.arange(12) % 3
+    order = confidence_order(model, x, labels, CPU)
+    confidence = np.mean([p[np.arange(12), labels.numpy()] for p in probs.values()], axis=0)
+    assert sorted(order.tolist()) == list(range(12))
+    assert np.all(np.diff(confidence[order]) <= 1e-7)
+
+
+def test_dropout_schedule_switches_after_its_epoch(params):
+    model = _fusion(params, dropout=0.3)
+    schedule = DropoutSchedule(model.head, 0.3, switch_epoch=2, later=0.1)
+    rates = []
+    for epoch in range(4):
+        schedule.on_epoch_start(epoch)
+        rates.append({m.p for m in model.head.modules() if isinstance(m, nn.Dropout)})
+    assert rates == [{0.3}, {0.3}, {0.1}, {0.1}]
+    assert all(m.p == 0.3 for m in model.branches.modules() if isinstance(m, nn.Dropout))  # the head only
+    never = DropoutSchedule(model.head, 0.2, switch_epoch=0, later=0.9)
+    never.on_epoch_start(5)
+    assert {m.p for m in model.head.modules() if isinstance(m, nn.Dropout)} == {0.2}
+
+
+def _backward(model, x, y):
+    model.train()
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+
+
+def test_ogm_ge_scales_the_dominant_encoder_gradients(params, monkeypatch):
+    """The coefficients reach the gradients: with the noise silenced, the dominant modality's
+    encoder gradient is exactly coeff x its plain gradient, the other's unchanged."""
+    model = _fusion(params, dropout=0.0)
+    for b in model.branches.values():
+        for mod in b.modules():
+            if isinstance(mod, nn.Dropout):
+                mod.p = 0.0
+    x, y = _inputs(), torch.arange(12) % 3
+    _backward(model, x, y)
+    strong = torch.full((12, 3), -4.0)
+    strong[torch.arange(12), y] = 4.0
+    model.last_branch_logits = {"eeg": strong, "topo": torch.zeros(12, 3)}  # eeg dominates
+    plain = {m: [p.grad.clone() for p in b.encoder.parameters()] for m, b in model.branches.items()}
+    ogm = OGMGE(model, alpha=0.5)
+    coeffs = ogm.coefficients(y)
+    assert coeffs["topo"] == 1.0 and 0.0 < coeffs["eeg"] < 1.0
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # silence the noise
+    ogm.after_backward(y)
+    for m, grads in plain.items():
+        for before, p in zip(grads, model.branches[m].encoder.parameters()):
+            expected = before * coeffs[m] if before.numel() > 1 else before
+            torch.testing.assert_close(p.grad, expected)
+
+
+def test_branch_diagnostics_add_per_branch_records(params):
+    model = _fusion(params)
+    x, y = _inputs(), torch.arange(12) % 3
+    diag = BranchDiagnostics(model, x, CPU)
+    _backward(model, x, y)
+    diag.after_backward(y)
+    diag.after_backward(y)
+    record = {"epoch": 1}
+    diag.on_epoch_end(record)
+    grad = torch.stack([p.grad.norm() for p in model.branches["eeg"].encoder.parameters()]).norm()
+    assert record["grad_norm/eeg"] == pytest.approx(float(grad))
+    assert 0 < record["entropy/topo"] <= np.log(3) + 1e-6 and record["embed_norm/eeg"] >= 0
+    assert diag.grad_norms == {"eeg": [], "topo": []}  # reset for the next epoch

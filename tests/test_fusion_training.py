@@ -1,0 +1,115 @@
+"""pipeline/fusion_training.py: one fusion run's optimizer, callbacks, ensemble weights,
+modality ablation and diagnostics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.callbacks import OGMGE, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
+from pipeline.folds import FoldData
+from pipeline.fusion import build_fusion
+from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_ablation,
+                                      train_fusion)
+from pipeline.nets import BranchClassifier
+
+SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
+
+
+def _fp(params, **changes):
+    return params.fusion.model_copy(update={"type": "concat", "modalities": ("eeg", "topo"), "hidden": 8,
+                                            "dropout": 0.0, **changes})
+
+
+def _branches():
+    torch.manual_seed(0)
+    return {m: BranchClassifier(m, SHAPES[m], 3, 6, 0.0) for m in SHAPES}
+
+
+def _model(params, **changes):
+    return build_fusion(_branches(), 3, _fp(params, **changes))
+
+
+def test_ablating_an_ignored_modality_costs_nothing(params):
+    model = _model(params)
+    first = model.head.mlp[1]  # Linear over [eeg embedding (6), topo embedding (6)]
+    with torch.no_grad():
+        first.weight[:, 6:] = 0.0  # the head ignores topo entirely
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.randn(40, *s, generator=g) for m, s in SHAPES.items()}
+    model.eval()
+    with torch.no_grad():
+        labels = model(x).argmax(1).numpy()  # labels the model gets 100 % right
+    fill = {m: v.mean(dim=0, keepdim=True) for m, v in x.items()}
+    drops = modality_ablation(model, x, labels, fill, torch.device("cpu"), 1.0)
+    assert drops["topo"] == 0.0
+    assert drops["eeg"] > 0.2  # the modality it relies on does cost accuracy
+    assert set(drops) == {"eeg", "topo"}
+    assert np.isfinite(list(drops.values())).all()
+
+
+def test_optimizer_gives_branches_branch_lr_and_head_head_lr(params):
+    fp = _fp(params, branch_lr=1e-5, head_lr=3e-2)
+    model = build_fusion(_branches(), 3, fp)
+    groups = fusion_optimizer(model, fp, 0.01).param_groups
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[1e-5] == {id(p) for p in model.branches.parameters()}
+    assert by_lr[3e-2] == {id(p) for p in model.head_parameters()}
+    assert all(g["weight_decay"] == 0.01 for g in groups)
+
+
+def _fold(n: int = 30, seed: int = 0) -> FoldData:
+    g = torch.Generator().manual_seed(seed)
+    inputs = {m: torch.randn(n, *s, generator=g) for m, s in SHAPES.items()}
+    labels = torch.arange(n) % 3
+    index = {"train": np.arange(0, 18), "val": np.arange(18, 24), "test": np.arange(24, 30)}
+    return FoldData(inputs, labels, index)
+
+
+def test_callbacks_follow_the_params_in_order(params):
+    model = _model(params, freeze_epochs=2, curriculum_epochs=3, grad_modulation="ogm_ge")
+    cbs = fusion_callbacks(model, _fp(params, freeze_epochs=2, curriculum_epochs=3, grad_modulation="ogm_ge"),
+                           _fold(), torch.device("cpu"), 4)
+    assert [type(cb) for cb in cbs] == [FreezeModules, Curriculum, DropoutSchedule, OGMGE, BranchDiagnostics]
+    assert cbs[0].epochs == 2 and cbs[1].epochs == 3
+    plain = fusion_callbacks(model, _fp(params), _fold(), torch.device("cpu"), 4)
+    assert [type(cb) for cb in plain] == [FreezeModules, DropoutSchedule, BranchDiagnostics]
+    assert plain[0].epochs == 0
+
+
+def test_late_fusion_freezes_branches_for_good(params):
+    fp = _fp(params, type="late")
+    model = build_fusion(_branches(), 3, fp)
+    (freeze, *_) = fusion_callbacks(model, fp, _fold(), torch.device("cpu"), 4)
+    assert freeze.epochs is None and freeze.frozen(1000)
+
+
+def test_ensemble_val_weights_come_from_validation_accuracy(params):
+    """Each branch's weight is its accuracy on the validation trials, never the test ones."""
+    fp = _fp(params, type="ensemble", ensemble_weighting="val")
+    model = build_fusion(_branches(), 3, fp)
+    data = _fold()
+    from pipeline.fusion import branch_outputs
+    probs = branch_outputs(model, data.inputs, torch.device("cpu"))["probs"]
+    # make the labels agree with eeg's predictions on val and with topo's on test
+    labels = data.labels.clone()
+    labels[data.index["val"]] = torch.from_numpy(probs["eeg"][data.index["val"]].argmax(1))
+    labels[data.index["test"]] = torch.from_numpy(probs["topo"][data.index["test"]].argmax(1))
+    data = FoldData(data.inputs, labels, data.index)
+    weights = ensemble_weights(fp, model, data, torch.device("cpu"))
+    topo_val = float((probs["topo"][data.index["val"]].argmax(1) == labels[data.index["val"]].numpy()).mean())
+    assert weights == pytest.approx([1.0, topo_val], abs=1e-5)
+    assert ensemble_weights(fp.model_copy(update=dict(ensemble_weighting="equal")), model, data,
+                            torch.device("cpu")) == [1.0, 1.0]
+
+
+def test_train_fusion_same_seed_same_run(params):
+    fp, tp = _fp(params, epochs=2), params.train.model_copy(update=dict(batch_size=4))
+    outs = []
+    for _ in range(2):
+        model, history = train_fusion(_branches(), _fold(), fp, tp, 3, 5, torch.device("cpu"))
+        outs.append((history, {k: v.clone() for k, v in model.state_dict().items()}))
+    assert outs[0][0] == outs[1][0]
+    for k in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][k], outs[1][1][k], rtol=0, atol=0)
+    assert {"grad_norm/eeg", "embed_norm/topo", "entropy/eeg"} <= set(outs[0][0][0])

@@ -1,0 +1,57 @@
+"""The allowed names params.py declares and the registries that implement them agree, and the
+modality registry drives the CLI, the feature dispatch, the encoders and dvc.yaml."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline import cli, nets
+from pipeline.data.sources import SOURCES
+from pipeline.fusion import FUSION_HEADS
+from pipeline.modalities import MODALITIES, NAMES
+from pipeline.params import DATA_SOURCES, FUSION_TYPES, Params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fusion_types_are_the_fusion_heads():
+    assert tuple(FUSION_HEADS) == FUSION_TYPES
+
+
+def test_data_sources_are_the_source_classes():
+    assert tuple(SOURCES) == DATA_SOURCES
+
+
+def test_every_modality_has_its_encoder_features_and_params_section():
+    for name, spec in MODALITIES.items():
+        assert spec.name == name
+        assert spec.encoder in nets.ENCODERS
+        assert callable(importlib.import_module(spec.features).compute)
+        assert spec.section in Params.model_fields
+        assert 0 in spec.norm_axes  # statistics always pool over trials
+
+
+def test_cli_modality_choices_are_the_registry():
+    assert [m.value for m in cli.Modality] == list(NAMES)
+
+
+def test_dvc_foreach_stages_cover_every_modality():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("normalize", "pretrain"):
+        assert stages[name]["foreach"] == list(NAMES)
+    assert {f"features_{m}" for m in NAMES} <= set(stages)
+    for m in NAMES:
+        assert stages[f"features_{m}"]["cmd"] == f"python -m pipeline features {m}"
+
+
+def test_params_and_light_stages_import_no_heavy_library():
+    """Validating params (every stage does it first) and the split stage load none of torch,
+    MNE, librosa or dvclive."""
+    code = ("import sys; import pipeline.cli, pipeline.stages.split; "
+            "print(','.join(m for m in ('torch', 'mne', 'librosa', 'dvclive', 'gtda') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""
