@@ -113,3 +113,15 @@ def test_train_fusion_same_seed_same_run(params):
     for k in outs[0][1]:
         torch.testing.assert_close(outs[0][1][k], outs[1][1][k], rtol=0, atol=0)
     assert {"grad_norm/eeg", "embed_norm/topo", "entropy/eeg"} <= set(outs[0][0][0])
+
+
+def test_ablation_fills_a_modality_with_its_train_mean(params, monkeypatch):
+    """The ablated input is the mean of the train trials, not of the test trials."""
+    import pipeline.fusion_training as ft
+    data = _fold()
+    data.inputs["topo"][data.index["test"]] += 50.0  # test trials far from the train mean
+    fills = []
+    monkeypatch.setattr(ft, "modality_ablation", lambda model, x, y, fill, device, t: fills.append(fill) or {})
+    ft.fusion_diagnostics(_model(params), data, torch.device("cpu"), 1.0)
+    train_mean = data.inputs["topo"][data.index["train"]].mean(dim=0, keepdim=True)
+    torch.testing.assert_close(fills[0]["topo"], train_mean)
