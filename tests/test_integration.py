@@ -185,7 +185,8 @@ def test_stage_killed_mid_run_leaves_previous_outputs(project):
     once it runs again, and DVC reports it as not done until it has run to the end."""
     models = project / "models"
     before = _tree_digest(models / "eeg")
-    _set_params(project, {"branches": {"eeg": {"seeds": [0, 1, 2, 3, 4, 5], "epochs": 30, "patience": 30}}})
+    _set_params(project, {"train": {"seeds": [0, 1, 2, 3, 4, 5]},
+                          "branches": {"eeg": {"epochs": 30, "patience": 30}}})
     try:
         # Run directly: killed after its first checkpoint landed in the temporary folder.
         _kill_when([sys.executable, "-m", "pipeline", "pretrain", "eeg"], project,
