@@ -71,33 +71,57 @@ class DropoutSchedule(Callback):
 
 
 class OGMGE(Callback):
-    """On-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022).
+    """On-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022),
+    as in the official code (GeWu-Lab/OGM-GE_CVPR2022, main.py).
 
-    After each backward pass every modality is scored by the summed softmax probability its
-    branch gives the true class on the batch; a modality that dominates the mean of the others
-    (ratio r > 1) has its encoder gradients scaled by 1 - tanh(alpha (r - 1)), and Gaussian
-    noise with the gradient's own std is added to every encoder gradient.
+    After each backward pass every modality is scored by the summed softmax probability of the
+    true class over the batch, taken from the fusion head's own view of that modality where the
+    head has one (concat: its first layer split by modality), else from the branch's head (kept
+    current by `fusion.aux_loss_weight`). A modality whose score exceeds the mean of the others'
+    (ratio rho > 1; with two modalities, the paper's ratio) gets the coefficient
+    1 - tanh(alpha * rho), the others 1. Its encoder's weight matrices and conv kernels (not
+    biases, not norms) have their gradient multiplied by the coefficient, then Gaussian noise with
+    the scaled gradient's std added (the GE part). Acts fully under SGD only: Adam-type
+    optimisers undo a gradient scale.
     """
 
     def __init__(self, model: FusionModel, alpha: float):
         self.model, self.alpha = model, alpha
 
+    def modality_logits(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            own = self.model.head.modality_logits(self.model.last_prepped)
+        return own if own is not None else self.model.last_branch_logits
+
     def coefficients(self, labels: torch.Tensor) -> dict[str, float]:
         scores = {m: F.softmax(l, dim=1).gather(1, labels[:, None]).sum().item()
-                  for m, l in self.model.last_branch_logits.items()}
+                  for m, l in self.modality_logits().items()}
         coeffs = {}
         for m, s in scores.items():
             others = [v for k, v in scores.items() if k != m]
             ratio = s / max(sum(others) / len(others), 1e-8)
-            coeffs[m] = 1.0 - float(torch.tanh(torch.tensor(self.alpha * max(ratio - 1.0, 0.0))))
+            coeffs[m] = 1.0 - float(np.tanh(self.alpha * ratio)) if ratio > 1 else 1.0
         return coeffs
 
     def after_backward(self, labels: torch.Tensor) -> None:
         for m, coeff in self.coefficients(labels).items():
             for param in self.model.branches[m].encoder.parameters():
-                if param.grad is not None and param.grad.numel() > 1:
-                    noise = torch.randn_like(param.grad) * (param.grad.std() + 1e-8)
-                    param.grad.mul_(coeff).add_(noise)
+                if param.grad is not None and param.grad.dim() >= 2:
+                    param.grad.mul_(coeff)
+                    param.grad.add_(torch.randn_like(param.grad) * (param.grad.std() + 1e-8))
+
+
+class AuxiliaryLosses(Callback):
+    """Unimodal auxiliary losses: `weight` x the mean over branches of each branch head's own
+    loss (its logits divided by its temperature), added to the fused loss, so every branch
+    stays discriminative and its head current while the fusion is fine-tuned."""
+
+    def __init__(self, model: FusionModel, weight: float, loss: nn.Module):
+        self.model, self.weight, self.loss = model, weight, loss
+
+    def extra_loss(self, labels: torch.Tensor) -> torch.Tensor:
+        losses = [self.loss(logits, labels) for logits in self.model.branch_logits.values()]
+        return self.weight * torch.stack(losses).mean()
 
 
 class BranchDiagnostics(Callback):

@@ -11,6 +11,7 @@ from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix
 
 from pipeline.dataset import Trials
 from pipeline.params import Params
+from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
 
 METRICS = ("acc", "f1_macro", "kappa", "auc")
@@ -113,7 +114,9 @@ def _fmt(test: dict, key: str) -> str:
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it."""
     fusion = metrics["fusion"]
+    warning = below_best_message(fusion)
     lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
+             *([f"> **Warning:** {warning}.", ""] if warning else []),
              f"Protocol: `{params.split.scheme}`, {metrics['n_folds']} fold(s) x {metrics['n_seeds']} seed(s), "
              "subject-disjoint; test metrics as mean ± std over folds and seeds.", "",
              "| model | acc | macro F1 | kappa | AUC | pred. entropy | collapsed |",
@@ -124,6 +127,24 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                      f"{_fmt(test, 'auc')} | {test['pred_entropy']:.2f} | {'**yes**' if test['collapsed'] else 'no'} |")
     lines += ["", f"Gain over the best branch on validation (`{fusion['best_branch_on_val']}`): "
                   f"**{fusion['gain_over_best_branch']:+.3f}** test accuracy.", ""]
+    selected = fusion.get("selected", {})
+    if params.fusion.select == "safe":
+        lines += [f"Selection (`fusion.select: safe`, margin {params.fusion.select_margin}): per fold, on validation, "
+                  "the fused model or, where it did not beat the best branch, the best branch or the "
+                  "validation-weighted ensemble; folds reporting each: "
+                  + ", ".join(f"{k} {v}" for k, v in selected.items())
+                  + f". The trained fused model alone: {fusion['trained']['test']['acc']:.3f} test accuracy.", ""]
+    uninformative = [m for m, b in metrics["branches"].items() if not b.get("informative", True)]
+    if uninformative:
+        lines += [f"Views at chance on validation (binomial test, p >= {INFORMATIVE_ALPHA} in most folds): "
+                  f"{', '.join(uninformative)}"
+                  + (" (left out of the fusion where so: `fusion.drop_uninformative`)." if params.fusion.drop_uninformative
+                     else "; `fusion.drop_uninformative: true` leaves them out of the fusion."), ""]
+    robust = fusion.get("robust", {})
+    if robust:
+        lines += ["Robustness of the fused model (test accuracy, mean over runs; `reports/robustness.json`): clean "
+                  f"{robust['clean']:.3f}; with a modality missing: "
+                  + ", ".join(f"{m} {a:.3f}" for m, a in robust["missing"].items()) + ".", ""]
     drops = diagnostics.get("ablation_drop", {})
     if drops:
         lines += ["Modality contribution (test accuracy drop when the modality's input is replaced by its train "
@@ -151,7 +172,44 @@ def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, .
     branches = {m: {"test": summarize_test(s, classes)} for m, s in scored.items() if m != "fusion"}
     best = max(fused, key=lambda m: mean_val_acc(scored[m]))
     fusion_test = summarize_test(scored["fusion"], classes)
-    return {"fusion": {"type": fusion_type, "test": fusion_test,
-                       "gain_over_best_branch": fusion_test["acc"] - branches[best]["test"]["acc"],
-                       "best_branch_on_val": best},
+    gain = fusion_test["acc"] - branches[best]["test"]["acc"]
+    return {"fusion": {"type": fusion_type, "test": fusion_test, "gain_over_best_branch": gain,
+                       "best_branch_on_val": best, "below_best_branch": bool(gain < 0)},
             "branches": branches}
+
+
+def below_best_message(fusion: dict) -> str | None:
+    """The warning when the fused model loses to the branch chosen on validation, else None."""
+    if not fusion["below_best_branch"]:
+        return None
+    best = fusion["best_branch_on_val"]
+    return (f"fusion ({fusion['type']}) is below its best branch: test accuracy {fusion['test']['acc']:.3f} against "
+            f"{best} (best on validation) {fusion['test']['acc'] - fusion['gain_over_best_branch']:.3f}, "
+            f"gap {fusion['gain_over_best_branch']:+.3f}; consider fusion.select: safe")
+
+
+def selection_metrics(decisions: list[dict], fused: tuple[str, ...]) -> tuple[dict, dict]:
+    """From the fuse stage's per-fold decisions: how often each source was reported for the
+    fusion (`fusion.selected`), and per branch whether it beat chance on validation
+    (`informative`: in at least half of the folds, p < INFORMATIVE_ALPHA; `informative_folds`)."""
+    selected = {k: sum(d["selected"] == k for d in decisions) for k in ("fusion", *fused, "ensemble")}
+    informative = {}
+    for m in fused:
+        k = sum(d["informative_p"][m] < INFORMATIVE_ALPHA for d in decisions)
+        informative[m] = {"informative": bool(2 * k >= len(decisions)), "informative_folds": k}
+    return {k: v for k, v in selected.items() if v}, informative
+
+
+def robustness_summary(runs: dict[str, dict]) -> dict:
+    """Mean over the fusion runs of the test accuracy clean, with each modality missing, and with
+    noise of each std on each modality (a modality left out of a fold's fusion is averaged over
+    the runs that had it)."""
+    robust = [r["robustness"] for r in runs.values() if "robustness" in r]
+    if not robust:
+        return {}
+    modalities = dict.fromkeys(m for r in robust for m in r["missing"])
+    stds = dict.fromkeys(s for r in robust for by_std in r["noise"].values() for s in by_std)
+    return {"clean": float(np.mean([r["clean"] for r in robust])),
+            "missing": {m: float(np.mean([r["missing"][m] for r in robust if m in r["missing"]])) for m in modalities},
+            "noise": {m: {s: float(np.mean([r["noise"][m][s] for r in robust if m in r["noise"]])) for s in stds}
+                      for m in modalities}}

@@ -30,11 +30,16 @@ def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
 class FusionHead(nn.Module):
     """Base: `trainable` False means no fine-tuning at all; `freezes_branches` True means the
     branches stay frozen for the whole of training. Heads that weigh modalities leave their
-    weights of the last forward in `last_weights`, (batch, n_modalities), for diagnostics."""
+    weights of the last forward in `last_weights`, (batch, n_modalities), for diagnostics.
+    Heads that can say what they make of each modality alone implement `modality_logits`
+    (OGM-GE scores modalities with it)."""
 
     trainable = True
     freezes_branches = False
     last_weights: torch.Tensor | None = None
+
+    def modality_logits(self, emb: Tensors) -> Tensors | None:
+        return None
 
 
 class ConcatFusion(FusionHead):
@@ -46,6 +51,19 @@ class ConcatFusion(FusionHead):
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         return self.mlp(torch.cat(list(emb.values()), dim=1))
+
+    def modality_logits(self, emb: Tensors) -> Tensors:
+        """Each modality through the head alone: its block of the first layer's weights (the bias
+        shared equally between modalities), then the rest of the MLP (dropout off), as OGM-GE's
+        official code splits its concat classifier by modality."""
+        first, last = self.mlp[1], self.mlp[4]
+        out, start = {}, 0
+        for m, e in emb.items():
+            block = first.weight[:, start:start + e.shape[1]]
+            start += e.shape[1]
+            hidden = F.relu(e @ block.T + first.bias / len(emb))
+            out[m] = hidden @ last.weight.T + last.bias / len(emb)
+        return out
 
 
 class GatedFusion(FusionHead):
@@ -235,12 +253,30 @@ class EmbeddingPrep(nn.Module):
         return e * self.scale if self.scale is not None else e
 
 
+def drop_modalities(inputs: Tensors, modalities: list[str], p: float) -> Tensors:
+    """Modality dropout: each sample loses each of `modalities` with probability `p`, its
+    normalised input replaced by 0 (the train mean); a sample that would lose all of them keeps
+    one, drawn uniformly. Draws from torch's global generator (seeded per run)."""
+    n = len(inputs[modalities[0]])
+    keep = torch.rand(n, len(modalities)) >= p
+    rescue = torch.randint(len(modalities), (n,))
+    none = ~keep.any(dim=1)
+    keep[none, rescue[none]] = True
+    out = dict(inputs)
+    for k, m in enumerate(modalities):
+        x = inputs[m]
+        out[m] = x * keep[:, k].to(device=x.device, dtype=x.dtype).view(-1, *[1] * (x.dim() - 1))
+    return out
+
+
 class FusionModel(nn.Module):
     """Pretrained branches feeding one fusion head; takes the same input dict as a branch.
 
-    After each forward, `last_branch_logits` and `last_embeddings` hold the (detached)
-    per-branch logits and raw embeddings: gradient modulation (pipeline/callbacks.py) scores
-    modalities with the former, diagnostics read both.
+    In training mode each sample loses each modality with probability `fusion.modality_dropout`
+    (never all). After each forward, `branch_logits` holds each branch's own logits (divided by
+    its temperature; with gradients, for the auxiliary losses), and `last_branch_logits`,
+    `last_embeddings` and `last_prepped` their detached copies and the raw and prepared
+    embeddings, for gradient modulation and diagnostics.
     """
 
     def __init__(self, branches: dict[str, BranchClassifier], head: FusionHead, p: FusionParams):
@@ -249,15 +285,23 @@ class FusionModel(nn.Module):
         dims = {m: b.embed_dim for m, b in branches.items()}
         self.prep = nn.ModuleDict({m: EmbeddingPrep(d, p.embed_norm, p.channel_scale) for m, d in dims.items()})
         self.head = head
+        self.modality_dropout = p.modality_dropout
+        self.branch_logits: Tensors = {}
         self.last_branch_logits: Tensors = {}
         self.last_embeddings: Tensors = {}
+        self.last_prepped: Tensors = {}
 
     def forward(self, inputs: Tensors) -> torch.Tensor:
+        if self.training and self.modality_dropout > 0:
+            inputs = drop_modalities(inputs, list(self.branches), self.modality_dropout)
         raw = {m: b.embed(inputs) for m, b in self.branches.items()}
         logits = {m: b.head(raw[m]) / b.temperature for m, b in self.branches.items()}
+        prepped = {m: self.prep[m](e) for m, e in raw.items()}
+        self.branch_logits = logits
         self.last_branch_logits = {m: l.detach() for m, l in logits.items()}
         self.last_embeddings = {m: e.detach() for m, e in raw.items()}
-        return self.head({m: self.prep[m](e) for m, e in raw.items()}, logits)
+        self.last_prepped = {m: e.detach() for m, e in prepped.items()}
+        return self.head(prepped, logits)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything that is not a pretrained branch: the head and the embedding prep."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.callbacks import OGMGE, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules, confidence_order
+from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
+                                 confidence_order)
 from pipeline.folds import FoldData
 from pipeline.fusion import FusionModel, branch_outputs, build_fusion
 from pipeline.nets import BranchClassifier
@@ -15,22 +16,29 @@ from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_we
 
 
 def fusion_optimizer(model: FusionModel, fp: FusionParams, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW with the pretrained branches at `fusion.branch_lr` and the head at `fusion.head_lr`."""
-    return torch.optim.AdamW([{"params": model.branches.parameters(), "lr": fp.branch_lr},
-                              {"params": model.head_parameters(), "lr": fp.head_lr}], weight_decay=weight_decay)
+    """`fusion.optimizer` (AdamW, or SGD with `fusion.momentum` as OGM-GE's paper trains) with the
+    pretrained branches at `fusion.branch_lr` and the head at `fusion.head_lr`."""
+    groups = [{"params": model.branches.parameters(), "lr": fp.branch_lr},
+              {"params": model.head_parameters(), "lr": fp.head_lr}]
+    if fp.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=fp.momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
 
 
 def fusion_callbacks(model: FusionModel, fp: FusionParams, data: FoldData, device: torch.device,
-                     batch_size: int) -> list[Callback]:
+                     batch_size: int, n_classes: int) -> list[Callback]:
     """The training controls `fusion.*` asks for, in the order they must act: freezing, the
-    curriculum, the dropout schedule, gradient modulation, then diagnostics (which must see the
-    gradients the encoders really receive)."""
+    curriculum, the dropout schedule, the auxiliary losses, gradient modulation, then
+    diagnostics (which must see the gradients the encoders really receive)."""
     freeze_for = None if model.head.freezes_branches else fp.freeze_epochs
     callbacks: list[Callback] = [FreezeModules([model.branches], freeze_for)]
     if fp.curriculum_epochs > 0:
         order = confidence_order(model, *data.part("train"), device)
         callbacks.append(Curriculum(order, fp.curriculum_epochs, batch_size))
     callbacks.append(DropoutSchedule(model.head, fp.dropout, fp.curriculum_epochs, fp.post_curriculum_dropout))
+    if fp.aux_loss_weight > 0:
+        weights = class_weights(data.part("train")[1].numpy(), n_classes)
+        callbacks.append(AuxiliaryLosses(model, fp.aux_loss_weight, ClassificationLoss(fp.loss, 1.0, fp.focal_gamma, weights)))
     if fp.grad_modulation == "ogm_ge":
         callbacks.append(OGMGE(model, fp.ogm_alpha))
     callbacks.append(BranchDiagnostics(model, data.part("val")[0], device))
@@ -60,7 +68,7 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     if model.head.trainable:
         history = fit(model, fusion_optimizer(model, fp, tp.weight_decay), loss, train, val,
                       FitConfig(fp.epochs, fp.patience, tp.batch_size), generator, device,
-                      fusion_callbacks(model, fp, data, device, tp.batch_size), progress)
+                      fusion_callbacks(model, fp, data, device, tp.batch_size, n_classes), progress)
         return model, history
     model.head.set_weights(ensemble_weights(fp, model, data, device))
     (train_loss, train_acc), (val_loss, val_acc) = (loss_and_accuracy(model, loss, *part, device) for part in (train, val))
@@ -72,21 +80,36 @@ def output_temperature(model: FusionModel, fp: FusionParams) -> float:
     return fp.loss_temperature if model.head.trainable else 1.0
 
 
-def modality_ablation(model: FusionModel, inputs: dict[str, torch.Tensor], labels: np.ndarray,
-                      fill: dict[str, torch.Tensor], device: torch.device, temperature: float) -> dict[str, float]:
-    """Accuracy drop when one modality's input is replaced by `fill[m]` (its train mean): how
-    much the fused prediction relies on that modality. ~0 for a modality the model ignores."""
+NOISE_STDS = (0.5, 1.0, 2.0)  # normalised units: 1 is the size of the train spread
+
+
+def modality_robustness(model: FusionModel, inputs: dict[str, torch.Tensor], labels: np.ndarray,
+                        fill: dict[str, torch.Tensor], device: torch.device, temperature: float,
+                        generator: torch.Generator, stds=NOISE_STDS) -> dict:
+    """Accuracy of the fused model as MultiBench reports robustness: clean; with each modality
+    missing (its input replaced by `fill[m]`, the train mean); and with Gaussian noise of each
+    std in `stds` added to one modality at a time. ~clean when missing: the model ignores it."""
     def accuracy(x) -> float:
         return float((predict_proba(model, x, device, temperature).argmax(1) == labels).mean())
 
-    full = accuracy(inputs)
-    return {m: full - accuracy({**inputs, m: fill[m].expand_as(inputs[m])}) for m in model.branches}
+    def noisy(m: str, std: float) -> dict[str, torch.Tensor]:
+        return {**inputs, m: inputs[m] + std * torch.randn(inputs[m].shape, generator=generator)}
+
+    return {"clean": accuracy(inputs),
+            "missing": {m: accuracy({**inputs, m: fill[m].expand_as(inputs[m])}) for m in model.branches},
+            "noise": {m: {f"{std:g}": accuracy(noisy(m, std)) for std in stds} for m in model.branches}}
 
 
-def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device, temperature: float) -> dict:
-    """On the test trials: the head's mean modality weights and the modality ablation (train-mean fill)."""
+def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device, temperature: float,
+                       seed: int) -> dict:
+    """On the test trials: the head's mean modality weights, the robustness to a missing or noisy
+    modality (train-mean fill; noise drawn from `seed`), and the modality ablation (the accuracy
+    drop when a modality is missing)."""
     (x_test, y_test), x_train = data.part("test"), data.part("train")[0]
     weights = branch_outputs(model, x_test, device)["weights"]
     fill = {m: x.mean(dim=0, keepdim=True) for m, x in x_train.items()}
+    robust = modality_robustness(model, x_test, y_test.numpy(), fill, device, temperature,
+                                 torch.Generator().manual_seed(seed))
     return {"fusion_weights": {m: float(w.mean()) for m, w in weights.items()},
-            "ablation_drop": modality_ablation(model, x_test, y_test.numpy(), fill, device, temperature)}
+            "ablation_drop": {m: robust["clean"] - acc for m, acc in robust["missing"].items()},
+            "robustness": robust}

@@ -22,6 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.modalities import NAMES as MODALITIES
 
 FUSION_TYPES = ("concat", "gated", "cross_attention", "film", "transformer", "weighted", "late", "ensemble")
+MODALITY_SCORING_TYPES = ("concat",)  # heads with their own per-modality logits (OGM-GE scores with them)
 DATA_SOURCES = ("synthetic", "manifest", "eav")
 SYNTHETIC_ROOT = "data/synthetic"  # where the synthesize stage writes (a dvc.yaml out)
 
@@ -201,8 +202,15 @@ class FusionParams(Section):
     dropout: Dropout
     curriculum_epochs: StrictInt = allowed("an integer >= 0", ge=0)
     post_curriculum_dropout: Dropout
+    modality_dropout: StrictFloat = allowed("0 <= p < 1", ge=0.0, lt=1.0)  # per sample and view, never all
+    aux_loss_weight: StrictFloat = allowed(">= 0", ge=0.0)  # x mean of the branches' own losses
     grad_modulation: Literal["none", "ogm_ge"]
     ogm_alpha: StrictFloat = allowed(">= 0", ge=0)
+    optimizer: Literal["adamw", "sgd"]
+    momentum: StrictFloat = allowed("0 <= momentum < 1", ge=0.0, lt=1.0)  # sgd
+    select: Literal["fusion", "safe"]  # safe: per fold, the best of fusion, best branch, ensemble on val
+    select_margin: StrictFloat = allowed(">= 0", ge=0.0)  # fusion must beat the best branch by this on val
+    drop_uninformative: StrictBool  # leave out views at chance on val (binomial test) from a fold's fusion
     ensemble_weighting: Literal["equal", "val", "fixed"]
     ensemble_weights: tuple[StrictFloat, ...]            # fixed weighting: one per modality
     loss: Literal["ce", "focal"]
@@ -218,12 +226,28 @@ class FusionParams(Section):
             raise Rule("heads", self.heads, f"an integer >= 1 that divides fusion.hidden ({self.hidden})")
         if self.type == "film" and self.film_condition not in mods:
             raise Rule("film_condition", self.film_condition, f"one of fusion.modalities ({', '.join(mods)})")
+        if self.grad_modulation == "ogm_ge" and self.type in ("late", "ensemble"):
+            raise Rule("grad_modulation", self.grad_modulation,
+                       "none with fusion.type late or ensemble (their branches are not trained)")
+        if self.grad_modulation == "ogm_ge" and self.type not in MODALITY_SCORING_TYPES and self.aux_loss_weight == 0:
+            raise Rule("aux_loss_weight", self.aux_loss_weight,
+                       f"> 0 with ogm_ge and fusion.type {self.type}: OGM-GE then scores each modality with its "
+                       f"branch head, which only the auxiliary loss keeps current ({', '.join(MODALITY_SCORING_TYPES)} "
+                       "score with the fusion head itself)")
         w = self.ensemble_weights
         if self.type == "ensemble" and self.ensemble_weighting == "fixed" and \
                 not (len(w) == len(mods) and min(w) >= 0 and sum(w) > 0):
             raise Rule("ensemble_weights", list(w),
                        f"{len(mods)} non-negative numbers (one per fusion.modalities), not all 0")
         return self
+
+
+    def warnings(self) -> list[str]:
+        """Valid but doubtful combinations, printed by the fuse stage."""
+        if self.grad_modulation == "ogm_ge" and self.optimizer == "adamw":
+            return ["fusion.grad_modulation = ogm_ge with fusion.optimizer = adamw: Adam-type optimisers undo "
+                    "gradient scaling, so the modulation barely acts; the paper trains with sgd"]
+        return []
 
 
 class ComputeParams(Section):

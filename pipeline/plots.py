@@ -18,6 +18,14 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _no_model(fig, axes, path: Path) -> None:
+    """The figure of a run where no fold trained a fusion model (one view left on every fold)."""
+    for ax in axes:
+        ax.text(0.5, 0.5, "no trained fusion model", ha="center", va="center")
+        ax.set_axis_off()
+    _save(fig, path)
+
+
 def plot_persistence_examples(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
                               channel_names: list[str]) -> None:
     """The first trial of each class: one row per class, one column per image channel.
@@ -78,6 +86,9 @@ def plot_contributions(path: Path, drops: dict[str, list[float]], weights: dict[
     fusion head has them, its mean learned modality weights; bars are means, ticks std."""
     panels = [("accuracy drop when ablated", drops)] + ([("learned fusion weight", weights)] if weights else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3), squeeze=False)
+    if not drops:
+        _no_model(fig, axes[0], path)
+        return
     for ax, (title, values) in zip(axes[0], panels):
         names = list(values)
         ax.bar(names, [np.mean(values[m]) for m in names], yerr=[np.std(values[m]) for m in names],
@@ -99,4 +110,28 @@ def plot_fusion_dynamics(path: Path, history: dict[str, list[dict]], modalities:
         ax.set_title(key.replace("_", " "), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
     axes[0, 0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_robustness(path: Path, robust: dict) -> None:
+    """Fused test accuracy with one modality missing (bars, clean accuracy as a line) and with
+    Gaussian noise of growing std on one modality at a time (one line a modality)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3), squeeze=False)
+    if not robust:
+        _no_model(fig, axes[0], path)
+        return
+    missing, noise = robust["missing"], robust["noise"]
+    ax = axes[0, 0]
+    ax.bar(list(missing), list(missing.values()), color="tab:red")
+    ax.axhline(robust["clean"], color="black", lw=0.8, label="clean")
+    ax.set_ylim(0, 1)
+    ax.set_title("accuracy with the modality missing", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    for m, by_std in noise.items():
+        ax.plot([0.0, *map(float, by_std)], [robust["clean"], *by_std.values()], marker="o", label=m)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("noise std (normalised units)", fontsize=8)
+    ax.set_title("accuracy with noise on one modality", fontsize=9)
+    ax.legend(fontsize=7)
     _save(fig, path)

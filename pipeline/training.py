@@ -84,9 +84,10 @@ class Callback:
     """A hook into `fit`; subclasses override what they need (see pipeline/callbacks.py).
 
     Order within an epoch: `on_epoch_start` (after the model is put in train mode),
-    `epoch_pool` (which train positions the epoch draws from), per batch `after_backward`
-    (gradients are there, the optimizer has not stepped), then `on_epoch_end` with the epoch's
-    record (it may add diagnostics to it). `min_epochs`: no early stop before that many epochs.
+    `epoch_pool` (which train positions the epoch draws from), per batch `extra_loss` (a term
+    added to the training loss after the forward pass) and `after_backward` (gradients are
+    there, the optimizer has not stepped), then `on_epoch_end` with the epoch's record (it may
+    add diagnostics to it). `min_epochs`: no early stop before that many epochs.
     """
 
     min_epochs = 0
@@ -95,6 +96,9 @@ class Callback:
         pass
 
     def epoch_pool(self, epoch: int, n: int) -> torch.Tensor | None:
+        return None
+
+    def extra_loss(self, labels: torch.Tensor) -> torch.Tensor | None:
         return None
 
     def after_backward(self, labels: torch.Tensor) -> None:
@@ -177,6 +181,10 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
             optimizer.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
+            for cb in callbacks:
+                extra = cb.extra_loss(yb)
+                if extra is not None:
+                    loss = loss + extra
             if not torch.isfinite(loss):
                 raise PipelineError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
                                     "lower the learning rate or raise loss_temperature")

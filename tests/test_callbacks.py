@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.callbacks import OGMGE, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules, confidence_order
+from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
+                                 confidence_order)
 from pipeline.fusion import build_fusion
 from pipeline.nets import BranchClassifier
 from pipeline.training import Callback, ClassificationLoss, FitConfig, fit, seed_everything
@@ -136,29 +137,97 @@ def _backward(model, x, y):
     nn.functional.cross_entropy(model(x), y).backward()
 
 
-def test_ogm_ge_scales_the_dominant_encoder_gradients(params, monkeypatch):
-    """The coefficients reach the gradients: with the noise silenced, the dominant modality's
-    encoder gradient is exactly coeff x its plain gradient, the other's unchanged."""
+def _silent_dropout(model):
+    for mod in model.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+
+
+def test_ogm_ge_coefficient_is_the_papers(params, monkeypatch):
+    """k = 1 - tanh(alpha * rho) for the dominant modality (rho = its score over the other's),
+    1 for the other; scores come from the concat head's own per-modality logits."""
     model = _fusion(params, dropout=0.0)
-    for b in model.branches.values():
-        for mod in b.modules():
-            if isinstance(mod, nn.Dropout):
-                mod.p = 0.0
     x, y = _inputs(), torch.arange(12) % 3
     _backward(model, x, y)
-    strong = torch.full((12, 3), -4.0)
-    strong[torch.arange(12), y] = 4.0
-    model.last_branch_logits = {"eeg": strong, "topo": torch.zeros(12, 3)}  # eeg dominates
+    strong = torch.full((12, 3), -2.0)
+    strong[torch.arange(12), y] = 2.0
+    own = {"eeg": strong, "topo": torch.zeros(12, 3)}
+    monkeypatch.setattr(model.head, "modality_logits", lambda emb: own)
+    coeffs = OGMGE(model, alpha=0.3).coefficients(y)
+    s_eeg = float(torch.softmax(strong, 1)[0, 0]) * 12
+    rho = s_eeg / (12 / 3)
+    assert rho > 1 and coeffs["topo"] == 1.0
+    assert coeffs["eeg"] == pytest.approx(1 - np.tanh(0.3 * rho))
+
+
+def test_ogm_ge_without_head_scores_uses_branch_logits(params):
+    model = _fusion(params, dropout=0.0)
+    model.head.modality_logits = lambda emb: None  # a head without its own per-modality view
+    y = torch.arange(12) % 3
+    strong = torch.full((12, 3), -2.0)
+    strong[torch.arange(12), y] = 2.0
+    model.last_branch_logits = {"eeg": torch.zeros(12, 3), "topo": strong}
+    coeffs = OGMGE(model, alpha=0.3).coefficients(y)
+    assert coeffs["eeg"] == 1.0 and coeffs["topo"] < 1.0
+
+
+def test_ogm_ge_scales_weight_gradients_and_adds_noise_not_to_biases(params, monkeypatch):
+    """With the noise silenced, the dominant modality's weight matrices and kernels get exactly
+    coeff x their gradient; biases and norm parameters are untouched; with noise, every weight
+    gradient moves (the GE part), biases still do not."""
+    model = _fusion(params, dropout=0.0)
+    _silent_dropout(model)
+    x, y = _inputs(), torch.arange(12) % 3
+    _backward(model, x, y)
     plain = {m: [p.grad.clone() for p in b.encoder.parameters()] for m, b in model.branches.items()}
     ogm = OGMGE(model, alpha=0.5)
-    coeffs = ogm.coefficients(y)
-    assert coeffs["topo"] == 1.0 and 0.0 < coeffs["eeg"] < 1.0
-    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # silence the noise
+    monkeypatch.setattr(ogm, "coefficients", lambda labels: {"eeg": 0.25, "topo": 1.0})
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
     ogm.after_backward(y)
-    for m, grads in plain.items():
-        for before, p in zip(grads, model.branches[m].encoder.parameters()):
-            expected = before * coeffs[m] if before.numel() > 1 else before
-            torch.testing.assert_close(p.grad, expected)
+    for m, coeff in (("eeg", 0.25), ("topo", 1.0)):
+        for before, p in zip(plain[m], model.branches[m].encoder.parameters()):
+            torch.testing.assert_close(p.grad, before * coeff if before.dim() >= 2 else before)
+    monkeypatch.undo()
+    monkeypatch.setattr(ogm, "coefficients", lambda labels: {"eeg": 1.0, "topo": 1.0})
+    _backward(model, x, y)
+    plain = [p.grad.clone() for p in model.branches["topo"].encoder.parameters()]
+    ogm.after_backward(y)
+    for before, p in zip(plain, model.branches["topo"].encoder.parameters()):
+        assert torch.equal(p.grad, before) == (before.dim() < 2)
+
+
+def test_concat_head_splits_its_first_layer_by_modality(params):
+    """The per-modality logits add up, before the ReLU, to the head's own first layer."""
+    model = _fusion(params, dropout=0.0).eval()
+    x = _inputs()
+    with torch.no_grad():
+        model(x)
+        emb = model.last_prepped
+        first = model.head.mlp[1]
+        pre = {}
+        start = 0
+        for m, e in emb.items():
+            pre[m] = e @ first.weight[:, start:start + e.shape[1]].T + first.bias / 2
+            start += e.shape[1]
+        torch.testing.assert_close(sum(pre.values()), first(torch.cat(list(emb.values()), 1)))
+        own = model.head.modality_logits(emb)
+        last = model.head.mlp[4]
+        torch.testing.assert_close(own["eeg"], torch.relu(pre["eeg"]) @ last.weight.T + last.bias / 2)
+
+
+def test_auxiliary_losses_add_the_branch_heads_losses(params):
+    model = _fusion(params, dropout=0.0)
+    _silent_dropout(model)
+    x, y = _inputs(), torch.arange(12) % 3
+    model.train()
+    model(x)
+    aux = AuxiliaryLosses(model, 0.4, nn.CrossEntropyLoss())
+    expected = 0.4 * (nn.functional.cross_entropy(model.branch_logits["eeg"], y)
+                      + nn.functional.cross_entropy(model.branch_logits["topo"], y)) / 2
+    extra = aux.extra_loss(y)
+    torch.testing.assert_close(extra, expected)
+    extra.backward()  # the loss reaches the branch heads (which the fused loss alone leaves frozen in time)
+    assert model.branches["eeg"].head[-1].weight.grad.abs().sum() > 0
 
 
 def test_branch_diagnostics_add_per_branch_records(params):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.dataset import Trials
-from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, aggregate, classification_metrics, model_metrics,
-                               prediction_entropy, score_model)
+from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, aggregate, below_best_message, classification_metrics,
+                               model_metrics, prediction_entropy, robustness_summary, score_model, selection_metrics)
 
 
 def test_binary_by_hand():
@@ -151,3 +151,38 @@ def test_gain_is_measured_against_the_branch_best_on_validation_not_test():
     # only fused branches compete: leave a out and b is the reference
     assert model_metrics(scored, "concat", ("b",), trials.classes)["fusion"]["gain_over_best_branch"] == \
         pytest.approx(0.5 - 1.0)
+
+
+def test_below_best_branch_flag_and_warning():
+    trials = _trials()
+    y = trials.labels
+    wrong = (y + 1) % 3
+    scored = {"a": score_model("a", _onehot(y)[None, None], trials, (0,)),
+              "fusion": score_model("fusion", _onehot(np.where(np.arange(16) < 2, y, wrong))[None, None], trials, (0,))}
+    fusion = model_metrics(scored, "gated", ("a",), trials.classes)["fusion"]
+    assert fusion["below_best_branch"] and fusion["gain_over_best_branch"] == pytest.approx(0.25 - 1.0)
+    message = below_best_message(fusion)
+    assert "gated" in message and "a (best on validation) 1.000" in message and "-0.750" in message
+    scored["fusion"] = scored["a"]
+    assert below_best_message(model_metrics(scored, "gated", ("a",), trials.classes)["fusion"]) is None
+
+
+def test_selection_metrics_count_choices_and_flag_chance_views():
+    decisions = [{"selected": "fusion", "informative_p": {"eeg": 0.5, "mel": 0.001}},
+                 {"selected": "mel", "informative_p": {"eeg": 0.01, "mel": 0.001}},
+                 {"selected": "mel", "informative_p": {"eeg": 0.3, "mel": 0.2}}]
+    selected, informative = selection_metrics(decisions, ("eeg", "mel"))
+    assert selected == {"fusion": 1, "mel": 2}
+    assert informative == {"eeg": {"informative": False, "informative_folds": 1},
+                           "mel": {"informative": True, "informative_folds": 2}}
+
+
+def test_robustness_summary_averages_runs_and_views_they_had():
+    runs = {"r0": {"robustness": {"clean": 0.8, "missing": {"eeg": 0.7, "mel": 0.2},
+                                  "noise": {"eeg": {"1": 0.6}, "mel": {"1": 0.3}}}},
+            "r1": {"robustness": {"clean": 0.6, "missing": {"mel": 0.4}, "noise": {"mel": {"1": 0.5}}}}}
+    out = robustness_summary(runs)
+    assert out["clean"] == pytest.approx(0.7)
+    assert out["missing"] == pytest.approx({"eeg": 0.7, "mel": 0.3})
+    assert out["noise"]["mel"]["1"] == pytest.approx(0.4)
+    assert robustness_summary({}) == {}

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.callbacks import OGMGE
 from pipeline.fusion import FUSION_HEADS, ConcatFusion, EmbeddingPrep, FusionModel, build_fusion, load_fusion, save_fusion
 from pipeline.nets import BranchClassifier
 from pipeline.params import FusionParams
@@ -157,18 +156,6 @@ def test_embedding_prep(norm):
     assert prep.scale is not None and torch.equal(prep.scale.data, torch.ones(6))
 
 
-def test_ogm_ge_slows_the_dominant_modality(params):
-    modalities = ("eeg", "mel")
-    model = build_fusion(_branches(modalities), N_CLASSES, _fp(params, "concat", modalities))
-    y = torch.arange(6) % N_CLASSES
-    strong = torch.full((6, N_CLASSES), -5.0)
-    strong[torch.arange(6), y] = 5.0
-    model.last_branch_logits = {"eeg": strong, "mel": torch.zeros(6, N_CLASSES)}
-    coeffs = OGMGE(model, alpha=0.5).coefficients(y)
-    assert coeffs["mel"] == 1.0
-    assert 0.0 <= coeffs["eeg"] < 0.5
-
-
 # A task that needs both modalities: every fusion type must beat each branch alone.
 
 def _two_bit_task(n: int, seed: int):
@@ -238,3 +225,34 @@ def test_fusion_checkpoint_rebuilds_without_params(tmp_path, params, fusion_type
     assert type(loaded.head) is type(model.head) and list(loaded.branches) == ["eeg", "topo"]
     x = {"eeg": torch.randn(3, 4, 64), "topo": torch.randn(3, 2, 8, 8)}
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_modality_dropout_zeroes_inputs_per_sample_never_all():
+    from pipeline.fusion import drop_modalities
+    torch.manual_seed(0)
+    x = {m: torch.ones(4000, *SHAPES[m][:1], 2) for m in ("eeg", "mel", "topo")}
+    out = drop_modalities(x, ["eeg", "mel", "topo"], 0.4)
+    kept = torch.stack([out[m].flatten(1).amax(1) for m in ("eeg", "mel", "topo")], dim=1)  # 1 kept, 0 dropped
+    assert set(kept.unique().tolist()) == {0.0, 1.0}
+    assert (kept.sum(1) >= 1).all()  # never all of them
+    assert all(torch.equal(out[m].flatten(1).amin(1), kept[:, k]) for k, m in enumerate(("eeg", "mel", "topo")))
+    # each dropped with about p (a little less: the rescued all-dropped samples keep one)
+    rate = 1 - kept.mean().item()
+    assert 0.4 - 0.064 / 3 - 0.03 < rate < 0.4 + 0.02
+
+
+def test_modality_dropout_acts_in_training_only(params, monkeypatch):
+    import pipeline.fusion as fusion
+    calls = []
+    monkeypatch.setattr(fusion, "drop_modalities", lambda x, mods, p: calls.append((mods, p)) or x)
+    modalities = ("eeg", "topo")
+    model = build_fusion(_branches(modalities), N_CLASSES, _fp(params, "concat", modalities, modality_dropout=0.3))
+    model.eval()
+    model(_inputs(4))
+    assert calls == []
+    model.train()
+    model(_inputs(4))
+    assert calls == [(["eeg", "topo"], 0.3)]
+    off = build_fusion(_branches(modalities), N_CLASSES, _fp(params, "concat", modalities, modality_dropout=0.0)).train()
+    off(_inputs(4))
+    assert len(calls) == 1

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.callbacks import OGMGE, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
+from pipeline.callbacks import OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
 from pipeline.folds import FoldData
 from pipeline.fusion import build_fusion
-from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_ablation,
+from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_robustness,
                                       train_fusion)
 from pipeline.nets import BranchClassifier
 
@@ -30,7 +30,7 @@ def _model(params, **changes):
     return build_fusion(_branches(), 3, _fp(params, **changes))
 
 
-def test_ablating_an_ignored_modality_costs_nothing(params):
+def test_robustness_of_an_ignored_and_a_used_modality(params):
     model = _model(params)
     first = model.head.mlp[1]  # Linear over [eeg embedding (6), topo embedding (6)]
     with torch.no_grad():
@@ -41,11 +41,13 @@ def test_ablating_an_ignored_modality_costs_nothing(params):
     with torch.no_grad():
         labels = model(x).argmax(1).numpy()  # labels the model gets 100 % right
     fill = {m: v.mean(dim=0, keepdim=True) for m, v in x.items()}
-    drops = modality_ablation(model, x, labels, fill, torch.device("cpu"), 1.0)
-    assert drops["topo"] == 0.0
-    assert drops["eeg"] > 0.2  # the modality it relies on does cost accuracy
-    assert set(drops) == {"eeg", "topo"}
-    assert np.isfinite(list(drops.values())).all()
+    robust = modality_robustness(model, x, labels, fill, torch.device("cpu"), 1.0, torch.Generator().manual_seed(0))
+    assert robust["clean"] == 1.0
+    assert robust["missing"]["topo"] == 1.0  # ignored: missing costs nothing, noise neither
+    assert set(robust["noise"]["topo"].values()) == {1.0}
+    assert robust["missing"]["eeg"] < 0.8  # the modality it relies on does cost accuracy
+    assert robust["noise"]["eeg"]["2"] < robust["noise"]["eeg"]["0.5"] <= 1.0  # more noise, more harm
+    assert set(robust["noise"]["eeg"]) == {"0.5", "1", "2"}
 
 
 def test_optimizer_gives_branches_branch_lr_and_head_head_lr(params):
@@ -56,6 +58,9 @@ def test_optimizer_gives_branches_branch_lr_and_head_head_lr(params):
     assert by_lr[1e-5] == {id(p) for p in model.branches.parameters()}
     assert by_lr[3e-2] == {id(p) for p in model.head_parameters()}
     assert all(g["weight_decay"] == 0.01 for g in groups)
+    sgd = fusion_optimizer(model, fp.model_copy(update={"optimizer": "sgd", "momentum": 0.8}), 0.01)
+    assert isinstance(sgd, torch.optim.SGD) and all(g["momentum"] == 0.8 for g in sgd.param_groups)
+    assert [g["lr"] for g in sgd.param_groups] == [1e-5, 3e-2]
 
 
 def _fold(n: int = 30, seed: int = 0) -> FoldData:
@@ -68,11 +73,13 @@ def _fold(n: int = 30, seed: int = 0) -> FoldData:
 
 def test_callbacks_follow_the_params_in_order(params):
     model = _model(params, freeze_epochs=2, curriculum_epochs=3, grad_modulation="ogm_ge")
-    cbs = fusion_callbacks(model, _fp(params, freeze_epochs=2, curriculum_epochs=3, grad_modulation="ogm_ge"),
-                           _fold(), torch.device("cpu"), 4)
-    assert [type(cb) for cb in cbs] == [FreezeModules, Curriculum, DropoutSchedule, OGMGE, BranchDiagnostics]
+    cbs = fusion_callbacks(model, _fp(params, freeze_epochs=2, curriculum_epochs=3, grad_modulation="ogm_ge",
+                                      aux_loss_weight=0.5), _fold(), torch.device("cpu"), 4, 3)
+    assert [type(cb) for cb in cbs] == [FreezeModules, Curriculum, DropoutSchedule, AuxiliaryLosses, OGMGE,
+                                        BranchDiagnostics]
+    assert cbs[3].weight == 0.5
     assert cbs[0].epochs == 2 and cbs[1].epochs == 3
-    plain = fusion_callbacks(model, _fp(params), _fold(), torch.device("cpu"), 4)
+    plain = fusion_callbacks(model, _fp(params), _fold(), torch.device("cpu"), 4, 3)
     assert [type(cb) for cb in plain] == [FreezeModules, DropoutSchedule, BranchDiagnostics]
     assert plain[0].epochs == 0
 
@@ -80,7 +87,7 @@ def test_callbacks_follow_the_params_in_order(params):
 def test_late_fusion_freezes_branches_for_good(params):
     fp = _fp(params, type="late")
     model = build_fusion(_branches(), 3, fp)
-    (freeze, *_) = fusion_callbacks(model, fp, _fold(), torch.device("cpu"), 4)
+    (freeze, *_) = fusion_callbacks(model, fp, _fold(), torch.device("cpu"), 4, 3)
     assert freeze.epochs is None and freeze.frozen(1000)
 
 
@@ -121,7 +128,8 @@ def test_ablation_fills_a_modality_with_its_train_mean(params, monkeypatch):
     data = _fold()
     data.inputs["topo"][data.index["test"]] += 50.0  # test trials far from the train mean
     fills = []
-    monkeypatch.setattr(ft, "modality_ablation", lambda model, x, y, fill, device, t: fills.append(fill) or {})
-    ft.fusion_diagnostics(_model(params), data, torch.device("cpu"), 1.0)
+    monkeypatch.setattr(ft, "modality_robustness",
+                        lambda model, x, y, fill, device, t, g: fills.append(fill) or {"clean": 1.0, "missing": {}})
+    ft.fusion_diagnostics(_model(params), data, torch.device("cpu"), 1.0, 0)
     train_mean = data.inputs["topo"][data.index["train"]].mean(dim=0, keepdim=True)
     torch.testing.assert_close(fills[0]["topo"], train_mean)

@@ -285,3 +285,25 @@ def test_dump_round_trip(params):
     for section in ("data", "split", "eeg", "mel", "topo", "train", "fusion", "compute"):
         obj = getattr(params, section)
         assert type(obj).model_validate(obj.model_dump()) == obj
+
+
+def test_ogm_ge_rules_and_warning(raw):
+    ogm = _with(raw, "fusion.grad_modulation", "ogm_ge")
+    assert "fusion.grad_modulation" in _error(_with(ogm, "fusion.type", "late"))
+    gated = _with(ogm, "fusion.type", "gated")
+    message = _error(gated)
+    assert message.startswith("params: fusion.aux_loss_weight = 0.0 is not allowed") and "branch head" in message
+    assert parse_params(_with(gated, "fusion.aux_loss_weight", 0.5)).fusion.type == "gated"
+    assert parse_params(ogm).fusion.warnings() and "sgd" in parse_params(ogm).fusion.warnings()[0]
+    assert parse_params(_with(ogm, "fusion.optimizer", "sgd")).fusion.warnings() == []
+
+
+@pytest.mark.parametrize("key,value,allowed", [
+    ("fusion.modality_dropout", 1.0, "0 <= p < 1"),
+    ("fusion.select", "best", "fusion, safe"),
+    ("fusion.optimizer", "adam", "adamw, sgd"),
+    ("fusion.drop_uninformative", "yes", "true or false"),
+])
+def test_fusion_remedy_knobs(raw, key, value, allowed):
+    message = _error(_with(raw, key, value))
+    assert key in message and allowed in message

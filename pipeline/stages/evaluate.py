@@ -8,7 +8,8 @@ import pandas as pd
 from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
 from pipeline.errors import warn
-from pipeline.evaluate import model_metrics, score_model, summary_markdown
+from pipeline.evaluate import (below_best_message, model_metrics, robustness_summary, score_model, selection_metrics,
+                               summarize_test, summary_markdown)
 from pipeline.params import Params
 
 INGEST_COUNTS = ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")
@@ -27,17 +28,34 @@ def run(params: Params) -> None:
                 warn(f"{name} (fold {r['fold']}, seed {r['seed']}) collapsed: it predicts "
                      f"'{r['top_class']}' for {r['top_share']:.0%} of the test trials")
 
+    fused = params.fusion.modalities
+    decisions = io.read_json(io.FUSION_DIR / "selection.json")
+    metrics = model_metrics(scored, params.fusion.type, fused, trials.classes)
+    selected, informative = selection_metrics(decisions, fused)
+    for m, flags in informative.items():
+        metrics["branches"][m].update(flags)
+    trained = score_model("fusion", np.load(io.FUSION_DIR / "trained_probabilities.npy"), trials, seeds)
+    runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
+    robust = robustness_summary(runs)
+    metrics["fusion"] |= {"selected": selected, "trained": {"test": {k: v for k, v in summarize_test(
+        trained, trials.classes).items() if k in ("acc", "acc_std")}}}
+    if robust:
+        metrics["fusion"]["robust"] = {"clean": robust["clean"], "missing": robust["missing"]}
+    message = below_best_message(metrics["fusion"])
+    if message:
+        warn(message)
+    for row in scored["fusion"]["test"] + scored["fusion"]["val"]:
+        row["selected"] = decisions[row["fold"]]["selected"]
     metrics = {
-        **model_metrics(scored, params.fusion.type, params.fusion.modalities, trials.classes),
+        **metrics,
         "n_seeds": len(seeds),
         "n_folds": len(trials.folds),
         "data": {k: (len(v) if isinstance(v, list) else v) for k, v in io.read_json(io.INGEST_REPORT).items()
                  if k in INGEST_COUNTS},
     }
 
-    runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
-    per_run = {k: {m: [r[k][m] for r in runs.values()] for m in next(iter(runs.values()))[k]}
-               for k in ("ablation_drop", "fusion_weights")} if runs else {}
+    per_run = {k: {m: [r[k][m] for r in runs.values() if m in r[k]] for m in fused if any(m in r[k] for r in runs.values())}
+               for k in ("ablation_drop", "fusion_weights")}
     diagnostics = {
         "inputs": {m: io.read_json(io.normalizer_path(m).with_suffix(".json")) for m in modalities},
         "fusion_runs": runs,
@@ -47,6 +65,8 @@ def run(params: Params) -> None:
     histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
 
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
+    io.write_json(io.REPORTS / "robustness.json", robust)
+    plots.plot_robustness(io.FIGURES / "robustness.png", robust)
     with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
         pd.DataFrame([r for s in scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
@@ -58,9 +78,8 @@ def run(params: Params) -> None:
     plots.plot_confusions(io.FIGURES / "confusion_matrices.png",
                           {name: s["confusion"] for name, s in scored.items()}, trials.classes)
     plots.plot_curves(io.FIGURES / "training_curves.png", histories)
-    if per_run:
-        plots.plot_contributions(io.FIGURES / "modality_contributions.png", per_run["ablation_drop"],
-                                 per_run["fusion_weights"])
+    plots.plot_contributions(io.FIGURES / "modality_contributions.png", per_run["ablation_drop"],
+                             per_run["fusion_weights"])
     plots.plot_fusion_dynamics(io.FIGURES / "fusion_dynamics.png", histories["fusion"], list(params.fusion.modalities))
     with io.atomic_path(io.REPORTS / "summary.md") as tmp:
         tmp.write_text(summary_markdown(metrics, params, per_run))

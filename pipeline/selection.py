@@ -1,0 +1,44 @@
+"""Per-fold decisions taken on validation only, never test: which views carry information
+(a binomial test against chance), and whether the fused model earned its place (safe
+selection: otherwise the best branch, or the validation-weighted ensemble of branches).
+
+Plain numpy/scipy over probability arrays (n_seeds, n_trials, n_classes) of one fold.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import binomtest
+
+INFORMATIVE_ALPHA = 0.05  # a view is informative when its validation accuracy beats chance at this level
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of (n_seeds, n, n_classes) probabilities, mean over seeds."""
+    return float((probs.argmax(-1) == labels).mean())
+
+
+def informative_test(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, float]:
+    """One-sided binomial test of a branch's validation accuracy (mean over seeds, as a count of
+    correct trials) against chance, here the share of the most frequent validation class (1 /
+    n_classes when balanced; never below it). Returns (accuracy, p-value)."""
+    acc = accuracy(probs, labels)
+    chance = max(1.0 / n_classes, float(np.bincount(labels, minlength=n_classes).max() / len(labels)))
+    correct = int(round(acc * len(labels)))
+    return acc, float(binomtest(correct, len(labels), chance, alternative="greater").pvalue)
+
+
+def ensemble_of_branches(branch_probs: dict[str, np.ndarray], val_acc: dict[str, float]) -> np.ndarray:
+    """Average of branch probabilities weighted by validation accuracy (the `ensemble` fusion
+    type with `val` weighting, computed from the pretrained branches' outputs)."""
+    weights = np.array([val_acc[m] + 1e-6 for m in branch_probs])
+    return np.tensordot(weights / weights.sum(), np.stack(list(branch_probs.values())), axes=1)
+
+
+def safe_choice(fused_val: float, branch_val: dict[str, float], ensemble_val: float,
+                margin: float) -> str:
+    """'fusion' when the fused model's validation accuracy beats the best branch's by at least
+    `margin`; otherwise the best branch's name, or 'ensemble' if that is better on validation."""
+    best = max(branch_val, key=branch_val.get)
+    if fused_val > branch_val[best] + margin:
+        return "fusion"
+    return "ensemble" if ensemble_val > branch_val[best] else best

@@ -1,0 +1,54 @@
+"""pipeline/selection.py: the binomial test against chance, the validation-weighted ensemble
+and the safe choice, by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from pipeline.selection import accuracy, ensemble_of_branches, informative_test, safe_choice
+
+
+def _onehot(pred, n=4):
+    return np.eye(n)[pred]
+
+
+def test_informative_test_is_a_one_sided_binomial_test_against_chance():
+    labels = np.arange(40) % 4                       # balanced: chance 1/4
+    pred = labels.copy()
+    pred[:22] = (pred[:22] + 1) % 4                  # 18 of 40 right
+    acc, p = informative_test(_onehot(pred)[None], labels, 4)
+    assert acc == pytest.approx(18 / 40)
+    assert p == pytest.approx(binom.sf(17, 40, 0.25))  # P(X >= 18)
+    assert p < 0.05
+    chance_acc, chance_p = informative_test(_onehot((labels + 1) % 4)[None], labels, 4)  # never right
+    assert chance_acc == 0 and chance_p == pytest.approx(1.0)
+
+
+def test_chance_is_the_majority_share_when_classes_are_unbalanced():
+    labels = np.array([0] * 30 + [1] * 10)
+    always_zero = _onehot(np.zeros(40, int), 2)[None]  # 75 % by predicting the majority class
+    acc, p = informative_test(always_zero, labels, 2)
+    assert acc == 0.75 and p > 0.4  # no better than the majority share
+
+
+def test_accuracy_averages_over_seeds():
+    labels = np.array([0, 1])
+    probs = np.stack([_onehot(np.array([0, 1]), 2), _onehot(np.array([1, 1]), 2)])
+    assert accuracy(probs, labels) == 0.75
+
+
+def test_ensemble_weights_by_validation_accuracy():
+    a, b = np.full((1, 2, 2), [0.9, 0.1]), np.full((1, 2, 2), [0.3, 0.7])
+    out = ensemble_of_branches({"a": a, "b": b}, {"a": 0.75, "b": 0.25, "fusion": 0.99})
+    np.testing.assert_allclose(out, 0.75 * a + 0.25 * b, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused,ensemble,margin,expected", [
+    (0.80, 0.70, 0.0, "fusion"),     # beats the best branch (0.70)
+    (0.70, 0.60, 0.0, "mel"),        # a tie is no win: the branch
+    (0.74, 0.60, 0.05, "mel"),       # not by the margin
+    (0.60, 0.72, 0.0, "ensemble"),   # the ensemble beats the best branch on val
+])
+def test_safe_choice(fused, ensemble, margin, expected):
+    assert safe_choice(fused, {"eeg": 0.3, "mel": 0.7}, ensemble, margin) == expected
