@@ -12,7 +12,8 @@ classes under the names declared here, and tests/test_registries.py checks that 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
@@ -54,6 +55,8 @@ def allowed(text: str, **constraints) -> Any:
 
 
 Dropout = Annotated[StrictFloat, allowed("0 <= dropout < 1", ge=0.0, lt=1.0)]
+Band = Annotated[tuple[StrictFloat, StrictFloat], allowed("a list of 2 numbers")]  # [low, high] in Hz
+HomologyDimension = Annotated[StrictInt, allowed("0 or 1", ge=0, le=1)]  # a Literal would take true for 1
 
 
 class Section(BaseModel):
@@ -105,14 +108,14 @@ class SplitParams(Section):
 
 
 class EEGParams(Section):
-    l_freq: StrictFloat = allowed("> 0", gt=0)
+    l_freq: StrictFloat = allowed("0 < l_freq < h_freq", gt=0)
     h_freq: StrictFloat
     notch: StrictFloat | None = allowed("null or > 0", gt=0)
     sfreq: StrictFloat
     reference: Literal["average", "none"]
     epoch_seconds: StrictFloat = allowed("> 0", gt=0)
     channels: tuple[StrictStr, ...] | None   # a named subset common to all recordings; null: all EEG channels
-    read_kwargs: dict[str, Any]              # MNE reader options, e.g. {data_format: int16} for .cnt
+    read_kwargs: dict[StrictStr, Any]        # MNE reader options, e.g. {data_format: int16} for .cnt
 
     @model_validator(mode="after")
     def _rules(self):
@@ -146,8 +149,8 @@ class MelParams(Section):
 
 class TopoParams(Section):
     source: Literal["connectivity"]
-    bands: dict[str, tuple[StrictFloat, StrictFloat]] = allowed("at least one band", min_length=1)
-    homology_dimensions: tuple[Literal[0, 1], ...] = allowed("a non-empty subset of [0, 1]", min_length=1)
+    bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)
+    homology_dimensions: tuple[HomologyDimension, ...] = allowed("a non-empty subset of [0, 1]", min_length=1)
     n_bins: StrictInt = allowed("an integer >= 4", ge=4)
     sigma: StrictFloat = allowed("> 0", gt=0)
 
@@ -194,9 +197,9 @@ class FusionParams(Section):
     head_lr: StrictFloat = allowed("> 0", gt=0)         # rate of the fusion head
     freeze_epochs: StrictInt = allowed("an integer >= 0", ge=0)  # branches frozen (and in eval mode) first
     hidden: StrictInt = allowed("an integer >= 2", ge=2)
-    heads: StrictInt = allowed("an integer >= 1", ge=1)  # cross_attention, transformer
+    heads: StrictInt = allowed("an integer >= 1 that divides fusion.hidden", ge=1)  # cross_attention, transformer
     layers: StrictInt = allowed("an integer >= 1", ge=1)  # transformer
-    film_condition: Modality                             # film: the modality that modulates the others
+    film_condition: StrictStr  # film: the modality that modulates the others (checked only with type film)
     channel_scale: StrictBool                            # learnable per-channel scale of each embedding
     embed_norm: Literal["none", "batchnorm", "layernorm"]
     dropout: Dropout
@@ -240,7 +243,6 @@ class FusionParams(Section):
             raise Rule("ensemble_weights", list(w),
                        f"{len(mods)} non-negative numbers (one per fusion.modalities), not all 0")
         return self
-
 
     def warnings(self) -> list[str]:
         """Valid but doubtful combinations, printed by the fuse stage."""
@@ -286,60 +288,68 @@ class Params(Section):
 
 SECTIONS = ("data", "split", "eeg", "mel", "topo", "train", "fusion", "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
-              "tuple": "a list", "list": "a list", "dict": "a mapping", "model": "a mapping"}
+              "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
+FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values
 
 
 def _dotted(loc: tuple) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
 
 
-def _field_info(model: type[BaseModel], loc: tuple):
-    """The (model, field name) that `loc` ends in, walking nested sections."""
-    for part in loc[:-1]:
-        ann = model.model_fields[part].annotation if part in model.model_fields else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            return model, part
-    return model, loc[-1]
+def _is_model(annotation) -> bool:
+    return get_origin(annotation) is None and isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _literal_values(annotation) -> list | None:
-    """Allowed values of a Literal annotation (also inside tuple[...] and Optional)."""
-    if get_origin(annotation) is Literal:
-        return list(get_args(annotation))
-    for arg in get_args(annotation):
-        values = _literal_values(arg)
-        if values:
-            return values
-    return None
+def _unwrap(annotation, text: str | None):
+    """`X | None` -> X, and `Annotated[X, allowed(text)]` -> X with that text."""
+    if get_origin(annotation) in (Union, UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated:
+        annotation, *metadata = get_args(annotation)
+        text = next((m.description for m in metadata if getattr(m, "description", None)), text)
+    return annotation, text
 
 
-def _translate(exc: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> ParamsError:
-    """ParamsError (one line) from the first error pydantic found."""
-    err = exc.errors()[0]
-    loc = prefix + tuple(err["loc"])
+def _declared(model: type[BaseModel], loc: tuple):
+    """What is declared at `loc` (a pydantic error location inside `model`): the annotation and
+    what is allowed there in words (None if nothing is declared at that level)."""
+    annotation, text = model, None
+    for part in loc:
+        if _is_model(annotation):
+            info = annotation.model_fields[part]
+            annotation, text = _unwrap(info.annotation, info.description)
+        else:  # dict[K, V] (part: a key) or tuple (part: a position)
+            args = get_args(annotation)
+            item = args[1] if get_origin(annotation) is dict else args[0] if args[-1] is Ellipsis else args[part]
+            annotation, text = _unwrap(item, None)
+    return annotation, text
+
+
+def _translate(exc: ValidationError, model: type[BaseModel], key: str) -> ParamsError:
+    """ParamsError (one line) from the first error pydantic found, unknown and missing keys first."""
+    err = min(exc.errors(), key=lambda e: FIRST.get(e["type"], len(FIRST)))
+    loc, value = tuple(err["loc"]), err["input"]
+    dotted = _dotted((key, *loc))
     rule = (err.get("ctx") or {}).get("error")
     if isinstance(rule, Rule):
-        return not_allowed(_dotted(loc + (tuple(rule.field.split(".")) if rule.field else ())), rule.value,
-                           rule.allowed)
-    owner, name = _field_info(model, tuple(err["loc"])) if err["loc"] else (model, "")
-    if err["type"] == "missing":
-        return ParamsError(f"params: {_dotted(loc)} is missing; required keys: {', '.join(owner.model_fields)}")
+        return not_allowed(_dotted((key, *loc, *filter(None, rule.field.split(".")))), rule.value, rule.allowed)
+    if loc[-1:] == ("[key]",):  # a mapping key that is not a string, e.g. `1:` in YAML
+        return not_allowed(f"{_dotted((key, *loc[:-2]))}.{loc[-2]}", value, "a string key (quote it in YAML)")
+    parent, parent_text = _declared(model, loc[:-1])
     if err["type"] == "extra_forbidden":
-        return not_allowed(_dotted(loc), "(unknown key)", ", ".join(owner.model_fields))
-    info = owner.model_fields.get(name)
-    values = _literal_values(info.annotation) if info is not None else None
-    if err["type"] == "literal_error" and values:
-        text = ", ".join(str(v) for v in values)
-    elif info is not None and info.description and not err["type"].endswith("_type"):
-        text = info.description
-    else:
-        kind = err["type"].split("_")[0]
-        text = TYPE_WORDS.get(kind, err["msg"])
-        if info is not None and info.description and kind in ("int", "float"):
-            text = info.description if info.description.startswith(("an integer", "a ")) else f"{text} {info.description}"
-    return not_allowed(_dotted(loc), err["input"], text)
+        return not_allowed(dotted, "(unknown key)", ", ".join(parent.model_fields))
+    if err["type"] == "missing" and get_origin(parent) is tuple:  # too short a list for a fixed-length tuple
+        return not_allowed(_dotted((key, *loc[:-1])), value, parent_text or "a longer list")
+    if err["type"] == "missing":
+        return ParamsError(f"params: {dotted} is missing; required keys: {', '.join(parent.model_fields)}")
+    annotation, text = _declared(model, loc)
+    if err["type"] == "literal_error":
+        text = ", ".join(str(v) for v in get_args(annotation))
+    elif err["type"].endswith("_type"):  # the wrong kind of value: name the kind
+        text = TYPE_WORDS.get(err["type"].split("_")[0], text)
+    if annotation is float and type(value) is int:
+        value = float(value)  # shown as used, as `lr = 0.0`
+    return not_allowed(dotted, value, text or err["msg"])
 
 
 def _section(model: type[Section], raw, key: str):
@@ -348,7 +358,7 @@ def _section(model: type[Section], raw, key: str):
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise _translate(exc, model, tuple(key.split("."))) from None
+        raise _translate(exc, model, key) from None
 
 
 def parse_params(raw: dict) -> Params:
@@ -363,8 +373,6 @@ def parse_params(raw: dict) -> Params:
     built = {}
     for name in SECTIONS:
         if name not in raw:
-            if name == "compute":
-                continue
             raise ParamsError(f"params: section {name} is missing; required: {', '.join(allowed_sections)}")
         built[name] = _section(models[name], raw[name], name)
 

@@ -79,7 +79,7 @@ def test_callbacks_follow_the_params_in_order(params):
                                         BranchDiagnostics]
     assert cbs[3].weight == 0.5
     assert cbs[0].epochs == 2 and cbs[1].epochs == 3
-    plain = fusion_callbacks(model, _fp(params), _fold(), torch.device("cpu"), 4, 3)
+    plain = fusion_callbacks(model, _fp(params, aux_loss_weight=0.0), _fold(), torch.device("cpu"), 4, 3)
     assert [type(cb) for cb in plain] == [FreezeModules, DropoutSchedule, BranchDiagnostics]
     assert plain[0].epochs == 0
 

@@ -272,3 +272,36 @@ def test_eav_layout_end_to_end(tmp_path_factory, write_eav):
     assert json.loads((dest / "reports" / "mel_clips.json").read_text())["exact"] == 80
     metrics = json.loads((dest / "reports" / "metrics.json").read_text())
     assert set(metrics["branches"]) == {"eeg", "mel", "topo"}
+
+
+def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path_factory, realdata):
+    """Speech carries the class, EEG none (real EEG windows drawn independently of the labels).
+    A fusion that leans on EEG (an ensemble weighted on it alone) is flagged below its best
+    branch, with a warning; `select: safe` with an unreachable margin reports the branches'
+    choice on every fold, rerunning only fuse and evaluate."""
+    from pipeline.data.studies import write_one_view_study
+
+    dest = make_project(tmp_path_factory.mktemp("study"), {
+        "data": {"source": "manifest", "root": "data/study"},
+        "split": {"scheme": "loso", "val_subjects": 1},
+        "train": {"epochs": 8, "patience": 8},
+        "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0]},
+    })
+    write_one_view_study(dest / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,
+                         trials_per_class=4, trial_seconds=2.0, voice_spread=1.5)
+    out = _run(["dvc", "repro", "evaluate"], dest)
+    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    assert metrics["fusion"]["below_best_branch"] is True, metrics["fusion"]
+    assert "warning: fusion (ensemble) is below its best branch" in out
+    assert (dest / "reports" / "summary.md").read_text().split("\n")[2].startswith("> **Warning:**")
+    assert metrics["fusion"]["selected"] == {"fusion": 4}
+    robust = json.loads((dest / "reports" / "robustness.json").read_text())
+    assert set(robust["missing"]) == {"eeg", "mel", "topo"}
+
+    out = _run(["dvc", "exp", "run", "-S", "fusion.select=safe", "-S", "fusion.select_margin=1.0"], dest)
+    assert _ran(out) == {"fuse", "evaluate"}
+    assert "select safe reports" in out
+    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    assert "fusion" not in metrics["fusion"]["selected"] and sum(metrics["fusion"]["selected"].values()) == 4
+    per_fold = (dest / "reports" / "per_fold.csv").read_text()
+    assert "selected" in per_fold.splitlines()[0]

@@ -3,6 +3,7 @@ the key and what is allowed; the CLI turns it into one line on stderr and writes
 from __future__ import annotations
 
 import copy
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,7 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.params import FUSION_TYPES
-from pipeline.params import MODALITIES, ParamsError, load_params, parse_params
+from pipeline.params import FUSION_TYPES, MODALITIES, SECTIONS, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,7 @@ def _error(raw: dict) -> str:
         parse_params(raw)
     message = str(info.value)
     assert "\n" not in message, "the error must be one line"
+    assert message.startswith("params: "), message
     return message
 
 
@@ -176,6 +177,10 @@ def test_ensemble_fixed_weights_one_per_modality(raw):
     ("fusion.post_curriculum_dropout", 1.0, "0 <= dropout < 1"),
     ("fusion.grad_modulation", "gradnorm", "none, ogm_ge"),
     ("fusion.ensemble_weighting", "best", "equal, val, fixed"),
+    ("fusion.modality_dropout", 1.0, "0 <= p < 1"),
+    ("fusion.select", "best", "fusion, safe"),
+    ("fusion.optimizer", "adam", "adamw, sgd"),
+    ("fusion.drop_uninformative", "yes", "true or false"),
 ])
 def test_other_fusion_knobs(raw, key, value, allowed):
     message = _error(_with(raw, key, value))
@@ -290,7 +295,7 @@ def test_dump_round_trip(params):
 def test_ogm_ge_rules_and_warning(raw):
     ogm = _with(raw, "fusion.grad_modulation", "ogm_ge")
     assert "fusion.grad_modulation" in _error(_with(ogm, "fusion.type", "late"))
-    gated = _with(ogm, "fusion.type", "gated")
+    gated = _with(_with(ogm, "fusion.type", "gated"), "fusion.aux_loss_weight", 0.0)
     message = _error(gated)
     assert message.startswith("params: fusion.aux_loss_weight = 0.0 is not allowed") and "branch head" in message
     assert parse_params(_with(gated, "fusion.aux_loss_weight", 0.5)).fusion.type == "gated"
@@ -298,12 +303,96 @@ def test_ogm_ge_rules_and_warning(raw):
     assert parse_params(_with(ogm, "fusion.optimizer", "sgd")).fusion.warnings() == []
 
 
-@pytest.mark.parametrize("key,value,allowed", [
-    ("fusion.modality_dropout", 1.0, "0 <= p < 1"),
-    ("fusion.select", "best", "fusion, safe"),
-    ("fusion.optimizer", "adam", "adamw, sgd"),
-    ("fusion.drop_uninformative", "yes", "true or false"),
-])
-def test_fusion_remedy_knobs(raw, key, value, allowed):
-    message = _error(_with(raw, key, value))
-    assert key in message and allowed in message
+def test_more_types_are_strict(raw):
+    assert _error(_with(raw, "topo.homology_dimensions", [True])).startswith(
+        "params: topo.homology_dimensions[0] = True is not allowed; allowed: an integer")
+    assert _error(_with(raw, "topo.homology_dimensions", [1.0])).startswith("params: topo.homology_dimensions[0] = 1.0")
+    assert _error(_with(raw, "train.seeds", [0, True])) == (
+        "params: train.seeds[1] = True is not allowed; allowed: an integer")
+    assert _error(_with(raw, "eeg.notch", "50")) == "params: eeg.notch = '50' is not allowed; allowed: a number"
+    assert _error(_with(raw, "topo.bands", {"alpha": ["8", 13.0]})).startswith("params: topo.bands.alpha[0] = '8'")
+
+
+def test_integers_where_numbers_are_expected_become_floats(raw):
+    bad = _with(_with(_with(raw, "topo.bands", {"alpha": [8, 13]}), "eeg.notch", 50), "fusion.ensemble_weights", [1, 2, 3])
+    p = parse_params(bad)
+    assert p.topo.bands == {"alpha": (8.0, 13.0)} and all(type(f) is float for f in p.topo.bands["alpha"])
+    assert type(p.eeg.notch) is float and all(type(w) is float for w in p.fusion.ensemble_weights)
+    # and the message shows the value as a number, as it was used: `0.0`, not `0`
+    assert _error(_with(raw, "train.lr", 0)) == "params: train.lr = 0.0 is not allowed; allowed: > 0"
+    assert _error(_with(raw, "branches", {"eeg": {"lr": 0}})) == "params: branches.eeg.lr = 0.0 is not allowed; allowed: > 0"
+
+
+def test_bands_are_pairs_with_string_names(raw):
+    for value in ([8.0], [8.0, 13.0, 30.0]):
+        assert _error(_with(raw, "topo.bands", {"alpha": value})) == (
+            f"params: topo.bands.alpha = {value!r} is not allowed; allowed: a list of 2 numbers")
+    assert _error(_with(raw, "topo.bands", {})) == "params: topo.bands = {} is not allowed; allowed: at least one band"
+    assert _error(_with(raw, "topo.bands", {1: [8.0, 13.0]})).startswith("params: topo.bands.1 = 1 is not allowed")
+
+
+def test_compute_section_is_required(raw):
+    bad = copy.deepcopy(raw)
+    del bad["compute"]
+    assert _error(bad).startswith("params: section compute is missing")
+
+
+def test_film_condition_is_only_checked_for_film(raw):
+    assert parse_params(_with(raw, "fusion.film_condition", "none")).fusion.film_condition == "none"
+    assert "fusion.film_condition" in _error(_with(_with(raw, "fusion.type", "film"), "fusion.film_condition", "none"))
+
+
+def test_unknown_key_is_named_before_a_wrong_value(raw):
+    bad = _with(_with(raw, "train.lr", -1.0), "train.bogus", 1)
+    assert _error(bad).startswith("params: train.bogus = '(unknown key)'")
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict) and value and key not in ("bands", "read_kwargs"):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("value", [None, True, -1, 0.5, "x", [], [0, 0], {"a": 1}])
+def test_every_wrong_value_is_one_params_line(raw, value):
+    """Whatever the key and value: accepted, or a ParamsError of one line naming a key of that
+    section (a cross-field rule may name the other key), never a pydantic error."""
+    for key in _leaves(raw):
+        try:
+            parse_params(_with(raw, key, value))
+        except ParamsError as exc:
+            message = str(exc)
+            assert message.startswith(f"params: {key.split('.')[0]}.") and "\n" not in message, message
+
+
+def test_dump_of_the_whole_file_parses_back(raw, params):
+    """model_dump() gives plain Python values, and the dump (as evaluate writes it) parses back to
+    the same Params."""
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, (tuple, list)):
+            return all(plain(v) for v in value)
+        return value is None or type(value) in (str, int, float, bool)
+
+    dumped = params.model_dump()
+    assert plain(dumped) and isinstance(dumped["train"]["seeds"], tuple)
+    assert set(dumped) == {*SECTIONS, "branches"}
+    for mode in ("python", "json"):
+        again = {k: v for k, v in params.model_dump(mode=mode).items() if k != "branches"}
+        assert parse_params({**again, "branches": raw["branches"]}) == params
+
+
+def test_params_pickle_and_are_frozen(params):
+    assert pickle.loads(pickle.dumps(params)) == params  # joblib workers get them pickled
+    with pytest.raises(Exception):
+        params.train.lr = 1.0
+
+
+def test_loading_params_imports_no_heavy_library():
+    code = ("import pipeline.params, sys; "
+            "print([m for m in ('torch', 'mne', 'librosa', 'pandas', 'dvclive') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

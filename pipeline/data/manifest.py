@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import PipelineError
+from pipeline.modalities import MODALITIES
 
 COLUMNS = ("subject", "label", "eeg_path", "eeg_onset", "eeg_duration",
            "audio_path", "audio_onset", "audio_duration")
@@ -19,10 +20,10 @@ PATH_COLUMNS = ("eeg_path", "audio_path")
 
 
 def modalities_of(manifest: pd.DataFrame) -> list[str]:
-    """The views a trial table has: EEG and topology always, speech only when some row has an
-    audio_path (blank cells may be '' as written or NaN as read back)."""
+    """The views a trial table has: every view of the registry, those that need audio only when
+    some row has an audio_path (blank cells may be '' as written or NaN as read back)."""
     has_audio = manifest["audio_path"].fillna("").ne("").any()
-    return ["eeg", "mel", "topo"] if has_audio else ["eeg", "topo"]
+    return [m for m, spec in MODALITIES.items() if has_audio or not spec.needs_audio]
 
 
 def portable(path: Path) -> str:

@@ -210,9 +210,13 @@ def generate(out_dir: Path, p: SyntheticParams) -> Path:
         raw.save(out_dir / f"{name}_eeg.fif", overwrite=True, verbose="error")
         sf.write(out_dir / f"{name}_audio.wav", np.clip(audio, -1, 1), p.audio_sr, subtype="PCM_16")
 
-    manifest = out_dir / "manifest.csv"
-    with open(manifest, "w", newline="") as fh:
+    return write_manifest(out_dir / "manifest.csv", rows)
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    """A manifest CSV (one dict a trial, the manifest columns as keys) for a generated study."""
+    with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return manifest
+    return path

@@ -54,21 +54,21 @@ def preprocess(raw: mne.io.BaseRaw, p: EEGParams, path="recording") -> mne.io.Ba
 
 def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.ndarray:
     """The centre `p.epoch_seconds` of each trial window [onset, onset + duration) s (no
-    durations: windows of exactly `p.epoch_seconds`), shape (n, n_channels, n_times), in uV."""
+    durations: windows of exactly `p.epoch_seconds`), shape (n, n_channels, n_times), in uV.
+    Windows may come in any order and may repeat (two trials sharing one EEG window)."""
     sfreq = raw.info["sfreq"]
     starts = np.asarray(onsets, dtype=float)
     if durations is not None:
         starts = starts + (np.asarray(durations) - p.epoch_seconds) / 2
-    samples = raw.first_samp + np.round(starts * sfreq).astype(int)
+    samples, trial_of = np.unique(raw.first_samp + np.round(starts * sfreq).astype(int), return_inverse=True)
     events = np.column_stack([samples, np.zeros_like(samples), np.ones_like(samples)])
     n_times = int(round(p.epoch_seconds * sfreq))
     epochs = mne.Epochs(raw, events, tmin=0.0, tmax=(n_times - 1) / sfreq, baseline=None,
-                        preload=True, reject_by_annotation=False, event_repeated="drop",
-                        verbose="error")
+                        preload=True, reject_by_annotation=False, verbose="error")
     if len(epochs) != len(samples):
         raise PipelineError(f"{raw.filenames[0]}: {len(samples) - len(epochs)} trial window(s) of "
                             f"{p.epoch_seconds} s do not fit in the recording")
-    return epochs.get_data(units="uV").astype(np.float32)
+    return epochs.get_data(units="uV").astype(np.float32)[trial_of]
 
 
 def recording_epochs(path: str, onsets, durations, p: EEGParams) -> tuple[np.ndarray, list[str], list[str]]:

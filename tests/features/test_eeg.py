@@ -93,6 +93,16 @@ def test_cut_epochs_shape_and_content():
         np.testing.assert_allclose(e, data[:, start:start + n_times], rtol=1e-5, atol=1e-4)
 
 
+def test_cut_epochs_in_any_order_and_repeated():
+    """Trials keep their own windows whatever their order, and two trials may share a window."""
+    raw = preprocess(_raw(), P)
+    onsets = np.array([17.0, 1.0, 5.5, 1.0])
+    epochs = cut_epochs(raw, onsets, P)
+    assert epochs.shape[0] == 4
+    np.testing.assert_array_equal(epochs[1], epochs[3])
+    np.testing.assert_array_equal(epochs, cut_epochs(raw, np.array([1.0, 5.5, 17.0]), P)[[2, 0, 1, 0]])
+
+
 def test_cut_epochs_window_past_the_end():
     raw = preprocess(_raw(), P)
     with pytest.raises(PipelineError, match="do not fit"):
