@@ -285,7 +285,8 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
         "data": {"source": "manifest", "root": "data/study"},
         "split": {"scheme": "loso", "val_subjects": 1},
         "train": {"epochs": 8, "patience": 8},
-        "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0]},
+        "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0],
+                   "select": "fusion"},
     })
     write_one_view_study(dest / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,
                          trials_per_class=4, trial_seconds=2.0, voice_spread=1.5)
@@ -298,7 +299,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
     robust = json.loads((dest / "reports" / "robustness.json").read_text())
     assert set(robust["missing"]) == {"eeg", "mel", "topo"}
 
-    out = _run(["dvc", "exp", "run", "-S", "fusion.select=safe", "-S", "fusion.select_margin=1.0"], dest)
+    out = _run(["dvc", "exp", "run", "evaluate", "-S", "fusion.select=safe", "-S", "fusion.select_margin=1.0"], dest)
     assert _ran(out) == {"fuse", "evaluate"}
     assert "select safe reports" in out
     metrics = json.loads((dest / "reports" / "metrics.json").read_text())
