@@ -161,6 +161,16 @@ def test_same_seed_same_history_and_weights():
         torch.testing.assert_close(w1[k], w2[k], rtol=0, atol=0)
 
 
+def test_seed_everything_turns_deterministic_kernels_on():
+    torch.use_deterministic_algorithms(False)
+    try:
+        seed_everything(0)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_other_seed_other_run():
     m1, h1 = _run(3)
     m2, h2 = _run(4)
