@@ -19,7 +19,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -q
+	python -m pytest -q -n 2 --dist loadfile  # two workers; one test file per worker at a time
 
 clean:
 	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/fusion

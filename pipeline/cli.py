@@ -6,6 +6,7 @@ line naming the key and what is allowed, and exit code 2. The stage's module
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib
 import sys
@@ -17,21 +18,28 @@ from pipeline.modalities import NAMES
 from pipeline.params import load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Multimodal (EEG, speech, topology) fusion pipeline; each command is a DVC stage.")
+                  help="Multimodal (EEG, speech, topology) fusion pipeline; each command but "
+                       "`compare` is a DVC stage.")
 
 Modality = enum.Enum("Modality", {m: m for m in NAMES}, type=str)
 ParamsOption = typer.Option("params.yaml", "--params", help="params file to validate and use")
 
 
-def run_stage(name: str, params_path: str, *args: str) -> None:
-    """Validate params, then run pipeline.stages.<name>; a PipelineError becomes one line on
-    stderr and exit code 2, with no traceback."""
+@contextlib.contextmanager
+def one_line_errors():
+    """A PipelineError becomes one line on stderr and exit code 2, with no traceback."""
     try:
-        params = load_params(params_path)
-        importlib.import_module(f"pipeline.stages.{name}").run(params, *args)
+        yield
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def run_stage(name: str, params_path: str, *args: str) -> None:
+    """Validate params, then run pipeline.stages.<name>."""
+    with one_line_errors():
+        params = load_params(params_path)
+        importlib.import_module(f"pipeline.stages.{name}").run(params, *args)
 
 
 @app.command()
@@ -81,3 +89,13 @@ def fuse(params: str = ParamsOption):
 def evaluate(params: str = ParamsOption):
     """Test metrics of every branch and the fusion -> reports/metrics.json."""
     run_stage("evaluate", params)
+
+
+@app.command()
+def compare(a: str = typer.Argument("HEAD", help="git revision or DVC experiment name, or 'workspace'"),
+            b: str = typer.Argument("workspace", help="git revision or DVC experiment name, or 'workspace'"),
+            md: bool = typer.Option(False, "--md", help="a Markdown table, for a pull request")):
+    """Two runs model by model, paired over the same test subjects: acc A, acc B, delta, its 95%
+    bootstrap interval, p-value, and the params that differ (read through dvc.api, no checkout)."""
+    with one_line_errors():  # imported by name, as the stages are: no DVC stage runs or depends on it
+        typer.echo(importlib.import_module("pipeline.compare").compare(a, b, md), nl=False)

@@ -4,6 +4,7 @@ tables, fusion diagnostics, figures and a Markdown summary for review."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import yaml
 from scipy.stats import entropy
 from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix, f1_score,
@@ -13,6 +14,7 @@ from pipeline.dataset import Trials
 from pipeline.params import Params
 from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
+from pipeline.stats import MIN_SUBJECTS_WILCOXON, bootstrap_ci, paired_difference, sample_std, verdict
 
 METRICS = ("acc", "f1_macro", "kappa", "auc")
 # A model is flagged as collapsed when one class takes at least this share of its test predictions.
@@ -22,32 +24,24 @@ COLLAPSE_SHARE = 0.8
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """acc, macro F1, Cohen's kappa and one-vs-rest macro AUC of probabilities (n, n_classes).
 
-    AUC is computed over the classes present in `y_true` (renormalised), NaN if fewer than two.
+    Macro F1 and AUC average over the classes present in `y_true` (a class a fold or subject
+    never shows would otherwise count as F1 0); AUC renormalises the probabilities over them and
+    is NaN with fewer than two. Kappa is NaN when it is undefined (one class, always predicted).
     """
-    n_classes = proba.shape[1]
     y_pred = proba.argmax(axis=1)
-    labels = np.arange(n_classes)
     present = np.unique(y_true)
     if len(present) >= 2:
-        sub = proba[:, present] / proba[:, present].sum(axis=1, keepdims=True)
+        mass = proba[:, present].sum(axis=1, keepdims=True)
+        sub = np.where(mass > 0, proba[:, present] / np.where(mass > 0, mass, 1), 1 / len(present))
         auc = float(roc_auc_score(y_true, sub if len(present) > 2 else sub[:, 1],
                                   multi_class="ovr", labels=present if len(present) > 2 else None))
     else:
         auc = float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = float(cohen_kappa_score(y_true, y_pred, labels=np.arange(proba.shape[1])))
     return {"acc": float(accuracy_score(y_true, y_pred)),
-            "f1_macro": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-            "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
-            "auc": auc}
-
-
-def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over runs, plus `<metric>_std` (population std)."""
-    out = {}
-    for key in METRICS:
-        values = np.array([r[key] for r in runs], dtype=np.float64)
-        out[key] = float(np.nanmean(values))
-        out[f"{key}_std"] = float(np.nanstd(values))
-    return out
+            "f1_macro": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+            "kappa": kappa, "auc": auc}
 
 
 def prediction_entropy(y_pred: np.ndarray, n_classes: int) -> float:
@@ -66,11 +60,12 @@ def collapse_share(y_pred: np.ndarray, n_classes: int) -> tuple[int, float]:
 def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
     """Everything evaluate reports about one model. probs: (n_folds, n_seeds, n_trials, n_classes).
 
-    Returns test and val runs (one row per fold and seed), per-subject test rows, the summed
-    test confusion matrix and the (actual, predicted) test pairs.
+    Returns test and val runs (one row per fold and seed), per-subject test rows (every metric
+    on each test subject's trials, per fold and seed), the summed test confusion matrix, the
+    (actual, predicted) test pairs, and per test trial the share of seeds that got it right.
     """
     n_classes = probs.shape[-1]
-    out = {"test": [], "val": [], "subjects": [], "pairs": [],
+    out = {"test": [], "val": [], "subjects": [], "pairs": [], "correct": {},
            "confusion": np.zeros((n_classes, n_classes), dtype=np.int64)}
     for fold, by_seed in enumerate(probs):
         parts = fold_indices(trials.subjects, trials.folds[fold])
@@ -85,30 +80,97 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
                     row |= {"pred_entropy": prediction_entropy(y_pred, n_classes),
                             "collapsed": share >= COLLAPSE_SHARE, "top_class": trials.classes[top],
                             "top_share": share}
+                    present = np.isin(np.arange(n_classes), y_true)
                     recall = recall_score(y_true, y_pred, labels=np.arange(n_classes), average=None, zero_division=0)
-                    row |= {f"recall_{c}": float(r) for c, r in zip(trials.classes, recall)}
+                    row |= {f"recall_{c}": float(r) if here else float("nan")
+                            for c, r, here in zip(trials.classes, recall, present)}
                     out["confusion"] += confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
                     out["pairs"] += [(trials.classes[a], trials.classes[b]) for a, b in zip(y_true, y_pred)]
+                    for t, right in zip(idx, y_pred == y_true):
+                        out["correct"].setdefault(int(t), []).append(bool(right))
                     for subject in np.unique(trials.subjects[idx]):
                         mine = trials.subjects[idx] == subject
                         out["subjects"].append({"model": name, "fold": fold, "seed": seed, "subject": subject,
                                                 "n_trials": int(mine.sum()),
-                                                "acc": float((y_pred[mine] == y_true[mine]).mean())})
+                                                **classification_metrics(y_true[mine], p[idx][mine])})
                 out[part].append(row)
+    out["correct"] = {t: float(np.mean(v)) for t, v in out["correct"].items()}
     return out
 
 
-def summarize_test(scored: dict, classes: list[str]) -> dict:
+def subject_scores(scored: dict, metric: str = "acc") -> dict[str, float | None]:
+    """Each test subject's `metric`, mean over the seeds (and folds) that tested it (None where
+    the metric is undefined for the subject, e.g. AUC on trials of one class)."""
+    by_subject: dict[str, list[float]] = {}
+    for row in scored["subjects"]:
+        by_subject.setdefault(str(row["subject"]), []).append(row[metric])
+    return {s: _mean_or_none(v) for s, v in by_subject.items()}
+
+
+def _mean_or_none(values) -> float | None:
+    """Mean of the finite values; None when there are none (a class no test part showed)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else None
+
+
+def summarize_test(scored: dict, classes: list[str], seed: int) -> dict:
+    """Test metrics of one model at the subject level: per metric the mean over test subjects
+    (each the mean over seeds), `_ci` its 95% bootstrap interval over subjects (seeded by `seed`),
+    `_std` the sample std over subjects; `acc_seed_std` the std over seeds of the subject-mean
+    accuracy (how much the seed alone moves it)."""
+    summary: dict = {}
+    for key in METRICS:
+        values = [v for v in subject_scores(scored, key).values() if v is not None]
+        summary[key] = _mean_or_none(values)
+        summary[f"{key}_ci"] = bootstrap_ci(values, seed)
+        summary[f"{key}_std"] = sample_std(values)
+    by_seed: dict = {}
+    for row in scored["subjects"]:
+        by_seed.setdefault(row["seed"], {}).setdefault(str(row["subject"]), []).append(row["acc"])
+    summary["acc_seed_std"] = sample_std([np.mean([np.mean(v) for v in subjects.values()])
+                                          for subjects in by_seed.values()])
     runs = scored["test"]
-    summary = aggregate(runs)
     summary["pred_entropy"] = float(np.mean([r["pred_entropy"] for r in runs]))
     summary["collapsed"] = bool(any(r["collapsed"] for r in runs))
-    summary["recall"] = {c: float(np.mean([r[f"recall_{c}"] for r in runs])) for c in classes}
+    summary["recall"] = {c: _mean_or_none([r[f"recall_{c}"] for r in runs]) for c in classes}
     return summary
 
 
+def prediction_table(name: str, probs: np.ndarray, trials: Trials, seeds) -> pd.DataFrame:
+    """One row per fold, seed and test trial of one model: its subject, trial (manifest row),
+    true and predicted label and class probabilities. probs: (n_folds, n_seeds, n_trials, n_classes)."""
+    frames = []
+    for fold, by_seed in enumerate(probs):
+        idx = fold_indices(trials.subjects, trials.folds[fold])["test"]
+        for seed, p in zip(seeds, by_seed):
+            frame = pd.DataFrame({"model": name, "fold": fold, "seed": seed, "subject": trials.subjects[idx],
+                                  "trial": idx, "label": np.asarray(trials.classes)[trials.labels[idx]],
+                                  "predicted": np.asarray(trials.classes)[p[idx].argmax(1)]})
+            frames.append(frame.join(pd.DataFrame(p[idx], columns=[f"p_{c}" for c in trials.classes])))
+    return pd.concat(frames, ignore_index=True)
+
+
 def _fmt(test: dict, key: str) -> str:
-    return f"{test[key]:.3f} ± {test[key + '_std']:.3f}"
+    """`0.853 [0.74, 0.95]`: the subject mean and its 95% interval (n/a where undefined)."""
+    if test[key] is None:
+        return "n/a"
+    ci = test[f"{key}_ci"]
+    return f"{test[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def gain_sentence(fusion: dict) -> str:
+    """The fused model against its best branch in words, with interval, p-value and verdict:
+    `fusion beats mel by +0.040 [-0.02, +0.10], p = 0.31 (Wilcoxon signed-rank over 12 test
+    subjects): not significant`."""
+    gain, best, ci, p = (fusion[k] for k in ("gain_over_best_branch", "best_branch_on_val", "gain_ci", "gain_p"))
+    verb = "beats" if gain > 0 else "trails" if gain < 0 else "ties with"
+    n = fusion["gain_n_subjects"]
+    test = (f"Wilcoxon signed-rank over {n} test subjects" if fusion["gain_test"] == "wilcoxon" else
+            f"exact McNemar over test trials: {n} test subject(s) are too few for a test over subjects, "
+            f"which needs at least {MIN_SUBJECTS_WILCOXON}")
+    interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else " (no interval: one test subject)"
+    return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} ({test}): {verdict(p)}"
 
 
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
@@ -118,15 +180,19 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
              *([f"> **Warning:** {warning}.", ""] if warning else []),
              f"Protocol: `{params.split.scheme}`, {metrics['n_folds']} fold(s) x {metrics['n_seeds']} seed(s), "
-             "subject-disjoint; test metrics as mean ± std over folds and seeds.", "",
-             "| model | acc | macro F1 | kappa | AUC | pred. entropy | collapsed |",
-             "|---|---|---|---|---|---|---|"]
+             f"subject-disjoint, **{metrics['n_subjects_test']} test subjects**. Each test metric is the mean over "
+             "test subjects of the subject's score (itself the mean over seeds), with its 95% bootstrap interval "
+             f"over subjects in brackets; a subject is one observation, its trials are not independent.", "",
+             "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = [(m, b["test"]) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion["test"])]
     for name, test in rows:
+        seed_std = "n/a" if test["acc_seed_std"] is None else f"{test['acc_seed_std']:.3f}"
         lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
-                     f"{_fmt(test, 'auc')} | {test['pred_entropy']:.2f} | {'**yes**' if test['collapsed'] else 'no'} |")
-    lines += ["", f"Gain over the best branch on validation (`{fusion['best_branch_on_val']}`): "
-                  f"**{fusion['gain_over_best_branch']:+.3f}** test accuracy.", ""]
+                     f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
+                     f"{'**yes**' if test['collapsed'] else 'no'} |")
+    lines += ["", f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
+                  f"subjects: **{gain_sentence(fusion)}**.", ""]
     selected = fusion.get("selected", {})
     if params.fusion.select == "safe":
         lines += [f"Selection (`fusion.select: safe`, margin {params.fusion.select_margin}): per fold, on validation, "
@@ -153,7 +219,8 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     if weights:
         lines += ["", "Learned fusion weights (mean over test trials): "
                   + ", ".join(f"{m} {np.mean(v):.2f}" for m, v in weights.items()) + "."]
-    lines += ["", "Figures: `reports/figures/`. Per-fold and per-subject rows: `reports/per_fold.csv`, "
+    lines += ["", "Figures: `reports/figures/`. Per-trial predictions: `reports/predictions.csv`; per-fold and "
+                  "per-subject rows: `reports/per_fold.csv`, "
                   "`reports/per_subject.csv`.", "", "<details><summary>params</summary>", "", "```yaml",
               yaml.safe_dump({k: getattr(params, k).model_dump(mode="json") for k in ("split", "train", "fusion")},
                              sort_keys=False).rstrip(), "```", "", "</details>", ""]
@@ -165,17 +232,29 @@ def mean_val_acc(scored: dict) -> float:
     return float(np.mean([r["acc"] for r in scored["val"]]))
 
 
-def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, ...], classes: list[str]) -> dict:
+def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, ...], classes: list[str],
+                  seed: int) -> dict:
     """The `fusion` and `branches` parts of metrics.json from scored models (`score_model`,
     keyed by modality and 'fusion'). The fusion's gain is measured against the fused branch
-    that is best on validation, never on test."""
-    branches = {m: {"test": summarize_test(s, classes)} for m, s in scored.items() if m != "fusion"}
+    that is best on validation, never on test, paired over test subjects (intervals seeded by
+    `seed`)."""
+    branches = {m: {"test": summarize_test(s, classes, seed)} for m, s in scored.items() if m != "fusion"}
     best = max(fused, key=lambda m: mean_val_acc(scored[m]))
-    fusion_test = summarize_test(scored["fusion"], classes)
-    gain = fusion_test["acc"] - branches[best]["test"]["acc"]
-    return {"fusion": {"type": fusion_type, "test": fusion_test, "gain_over_best_branch": gain,
-                       "best_branch_on_val": best, "below_best_branch": bool(gain < 0)},
+    gain = paired_gain(scored[best], scored["fusion"], seed)
+    return {"fusion": {"type": fusion_type, "test": summarize_test(scored["fusion"], classes, seed),
+                       "gain_over_best_branch": gain["delta"], "gain_ci": gain["ci"], "gain_p": gain["p"],
+                       "gain_test": gain["test"], "gain_n_subjects": gain["n_subjects"],
+                       "best_branch_on_val": best, "below_best_branch": bool(gain["delta"] < 0)},
             "branches": branches}
+
+
+def paired_gain(a: dict, b: dict, seed: int) -> dict:
+    """Scored model `b` against scored model `a` on the same test subjects and trials:
+    `stats.paired_difference` of their per-subject accuracies (McNemar over their per-trial
+    correctness where there are too few subjects)."""
+    trials = sorted(set(a["correct"]) & set(b["correct"]))
+    return paired_difference(subject_scores(a), subject_scores(b), seed,
+                             [a["correct"][t] for t in trials], [b["correct"][t] for t in trials])
 
 
 def below_best_message(fusion: dict) -> str | None:
@@ -183,9 +262,12 @@ def below_best_message(fusion: dict) -> str | None:
     if not fusion["below_best_branch"]:
         return None
     best = fusion["best_branch_on_val"]
+    ci = fusion["gain_ci"]
     return (f"fusion ({fusion['type']}) is below its best branch: test accuracy {fusion['test']['acc']:.3f} against "
             f"{best} (best on validation) {fusion['test']['acc'] - fusion['gain_over_best_branch']:.3f}, "
-            f"gap {fusion['gain_over_best_branch']:+.3f}; consider fusion.select: safe")
+            f"gap {fusion['gain_over_best_branch']:+.3f}"
+            + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+            + f", p = {fusion['gain_p']:.2g} ({verdict(fusion['gain_p'])}); consider fusion.select: safe")
 
 
 def selection_metrics(decisions: list[dict], fused: tuple[str, ...]) -> tuple[dict, dict]:

@@ -41,6 +41,7 @@ def branch_dir(modality: str) -> Path:
 
 FUSION_DIR = MODELS / "fusion"
 FIGURES = REPORTS / "figures"
+PREDICTIONS = REPORTS / "predictions.csv"
 
 
 def live_dir(stage: str) -> Path:

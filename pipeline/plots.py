@@ -26,10 +26,16 @@ def _no_model(fig, axes, path: Path) -> None:
     _save(fig, path)
 
 
+def persistence_up(image: np.ndarray) -> np.ndarray:
+    """A giotto-tda persistence image (n_bins, n_bins) with rows flipped so the row index grows
+    with persistence: giotto-tda returns row 0 as the highest persistence, column 0 as the
+    lowest birth. Drawn with origin='lower', persistence then rises up the y axis."""
+    return image[::-1]
+
+
 def plot_persistence_examples(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
                               channel_names: list[str]) -> None:
-    """The first trial of each class: one row per class, one column per image channel.
-    giotto-tda images are indexed [persistence, birth], so rows are persistence."""
+    """The first trial of each class: one row per class, one column per image channel."""
     n_ch = images.shape[1]
     fig, axes = plt.subplots(len(classes), n_ch, figsize=(1.6 * n_ch, 1.6 * len(classes)), squeeze=False)
     for r, name in enumerate(classes):
@@ -37,7 +43,7 @@ def plot_persistence_examples(path: Path, images: np.ndarray, labels: np.ndarray
         for c in range(n_ch):
             ax = axes[r, c]
             if len(rows):
-                ax.imshow(images[rows[0], c], origin="lower", cmap="magma", aspect="auto")
+                ax.imshow(persistence_up(images[rows[0], c]), origin="lower", cmap="magma", aspect="auto")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

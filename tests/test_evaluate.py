@@ -1,14 +1,16 @@
-"""pipeline/evaluate.py: metrics checked against hand-computed values; aggregation over runs."""
+"""pipeline/evaluate.py: metrics checked against hand-computed values; aggregation over subjects."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from pipeline.dataset import Trials
-from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, aggregate, below_best_message, classification_metrics,
-                               model_metrics, prediction_entropy, robustness_summary, score_model, selection_metrics)
+from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, below_best_message, classification_metrics, gain_sentence,
+                               model_metrics, prediction_entropy, prediction_table, robustness_summary, score_model,
+                               selection_metrics, subject_scores, summarize_test)
 
 
 def test_binary_by_hand():
@@ -67,22 +69,22 @@ def test_single_class_auc_is_nan():
     assert m["acc"] == 1.0
 
 
-def test_aggregate_mean_and_population_std():
-    runs = [{"acc": 0.5, "f1_macro": 0.4, "kappa": 0.0, "auc": 0.6},
-            {"acc": 0.7, "f1_macro": 0.6, "kappa": 0.2, "auc": 0.8},
-            {"acc": 0.9, "f1_macro": 0.8, "kappa": 0.4, "auc": float("nan")}]
-    out = aggregate(runs)
-    assert set(out) == set(METRICS) | {f"{m}_std" for m in METRICS}
-    assert out["acc"] == pytest.approx(0.7)
-    assert out["acc_std"] == pytest.approx(math.sqrt((0.2 ** 2 + 0 + 0.2 ** 2) / 3))  # ddof 0
-    assert out["kappa"] == pytest.approx(0.2)
-    assert out["auc"] == pytest.approx(0.7)  # NaN runs are left out
-    assert out["auc_std"] == pytest.approx(0.1)
+def test_macro_f1_averages_over_the_classes_present():
+    """Perfect predictions on a test part with 3 of 5 classes: F1 1, not 3/5."""
+    y = np.array([0, 1, 4, 0, 1, 4])
+    m = classification_metrics(y, np.eye(5)[y])
+    assert m["f1_macro"] == pytest.approx(1.0) and m["acc"] == 1.0
+    # predicting an absent class still costs the present class its recall
+    pred = np.array([0, 1, 4, 0, 1, 2])
+    # F1: class 0 -> 1, class 1 -> 1, class 4: P = 1, R = 1/2 -> 2/3
+    assert classification_metrics(y, np.eye(5)[pred])["f1_macro"] == pytest.approx((1 + 1 + 2 / 3) / 3)
 
 
-def test_aggregate_one_run_has_zero_std():
-    out = aggregate([{"acc": 0.3, "f1_macro": 0.2, "kappa": 0.1, "auc": 0.5}])
-    assert out["acc"] == 0.3 and out["acc_std"] == 0.0
+def test_undefined_kappa_is_nan_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(np.array([1, 1]), np.eye(3)[[1, 1]])
+    assert math.isnan(m["kappa"])
 
 
 def _trials() -> Trials:
@@ -119,6 +121,47 @@ def test_score_model_recall_confusion_and_subjects_by_hand():
     assert not row["collapsed"]
 
 
+def _two_seeds() -> np.ndarray:
+    """(1 fold, 2 seeds, 16 trials, 3 classes). Test labels 0 1 2 0 | 0 1 2 0 (subjects a | b).
+    Seed 0: a 3/4 right, b 2/4; seed 1: a 4/4, b 1/4."""
+    rest = [0] * 8
+    seed0 = np.array([0, 1, 1, 0, 0, 1, 0, 1] + rest)
+    seed1 = np.array([0, 1, 2, 0, 0, 0, 0, 1] + rest)
+    return np.stack([_onehot(seed0), _onehot(seed1)])[None]
+
+
+def test_summary_is_over_subjects_with_interval_and_sample_std():
+    trials = _trials()
+    scored = score_model("m", _two_seeds(), trials, seeds=(0, 1))
+    assert subject_scores(scored) == pytest.approx({"a": 0.875, "b": 0.375})
+    summary = summarize_test(scored, trials.classes, seed=0)
+    assert summary["acc"] == pytest.approx(0.625)
+    assert summary["acc_std"] == pytest.approx(0.5 / math.sqrt(2))  # ddof 1 over the 2 subjects
+    assert summary["acc_ci"] == pytest.approx([0.375, 0.875])        # 2 subjects: their two means span it
+    assert summary["acc_seed_std"] == pytest.approx(0.0)             # both seeds average 0.625
+    assert set(METRICS) | {f"{k}_ci" for k in METRICS} | {f"{k}_std" for k in METRICS} <= set(summary)
+
+
+def test_recall_leaves_out_classes_absent_from_the_test_part():
+    trials = Trials(labels=np.array([0, 1, 0, 1, 2, 2, 2, 2]), subjects=np.repeat(["a", "b", "c", "d"], 2),
+                    classes=["x", "y", "z"], folds=[{"train": ["d"], "val": ["c"], "test": ["a", "b"]}])
+    scored = score_model("m", _onehot(trials.labels)[None, None], trials, seeds=(0,))
+    summary = summarize_test(scored, trials.classes, seed=0)
+    assert summary["recall"] == {"x": 1.0, "y": 1.0, "z": None}
+    assert summary["f1_macro"] == pytest.approx(1.0)
+
+
+def test_prediction_table_has_one_row_per_seed_and_test_trial():
+    trials = _trials()
+    table = prediction_table("m", _two_seeds(), trials, seeds=(0, 1))
+    assert len(table) == 2 * 8 and set(table["trial"]) == set(range(8))
+    assert list(table.columns) == ["model", "fold", "seed", "subject", "trial", "label", "predicted", "p_x", "p_y", "p_z"]
+    row = table[(table["seed"] == 1) & (table["trial"] == 5)].iloc[0]
+    assert (row["subject"], row["label"], row["predicted"], row["p_x"]) == ("b", "y", "x", 1.0)
+    right = table["label"] == table["predicted"]
+    assert right[table["seed"] == 0].mean() == pytest.approx(5 / 8)
+
+
 def test_collapsed_model_is_flagged():
     trials = _trials()
     scored = score_model("fusion", _onehot(np.zeros(16, dtype=int))[None, None], trials, seeds=(0,))
@@ -144,12 +187,12 @@ def test_gain_is_measured_against_the_branch_best_on_validation_not_test():
     fusion = np.where(np.arange(16) < 4, y, wrong)                  # half the test trials right
     scored = {name: score_model(name, _onehot(pred)[None, None], trials, (0,))
               for name, pred in (("a", a), ("b", b), ("fusion", fusion))}
-    metrics = model_metrics(scored, "concat", ("a", "b"), trials.classes)
+    metrics = model_metrics(scored, "concat", ("a", "b"), trials.classes, 0)
     assert metrics["fusion"]["best_branch_on_val"] == "a"
     assert metrics["fusion"]["gain_over_best_branch"] == pytest.approx(0.5 - 0.0)
     assert list(metrics["branches"]) == ["a", "b"] and metrics["fusion"]["type"] == "concat"
     # only fused branches compete: leave a out and b is the reference
-    assert model_metrics(scored, "concat", ("b",), trials.classes)["fusion"]["gain_over_best_branch"] == \
+    assert model_metrics(scored, "concat", ("b",), trials.classes, 0)["fusion"]["gain_over_best_branch"] == \
         pytest.approx(0.5 - 1.0)
 
 
@@ -159,12 +202,18 @@ def test_below_best_branch_flag_and_warning():
     wrong = (y + 1) % 3
     scored = {"a": score_model("a", _onehot(y)[None, None], trials, (0,)),
               "fusion": score_model("fusion", _onehot(np.where(np.arange(16) < 2, y, wrong))[None, None], trials, (0,))}
-    fusion = model_metrics(scored, "gated", ("a",), trials.classes)["fusion"]
+    fusion = model_metrics(scored, "gated", ("a",), trials.classes, 0)["fusion"]
     assert fusion["below_best_branch"] and fusion["gain_over_best_branch"] == pytest.approx(0.25 - 1.0)
     message = below_best_message(fusion)
     assert "gated" in message and "a (best on validation) 1.000" in message and "-0.750" in message
+    # 2 test subjects: McNemar over the 8 test trials, 6 discordant all for a -> p = 2 / 2**6
+    assert fusion["gain_test"] == "mcnemar" and fusion["gain_p"] == pytest.approx(2 / 64)
+    assert fusion["gain_ci"] == pytest.approx([-1.0, -0.5])  # subjects a: 2/4 - 1, b: 0/4 - 1
+    sentence = gain_sentence(fusion)
+    assert sentence.startswith("fusion trails a by -0.750 [-1.00, -0.50], p = 0.031 (exact McNemar")
+    assert sentence.endswith(": significant") and "2 test subject(s) are too few" in sentence
     scored["fusion"] = scored["a"]
-    assert below_best_message(model_metrics(scored, "gated", ("a",), trials.classes)["fusion"]) is None
+    assert below_best_message(model_metrics(scored, "gated", ("a",), trials.classes, 0)["fusion"]) is None
 
 
 def test_selection_metrics_count_choices_and_flag_chance_views():

@@ -23,3 +23,17 @@ def test_every_figure_is_a_png(tmp_path):
     for name in written:
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 2000
+
+
+def test_persistence_up_puts_high_persistence_on_high_rows():
+    """A point of persistence 0.85 peaks near the top (high row index, drawn with
+    origin='lower'), one of persistence 0.1 near the bottom; births stay on the columns."""
+    from gtda.diagrams import PersistenceImage
+
+    grid = np.array([[[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]])
+    images = PersistenceImage(sigma=0.03, n_bins=10).fit(grid)
+    high = plots.persistence_up(images.transform(np.array([[[0.1, 0.95, 0.0]]]))[0, 0])
+    low = plots.persistence_up(images.transform(np.array([[[0.8, 0.9, 0.0]]]))[0, 0])
+    (high_row, high_col), (low_row, low_col) = (np.unravel_index(i.argmax(), i.shape) for i in (high, low))
+    assert high_row >= 7 and low_row <= 1
+    assert high_col <= 1 and low_col >= 7

@@ -8,11 +8,19 @@ import pandas as pd
 from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
 from pipeline.errors import warn
-from pipeline.evaluate import (below_best_message, model_metrics, robustness_summary, score_model, selection_metrics,
-                               summarize_test, summary_markdown)
+from pipeline.evaluate import (below_best_message, gain_sentence, model_metrics, prediction_table, robustness_summary, score_model,
+                               selection_metrics, summarize_test, summary_markdown)
 from pipeline.params import Params
+from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
 
 INGEST_COUNTS = ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")
+UNCERTAINTY = {
+    "unit": "test subject: each metric is first averaged over the seeds (and folds) that tested the subject",
+    "ci": f"{CONFIDENCE:.0%} percentile bootstrap over test subjects ({N_RESAMPLES} resamples, seeded by split.seed)",
+    "std": "sample standard deviation (ddof=1) over test subjects; acc_seed_std: over seeds",
+    "gain_p": f"Wilcoxon signed-rank over test subjects; exact McNemar over test trials below "
+              f"{MIN_SUBJECTS_WILCOXON} test subjects (gain_test says which)",
+}
 
 
 def run(params: Params) -> None:
@@ -20,8 +28,10 @@ def run(params: Params) -> None:
     params.check_modalities(modalities, NO_AUDIO)
     trials = load_trials()
     seeds = params.train.seeds
-    sources = {m: io.branch_dir(m) for m in modalities} | {"fusion": io.FUSION_DIR}
-    scored = {name: score_model(name, np.load(d / "probabilities.npy"), trials, seeds) for name, d in sources.items()}
+    probs = {m: np.load(io.branch_dir(m) / "probabilities.npy") for m in modalities}
+    probs |= {"fusion": np.load(io.FUSION_DIR / "probabilities.npy"),
+              "fusion_trained": np.load(io.FUSION_DIR / "trained_probabilities.npy")}
+    scored = {name: score_model(name, p, trials, seeds) for name, p in probs.items() if name != "fusion_trained"}
     for name, s in scored.items():
         for r in s["test"]:
             if r["collapsed"]:
@@ -30,15 +40,16 @@ def run(params: Params) -> None:
 
     fused = params.fusion.modalities
     decisions = io.read_json(io.FUSION_DIR / "selection.json")
-    metrics = model_metrics(scored, params.fusion.type, fused, trials.classes)
+    seed = params.split.seed
+    metrics = model_metrics(scored, params.fusion.type, fused, trials.classes, seed)
     selected, informative = selection_metrics(decisions, fused)
     for m, flags in informative.items():
         metrics["branches"][m].update(flags)
-    trained = score_model("fusion", np.load(io.FUSION_DIR / "trained_probabilities.npy"), trials, seeds)
+    trained = score_model("fusion_trained", probs["fusion_trained"], trials, seeds)
     runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
     robust = robustness_summary(runs)
     metrics["fusion"] |= {"selected": selected, "trained": {"test": {k: v for k, v in summarize_test(
-        trained, trials.classes).items() if k in ("acc", "acc_std")}}}
+        trained, trials.classes, seed).items() if k in ("acc", "acc_ci", "acc_std")}}}
     if robust:
         metrics["fusion"]["robust"] = {"clean": robust["clean"], "missing": robust["missing"]}
     message = below_best_message(metrics["fusion"])
@@ -48,8 +59,10 @@ def run(params: Params) -> None:
         row["selected"] = decisions[row["fold"]]["selected"]
     metrics = {
         **metrics,
+        "n_subjects_test": len({s for f in trials.folds for s in f["test"]}),
         "n_seeds": len(seeds),
         "n_folds": len(trials.folds),
+        "uncertainty": UNCERTAINTY,
         "data": {k: (len(v) if isinstance(v, list) else v) for k, v in io.read_json(io.INGEST_REPORT).items()
                  if k in INGEST_COUNTS},
     }
@@ -67,6 +80,8 @@ def run(params: Params) -> None:
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
     io.write_json(io.REPORTS / "robustness.json", robust)
     plots.plot_robustness(io.FIGURES / "robustness.png", robust)
+    with io.atomic_path(io.PREDICTIONS) as tmp:
+        pd.concat([prediction_table(name, p, trials, seeds) for name, p in probs.items()]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
         pd.DataFrame([r for s in scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
@@ -85,6 +100,6 @@ def run(params: Params) -> None:
         tmp.write_text(summary_markdown(metrics, params, per_run))
     io.write_json(io.REPORTS / "metrics.json", metrics)
     fusion = metrics["fusion"]
-    print(f"evaluate: fusion {params.fusion.type} test acc {fusion['test']['acc']:.3f} ± {fusion['test']['acc_std']:.3f}; "
-          + ", ".join(f"{m} {b['test']['acc']:.3f}" for m, b in metrics["branches"].items())
-          + f"; gain over {fusion['best_branch_on_val']} (best on val) {fusion['gain_over_best_branch']:+.3f}")
+    print(f"evaluate: {metrics['n_subjects_test']} test subjects; fusion {params.fusion.type} test acc "
+          f"{fusion['test']['acc']:.3f}; " + ", ".join(f"{m} {b['test']['acc']:.3f}" for m, b in metrics["branches"].items())
+          + f"; {gain_sentence(fusion)}")

@@ -72,9 +72,26 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     assert list(model.branches) == list(p.fusion.modalities)
     evaluate.run(p)
     metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
-    assert metrics["n_folds"] == 2 and metrics["n_seeds"] == 2
+    assert metrics["n_folds"] == 2 and metrics["n_seeds"] == 2 and metrics["n_subjects_test"] == 6
     assert set(metrics["branches"]) == {"eeg", "mel", "topo"}
-    assert (tmp / "reports" / "summary.md").read_text().startswith("# Results")
+    fusion = metrics["fusion"]
+    low, high = fusion["test"]["acc_ci"]
+    assert low <= fusion["test"]["acc"] <= high
+    assert fusion["gain_test"] == "wilcoxon" and 0 < fusion["gain_p"] <= 1 and fusion["gain_n_subjects"] == 6
+    summary = (tmp / "reports" / "summary.md").read_text()
+    assert summary.startswith("# Results") and "**6 test subjects**" in summary and "p = " in summary
+    # every model's test predictions: each trial once per seed (kfold tests every subject once)
+    predictions = pd.read_csv(tmp / "reports" / "predictions.csv")
+    assert set(predictions["model"]) == {"eeg", "mel", "topo", "fusion", "fusion_trained"}
+    eeg = predictions[predictions["model"] == "eeg"]
+    assert len(eeg) == 2 * len(labels) and sorted(set(eeg["trial"])) == list(range(len(labels)))
+    probs = np.load(io.branch_dir("eeg") / "probabilities.npy")
+    row = eeg.iloc[0]
+    np.testing.assert_allclose(row[["p_a", "p_b", "p_c"]].to_numpy(float),
+                               probs[row["fold"], [0, 1].index(row["seed"]), row["trial"]], rtol=1e-6)
+    # the reported accuracy is the mean over subjects of their accuracy, from these very rows
+    right = (eeg["label"] == eeg["predicted"]).groupby(eeg["subject"]).mean()
+    assert metrics["branches"]["eeg"]["test"]["acc"] == pytest.approx(right.mean())
 
 
 def test_fuse_starts_each_run_from_its_own_fold_and_seed(workdir):

@@ -1,0 +1,138 @@
+"""`python -m pipeline compare A B`: two runs model by model, paired over the same test subjects.
+
+A and B are git revisions or DVC experiment names, or `workspace`. Each run's per-trial test
+predictions (reports/predictions.csv, a DVC output) and params.yaml are read through `dvc.api`
+at that revision, without checking either out. For every model both runs have, each test
+subject's accuracy (mean over seeds) is paired between A and B: the mean difference B - A, its
+bootstrap interval over subjects and a Wilcoxon signed-rank p-value (exact McNemar over trials
+below MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate.
+"""
+from __future__ import annotations
+
+import io as _io
+
+import pandas as pd
+import yaml
+
+from pipeline import io
+from pipeline.errors import PipelineError
+from pipeline.stats import paired_difference, verdict
+
+WORKSPACE = "workspace"
+TRIAL_KEYS = ["fold", "subject", "trial", "label"]
+
+
+def _rev(name: str) -> str | None:
+    return None if name == WORKSPACE else name
+
+
+def read_at(path: str, rev: str) -> str:
+    """The text of `path` at git revision or experiment `rev` (`workspace`: as on disk)."""
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, rev=_rev(rev))
+    except Exception as error:  # dvc raises many kinds; the user needs the path, the rev and why
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(f"compare: cannot read {path} at {rev}: {reason}") from None
+
+
+def load_predictions(rev: str) -> pd.DataFrame:
+    text = read_at(str(io.PREDICTIONS), rev)
+    table = pd.read_csv(_io.StringIO(text), dtype={"subject": str, "label": str, "predicted": str})
+    missing = [c for c in ["model", "seed", "predicted", *TRIAL_KEYS] if c not in table.columns]
+    if missing:
+        raise PipelineError(f"compare: {io.PREDICTIONS} at {rev} lacks column(s) {', '.join(missing)}; "
+                            "rerun evaluate there")
+    return table
+
+
+def load_params(rev: str) -> dict:
+    return yaml.safe_load(read_at("params.yaml", rev)) or {}
+
+
+def _classes(table: pd.DataFrame) -> list[str]:
+    return sorted(c[2:] for c in table.columns if c.startswith("p_"))
+
+
+def check_comparable(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> None:
+    """Both runs must predict the same classes for the same test trials in the same folds;
+    otherwise a paired comparison means nothing, and this says what differs."""
+    if _classes(a) != _classes(b):
+        raise PipelineError(f"compare: {names[0]} and {names[1]} do not share classes "
+                            f"({', '.join(_classes(a))} against {', '.join(_classes(b))})")
+    trials_a, trials_b = (set(t[TRIAL_KEYS].itertuples(index=False, name=None)) for t in (a, b))
+    if trials_a != trials_b:
+        raise PipelineError(
+            f"compare: {names[0]} and {names[1]} do not share test trials and folds "
+            f"({len(trials_a - trials_b)} (fold, subject, trial, label) only in {names[0]}, "
+            f"{len(trials_b - trials_a)} only in {names[1]}): they ran on different data or splits")
+
+
+def _per_model(table: pd.DataFrame, model: str) -> tuple[dict, pd.Series]:
+    """One model's accuracy per subject (mean over seeds) and per trial share of seeds right."""
+    rows = table[table["model"] == model]
+    right = rows["label"] == rows["predicted"]
+    by_subject_seed = right.groupby([rows["subject"], rows["seed"]]).mean()
+    subjects = by_subject_seed.groupby(level="subject").mean().to_dict()
+    trials = right.groupby([rows[k] for k in TRIAL_KEYS]).mean()
+    return subjects, trials
+
+
+def compare_runs(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> list[dict]:
+    """Per model present in both runs (in A's order): acc A, acc B and `paired_difference` B - A."""
+    rows = []
+    for model in dict.fromkeys(a["model"]):
+        if model not in set(b["model"]):
+            continue
+        (subjects_a, trials_a), (subjects_b, trials_b) = _per_model(a, model), _per_model(b, model)
+        trials_b = trials_b.reindex(trials_a.index)
+        diff = paired_difference(subjects_a, subjects_b, seed, trials_a.to_numpy(), trials_b.to_numpy())
+        rows.append({"model": model, "acc_a": sum(subjects_a.values()) / len(subjects_a),
+                     "acc_b": sum(subjects_b.values()) / len(subjects_b), **diff})
+    return rows
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out |= _flatten(value, f"{name}.") if isinstance(value, dict) else {name: value}
+    return out
+
+
+def params_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(key, value in A, value in B) for every dotted params key that differs."""
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    return [(k, flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(k) != flat_b.get(k)]
+
+
+def render(rows: list[dict], diff: list[tuple], names: tuple[str, str], md: bool) -> str:
+    """The comparison as a Markdown table (for a pull request) or aligned plain text."""
+    header = ["model", f"acc {names[0]}", f"acc {names[1]}", "delta", "95% CI", "p", "test", "verdict"]
+    body = [[r["model"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", f"{r['delta']:+.3f}",
+             f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else "n/a", f"{r['p']:.3g}",
+             f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p"])] for r in rows]
+    changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none"
+    note = (f"delta = {names[1]} - {names[0]}: mean over test subjects of the paired per-subject accuracy "
+            "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "
+            "subjects; p: Wilcoxon signed-rank over subjects (exact McNemar over trials below 6 subjects).")
+    if md:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines + ["", f"Params that differ: {changed}.", "", note]) + "\n"
+    widths = [max(len(x) for x in column) for column in zip(header, *body)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *body]]
+    return "\n".join(lines + ["", f"params that differ: {changed}", note]) + "\n"
+
+
+def compare(a: str, b: str, md: bool = False) -> str:
+    names = (a, b)
+    pred_a, pred_b = load_predictions(a), load_predictions(b)
+    check_comparable(pred_a, pred_b, names)
+    params_a = load_params(a)
+    rows = compare_runs(pred_a, pred_b, seed=int(params_a.get("split", {}).get("seed", 0)))
+    if not rows:
+        raise PipelineError(f"compare: {a} and {b} have no model in common")
+    return render(rows, params_diff(params_a, load_params(b)), names, md)

@@ -1,0 +1,79 @@
+"""pipeline/compare.py: pairing two runs' predictions, refusing runs on different data."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.compare import check_comparable, compare_runs, params_diff, render
+from pipeline.errors import PipelineError
+
+
+def _predictions(right: dict[str, list[bool]], model: str = "fusion", seeds=(0,)) -> pd.DataFrame:
+    """Test predictions of one model: per subject a list of right/wrong, 2 classes."""
+    rows, trial = [], 0
+    for subject, outcomes in right.items():
+        for ok in outcomes:
+            for seed in seeds:
+                rows.append({"model": model, "fold": 0, "seed": seed, "subject": subject, "trial": trial,
+                             "label": "x", "predicted": "x" if ok else "y", "p_x": 0.9 if ok else 0.1,
+                             "p_y": 0.1 if ok else 0.9})
+            trial += 1
+    return pd.DataFrame(rows)
+
+
+SIX = {f"s{k}": [True, True, False, False] for k in range(6)}
+
+
+def test_a_run_against_itself_is_delta_zero_p_one():
+    a = _predictions(SIX)
+    (row,) = compare_runs(a, a.copy(), seed=0)
+    assert row["delta"] == 0.0 and row["p"] == 1.0 and row["ci"] == [0.0, 0.0]
+    assert row["acc_a"] == row["acc_b"] == 0.5 and row["test"] == "wilcoxon" and row["n_subjects"] == 6
+
+
+def test_better_on_every_subject_by_hand():
+    a = _predictions(SIX)
+    b = _predictions({s: [True, True, True, k % 2 == 0] for k, s in enumerate(SIX)})
+    (row,) = compare_runs(a, b, seed=0)
+    # per subject +0.25 or +0.5 -> mean +0.375; all 6 positive -> Wilcoxon 2 / 2**6
+    assert row["delta"] == pytest.approx(0.375) and row["p"] == pytest.approx(2 / 64)
+    assert row["ci"][0] >= 0.25 and row["ci"][1] <= 0.5
+
+
+def test_few_subjects_fall_back_to_mcnemar_over_trials():
+    a = _predictions({"s0": [False] * 4, "s1": [False] * 4})
+    b = _predictions({"s0": [True] * 4, "s1": [True, True, False, False]})
+    (row,) = compare_runs(a, b, seed=0)
+    assert row["test"] == "mcnemar" and row["p"] == pytest.approx(2 / 64)  # 6 discordant, all for b
+
+
+def test_seeds_are_averaged_per_subject():
+    a = _predictions(SIX, seeds=(0, 1))
+    b = a.copy()
+    b.loc[(b["seed"] == 1) & (b["subject"] == "s0"), "predicted"] = "x"  # s0 right on all 4 in seed 1
+    (row,) = compare_runs(a, b, seed=0)
+    assert row["delta"] == pytest.approx((0.75 - 0.5) / 6)
+
+
+def test_runs_on_different_trials_or_classes_are_refused():
+    a = _predictions(SIX)
+    other = _predictions({**SIX, "s9": [True]})
+    with pytest.raises(PipelineError, match=r"do not share test trials and folds \(0 .* only in A, 1 only in B\)"):
+        check_comparable(a, other, ("A", "B"))
+    relabelled = a.rename(columns={"p_y": "p_z"})
+    with pytest.raises(PipelineError, match="do not share classes"):
+        check_comparable(a, relabelled, ("A", "B"))
+    check_comparable(a, a.copy(), ("A", "B"))
+
+
+def test_params_diff_and_markdown():
+    diff = params_diff({"fusion": {"type": "concat", "dropout": 0.3}, "train": {"seeds": [0]}},
+                       {"fusion": {"type": "gated", "dropout": 0.3}, "train": {"seeds": [0]}})
+    assert diff == [("fusion.type", "concat", "gated")]
+    rows = compare_runs(_predictions(SIX), _predictions(SIX), seed=0)
+    text = render(rows, diff, ("HEAD", "exp-1"), md=True)
+    assert text.splitlines()[0] == "| model | acc HEAD | acc exp-1 | delta | 95% CI | p | test | verdict |"
+    assert "| fusion | 0.500 | 0.500 | +0.000 | [+0.000, +0.000] | 1 | wilcoxon, 6 subjects | not significant |" in text
+    assert "fusion.type: 'concat' -> 'gated'" in text
+    assert not np.isnan(rows[0]["p"])

@@ -1,0 +1,117 @@
+"""End to end on other data: a real EEG recording without audio, the EAV layout, and a study
+where only speech carries the class (tests/dvc_project.py builds each project)."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dvc_project import ENV, make_project, ran, run, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def _manifest_over_real_recording(eeg_file: Path, out: Path, window: float) -> None:
+    """Trials cut by onset from one real EEGLAB recording: a window at each event, labelled by
+    the event ('rt' or 'square'), the recording's quarters standing in for 4 subjects."""
+    import mne
+
+    raw = mne.io.read_raw(eeg_file, preload=False, verbose="error")
+    length = raw.n_times / raw.info["sfreq"]
+    rows = [{"subject": f"part{int(onset // (length / 4)) + 1}", "label": label, "eeg_path": str(eeg_file),
+             "eeg_onset": round(float(onset), 4), "eeg_duration": window}
+            for onset, label in zip(raw.annotations.onset, raw.annotations.description)
+            if onset + window <= length]
+    out.mkdir(parents=True)
+    with open(out / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_eeg_only_manifest_over_real_recording(tmp_path_factory, realdata):
+    """A manifest with no audio over a real EEGLAB file runs end to end with fusion.modalities
+    [eeg, topo]; the speech stages are skipped with a note, and fusing mel is a params error."""
+    dest = make_project(tmp_path_factory.mktemp("eeg_only"), {
+        "data": {"source": "manifest", "root": "data/real"},
+        "eeg": {"epoch_seconds": 2.0},
+        "fusion": {"modalities": ["eeg", "topo"]},
+    })
+    _manifest_over_real_recording(realdata / "eeg" / "test_raw.set", dest / "data" / "real", 2.0)
+    out = run(["dvc", "repro", "evaluate"], dest)
+    assert "synthesize" not in ran(out) and "evaluate" in ran(out)
+    assert "features mel: skipped: the data has no audio" in out
+    assert "pretrain mel: skipped" in out
+    report = json.loads((dest / "reports" / "ingest.json").read_text())
+    assert report["modalities"] == ["eeg", "topo"] and report["classes"] == ["rt", "square"]
+    assert report["subjects_kept"] == 4 and report["trials_dropped"] == 0
+    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    assert set(metrics["branches"]) == {"eeg", "topo"}
+    assert 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
+    assert ran(run(["dvc", "repro", "evaluate"], dest)) == set()
+
+    set_params(dest, {"fusion": {"modalities": ["eeg", "mel", "topo"]}})
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "fuse"], cwd=dest, env=ENV, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "fusion.modalities" in proc.stderr and "no audio" in proc.stderr
+
+
+def test_eav_layout_through_the_feature_stages(tmp_path_factory, write_eav):
+    """The EAV source on a generated EAV-shaped folder (4 subjects, 2 s trials cut into 1 s
+    segments) runs through `dvc repro` up to the three views' features (what comes after reads
+    features and the manifest only, the same for every source, and runs end to end above)."""
+    dest = make_project(tmp_path_factory.mktemp("eav"), {
+        "data": {"source": "eav", "root": "data/eav", "eav": {"task": "speaking", "segment_seconds": 1.0}},
+        "eeg": {"epoch_seconds": 1.0},
+        "mel": {"clip_seconds": 1.0},
+    })
+    write_eav(dest / "data" / "eav", n_subjects=4, n_samples=1000, trials_per_class=2)
+    out = run(["dvc", "repro", "features_eeg", "features_mel", "features_topo"], dest)
+    assert ran(out) == {"ingest", "features_eeg", "features_mel", "features_topo"}
+    report = json.loads((dest / "reports" / "ingest.json").read_text())
+    assert report["trials_kept"] == 4 * 5 * 2 * 2  # subjects x emotions x speaking trials x segments
+    assert len(report["eav_pairing"]) == 4 * 5 * 2
+    assert json.loads((dest / "reports" / "mel_clips.json").read_text())["exact"] == 80
+    for modality in ("eeg", "mel", "topo"):
+        features = np.load(dest / "data" / "features" / f"{modality}.npy", mmap_mode="r")
+        assert features.shape[0] == 80 and np.isfinite(features).all()
+
+
+def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path_factory, realdata):
+    """Speech carries the class, EEG none (real EEG windows drawn independently of the labels).
+    A fusion that leans on EEG (an ensemble weighted on it alone) is flagged below its best
+    branch, with a warning; `select: safe` with an unreachable margin reports the branches'
+    choice on every fold, rerunning only fuse and evaluate."""
+    from pipeline.data.studies import write_one_view_study
+
+    dest = make_project(tmp_path_factory.mktemp("study"), {
+        "data": {"source": "manifest", "root": "data/study"},
+        "split": {"scheme": "loso", "val_subjects": 1},
+        "train": {"epochs": 8, "patience": 8},
+        "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0],
+                   "select": "fusion"},
+    })
+    write_one_view_study(dest / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,
+                         trials_per_class=4, trial_seconds=2.0, voice_spread=1.5)
+    out = run(["dvc", "repro", "evaluate"], dest)
+    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    assert metrics["fusion"]["below_best_branch"] is True, metrics["fusion"]
+    assert "warning: fusion (ensemble) is below its best branch" in out
+    assert (dest / "reports" / "summary.md").read_text().split("\n")[2].startswith("> **Warning:**")
+    assert metrics["fusion"]["selected"] == {"fusion": 4}
+    robust = json.loads((dest / "reports" / "robustness.json").read_text())
+    assert set(robust["missing"]) == {"eeg", "mel", "topo"}
+
+    out = run(["dvc", "exp", "run", "evaluate", "-S", "fusion.select=safe", "-S", "fusion.select_margin=1.0"], dest)
+    assert ran(out) == {"fuse", "evaluate"}
+    assert "select safe reports" in out
+    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    assert "fusion" not in metrics["fusion"]["selected"] and sum(metrics["fusion"]["selected"].values()) == 4
+    per_fold = (dest / "reports" / "per_fold.csv").read_text()
+    assert "selected" in per_fold.splitlines()[0]
