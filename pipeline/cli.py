@@ -86,6 +86,12 @@ def fuse(params: str = ParamsOption):
 
 
 @app.command()
+def baselines(params: str = ParamsOption):
+    """Logistic regression on handcrafted features of every view, per fold -> models/baselines/."""
+    run_stage("baselines", params)
+
+
+@app.command()
 def evaluate(params: str = ParamsOption):
     """Test metrics of every branch and the fusion -> reports/metrics.json."""
     run_stage("evaluate", params)

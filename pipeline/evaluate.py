@@ -182,15 +182,23 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
              f"Protocol: `{params.split.scheme}`, {metrics['n_folds']} fold(s) x {metrics['n_seeds']} seed(s), "
              f"subject-disjoint, **{metrics['n_subjects_test']} test subjects**. Each test metric is the mean over "
              "test subjects of the subject's score (itself the mean over seeds), with its 95% bootstrap interval "
-             f"over subjects in brackets; a subject is one observation, its trials are not independent.", "",
-             "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed |",
-             "|---|---|---|---|---|---|---|---|"]
-    rows = [(m, b["test"]) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion["test"])]
-    for name, test in rows:
+             "over subjects in brackets; a subject is one observation, its trials are not independent."
+             + (f" **With {metrics['n_subjects_test']} test subjects these intervals say little** (a bootstrap "
+                "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
+                if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
+             "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
+             "| best baseline of the view (on val) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
+    rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
+    for name, model in rows:
+        test = model["test"]
         seed_std = "n/a" if test["acc_seed_std"] is None else f"{test['acc_seed_std']:.3f}"
+        baseline = (f"{model['best_baseline']} {model['best_baseline_acc']:.3f}"
+                    + (" (**branch below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
         lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
                      f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
-                     f"{'**yes**' if test['collapsed'] else 'no'} |")
+                     f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |")
     lines += ["", f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
                   f"subjects: **{gain_sentence(fusion)}**.", ""]
     selected = fusion.get("selected", {})
@@ -255,6 +263,35 @@ def paired_gain(a: dict, b: dict, seed: int) -> dict:
     trials = sorted(set(a["correct"]) & set(b["correct"]))
     return paired_difference(subject_scores(a), subject_scores(b), seed,
                              [a["correct"][t] for t in trials], [b["correct"][t] for t in trials])
+
+
+def baseline_metrics(scored: dict[str, dict], views: dict[str, str | None], classes: list[str], seed: int) -> dict:
+    """The `baselines` part of metrics.json: per baseline its view, test summary and mean
+    validation accuracy (what picks a view's best baseline)."""
+    return {name: {"view": views[name], "val_acc": mean_val_acc(s), "test": summarize_test(s, classes, seed)}
+            for name, s in scored.items()}
+
+
+def baseline_flags(branches: dict, baselines: dict) -> dict[str, dict]:
+    """Per branch whose view has a baseline: the view's best baseline (chosen on validation),
+    its test accuracy and `below_baseline` when the branch scores below it on test."""
+    flags = {}
+    for m, branch in branches.items():
+        mine = {n: b for n, b in baselines.items() if b["view"] == m}
+        if mine:
+            best = max(mine, key=lambda n: mine[n]["val_acc"])
+            acc = mine[best]["test"]["acc"]
+            flags[m] = {"best_baseline": best, "best_baseline_acc": acc,
+                        "below_baseline": bool(branch["test"]["acc"] < acc)}
+    return flags
+
+
+def below_baseline_message(modality: str, branch: dict) -> str | None:
+    if not branch.get("below_baseline"):
+        return None
+    return (f"branch {modality} is below its view's best classical baseline: test accuracy "
+            f"{branch['test']['acc']:.3f} against {branch['best_baseline']} {branch['best_baseline_acc']:.3f}; "
+            "a fusion gain over it partly measures a weak branch")
 
 
 def below_best_message(fusion: dict) -> str | None:

@@ -40,6 +40,7 @@ def branch_dir(modality: str) -> Path:
 
 
 FUSION_DIR = MODELS / "fusion"
+BASELINES_DIR = MODELS / "baselines"
 FIGURES = REPORTS / "figures"
 PREDICTIONS = REPORTS / "predictions.csv"
 

@@ -147,6 +147,12 @@ class MelParams(Section):
         return self
 
 
+def check_bands(bands: dict[str, tuple[float, float]]) -> None:
+    for name, (low, high) in bands.items():
+        if not 0 < low < high:
+            raise Rule(f"bands.{name}", [low, high], "[low, high] with 0 < low < high")
+
+
 class TopoParams(Section):
     source: Literal["connectivity"]
     bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)
@@ -156,9 +162,7 @@ class TopoParams(Section):
 
     @model_validator(mode="after")
     def _rules(self):
-        for name, (low, high) in self.bands.items():
-            if not 0 < low < high:
-                raise Rule(f"bands.{name}", [low, high], "[low, high] with 0 < low < high")
+        check_bands(self.bands)
         if len(set(self.homology_dimensions)) < len(self.homology_dimensions):
             raise Rule("homology_dimensions", list(self.homology_dimensions), "a non-empty subset of [0, 1]")
         return self
@@ -252,6 +256,21 @@ class FusionParams(Section):
         return []
 
 
+class BaselinesParams(Section):
+    """The baselines stage: scikit-learn logistic regression on handcrafted features of each view,
+    its inverse regularisation C chosen per fold on validation from `c_grid`."""
+
+    c_grid: tuple[Annotated[StrictFloat, allowed("> 0", gt=0)], ...] = allowed("a non-empty list of numbers > 0",
+                                                                                   min_length=1)
+    bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)  # EEG log band power
+    tangent_space: StrictBool  # EEG covariance tangent space (pyriemann) as a baseline too
+
+    @model_validator(mode="after")
+    def _rules(self):
+        check_bands(self.bands)
+        return self
+
+
 class ComputeParams(Section):
     n_jobs: StrictInt  # joblib workers of ingest and the feature stages; -1: one per core
 
@@ -272,6 +291,7 @@ class Params(Section):
     train: TrainParams
     branches: dict[str, TrainParams]  # every modality: `train` with `branches.<m>` on top (parse_params)
     fusion: FusionParams
+    baselines: BaselinesParams
     compute: ComputeParams = ComputeParams(n_jobs=1)
 
     def check_modalities(self, available: list[str], missing_reason: str) -> None:
@@ -286,7 +306,7 @@ class Params(Section):
         return self.branches[modality]
 
 
-SECTIONS = ("data", "split", "eeg", "mel", "topo", "train", "fusion", "compute")
+SECTIONS = ("data", "split", "eeg", "mel", "topo", "train", "fusion", "baselines", "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
               "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
 FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.dataset import Trials
-from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, below_best_message, classification_metrics, gain_sentence,
+from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, baseline_flags, below_baseline_message, below_best_message, classification_metrics, gain_sentence,
                                model_metrics, prediction_entropy, prediction_table, robustness_summary, score_model,
                                selection_metrics, subject_scores, summarize_test)
 
@@ -235,3 +235,18 @@ def test_robustness_summary_averages_runs_and_views_they_had():
     assert out["missing"] == pytest.approx({"eeg": 0.7, "mel": 0.3})
     assert out["noise"]["mel"]["1"] == pytest.approx(0.4)
     assert robustness_summary({}) == {}
+
+
+def test_baseline_flags_take_the_views_best_baseline_on_validation():
+    branches = {"eeg": {"test": {"acc": 0.45}}, "mel": {"test": {"acc": 0.60}}}
+    baselines = {"eeg_band_power": {"view": "eeg", "val_acc": 0.50, "test": {"acc": 0.40}},
+                 "eeg_tangent_space": {"view": "eeg", "val_acc": 0.55, "test": {"acc": 0.50}},
+                 "early_fusion": {"view": None, "val_acc": 0.90, "test": {"acc": 0.90}}}
+    flags = baseline_flags(branches, baselines)
+    # tangent space is best on validation, so it is the reference although band power is lower on test
+    assert flags == {"eeg": {"best_baseline": "eeg_tangent_space", "best_baseline_acc": 0.50, "below_baseline": True}}
+    message = below_baseline_message("eeg", {**branches["eeg"], **flags["eeg"]})
+    assert "branch eeg" in message and "0.450" in message and "eeg_tangent_space 0.500" in message
+    branches["eeg"]["test"]["acc"] = 0.55
+    assert not baseline_flags(branches, baselines)["eeg"]["below_baseline"]
+    assert below_baseline_message("mel", branches["mel"]) is None

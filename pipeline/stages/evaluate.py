@@ -8,7 +8,8 @@ import pandas as pd
 from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
 from pipeline.errors import warn
-from pipeline.evaluate import (below_best_message, gain_sentence, model_metrics, prediction_table, robustness_summary, score_model,
+from pipeline.evaluate import (baseline_flags, baseline_metrics, below_baseline_message, below_best_message,
+                               gain_sentence, model_metrics, prediction_table, robustness_summary, score_model,
                                selection_metrics, summarize_test, summary_markdown)
 from pipeline.params import Params
 from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
@@ -32,6 +33,10 @@ def run(params: Params) -> None:
     probs |= {"fusion": np.load(io.FUSION_DIR / "probabilities.npy"),
               "fusion_trained": np.load(io.FUSION_DIR / "trained_probabilities.npy")}
     scored = {name: score_model(name, p, trials, seeds) for name, p in probs.items() if name != "fusion_trained"}
+    baseline_probs = dict(np.load(io.BASELINES_DIR / "probabilities.npz"))
+    baseline_views = {n: v["view"] for n, v in io.read_json(io.BASELINES_DIR / "selection.json").items()}
+    # deterministic fits, one per fold: scored under the first seed
+    scored_baselines = {n: score_model(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()}
     for name, s in scored.items():
         for r in s["test"]:
             if r["collapsed"]:
@@ -45,6 +50,12 @@ def run(params: Params) -> None:
     selected, informative = selection_metrics(decisions, fused)
     for m, flags in informative.items():
         metrics["branches"][m].update(flags)
+    metrics["baselines"] = baseline_metrics(scored_baselines, baseline_views, trials.classes, seed)
+    for m, flags in baseline_flags(metrics["branches"], metrics["baselines"]).items():
+        metrics["branches"][m].update(flags)
+        message = below_baseline_message(m, metrics["branches"][m])
+        if message:
+            warn(message)
     trained = score_model("fusion_trained", probs["fusion_trained"], trials, seeds)
     runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
     robust = robustness_summary(runs)
@@ -80,12 +91,14 @@ def run(params: Params) -> None:
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
     io.write_json(io.REPORTS / "robustness.json", robust)
     plots.plot_robustness(io.FIGURES / "robustness.png", robust)
+    all_scored = scored | scored_baselines
     with io.atomic_path(io.PREDICTIONS) as tmp:
-        pd.concat([prediction_table(name, p, trials, seeds) for name, p in probs.items()]).to_csv(tmp, index=False)
+        pd.concat([prediction_table(name, p, trials, seeds) for name, p in probs.items()]
+                  + [prediction_table(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
-        pd.DataFrame([r for s in scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
+        pd.DataFrame([r for s in all_scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
-        pd.DataFrame([r for s in scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
+        pd.DataFrame([r for s in all_scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "confusion") as tmp:  # one file a model, for `dvc plots`
         tmp.mkdir()
         for name, s in scored.items():

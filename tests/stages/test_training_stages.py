@@ -14,7 +14,7 @@ from pipeline import io
 from pipeline.fusion import load_fusion
 from pipeline.nets import load_branch
 from pipeline.params import parse_params
-from pipeline.stages import evaluate, fuse, normalize, pretrain, split
+from pipeline.stages import baselines, evaluate, fuse, normalize, pretrain, split
 
 SUBJECTS = [f"s{k}" for k in range(6)]
 CLASSES = ["a", "b", "c"]
@@ -70,6 +70,7 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     assert np.load(io.FUSION_DIR / "probabilities.npy").shape == (2, 2, len(labels), 3)
     model = load_fusion(io.FUSION_DIR / "fold1_seed1.pt")
     assert list(model.branches) == list(p.fusion.modalities)
+    baselines.run(p)
     evaluate.run(p)
     metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
     assert metrics["n_folds"] == 2 and metrics["n_seeds"] == 2 and metrics["n_subjects_test"] == 6
@@ -82,7 +83,13 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     assert summary.startswith("# Results") and "**6 test subjects**" in summary and "p = " in summary
     # every model's test predictions: each trial once per seed (kfold tests every subject once)
     predictions = pd.read_csv(tmp / "reports" / "predictions.csv")
-    assert set(predictions["model"]) == {"eeg", "mel", "topo", "fusion", "fusion_trained"}
+    assert set(predictions["model"]) == {"eeg", "mel", "topo", "fusion", "fusion_trained", "eeg_band_power",
+                                         "eeg_tangent_space", "mel_stats", "topo_images", "early_fusion"}
+    # eeg and topo carry the class here, mel does not: their baselines are flagged per view
+    assert set(metrics["baselines"]) == {"eeg_band_power", "eeg_tangent_space", "mel_stats", "topo_images",
+                                         "early_fusion"}
+    assert metrics["branches"]["mel"]["best_baseline"] == "mel_stats"
+    assert metrics["baselines"]["early_fusion"]["view"] is None
     eeg = predictions[predictions["model"] == "eeg"]
     assert len(eeg) == 2 * len(labels) and sorted(set(eeg["trial"])) == list(range(len(labels)))
     probs = np.load(io.branch_dir("eeg") / "probabilities.npy")

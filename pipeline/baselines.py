@@ -1,0 +1,116 @@
+"""Classical baselines: what a branch network has to beat before its fusion gain means anything.
+
+Per view, a scikit-learn logistic regression on simple handcrafted features of the pipeline's
+own feature arrays: EEG log band power per channel and band; the EEG covariance matrix in its
+tangent space (pyriemann); log-mel mean and std per mel bin over time; the persistence images
+pooled to 8 x 8 bins and flattened; and early fusion (all the fixed features side by side).
+Every fitted step (standardisation, the tangent space's reference point, the classifier) sees
+the fold's train trials only, and the regularisation C is the one with the best validation
+accuracy (the most regularised on ties).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.signal import welch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipeline.params import BaselinesParams
+
+
+def log_band_power(eeg: np.ndarray, sfreq: float, bands: dict[str, tuple[float, float]]) -> np.ndarray:
+    """(n, channels, samples) -> (n, channels * bands): log mean Welch power in each band
+    (1 s windows, or the whole epoch if shorter), channel-major."""
+    freqs, psd = welch(eeg, fs=sfreq, nperseg=min(eeg.shape[-1], int(sfreq)), axis=-1)
+    power = [psd[..., (freqs >= low) & (freqs < high)].mean(axis=-1) for low, high in bands.values()]
+    return np.log(np.stack(power, axis=-1) + 1e-30).reshape(len(eeg), -1)
+
+
+def mel_statistics(mel: np.ndarray) -> np.ndarray:
+    """(n, 1, n_mels, n_frames) log-mel -> (n, 2 * n_mels): mean and std of each bin over time."""
+    x = mel.reshape(len(mel), mel.shape[-2], mel.shape[-1])
+    return np.concatenate([x.mean(axis=-1), x.std(axis=-1)], axis=1)
+
+
+IMAGE_BINS = 8
+
+
+def pooled_images(images: np.ndarray, bins: int = IMAGE_BINS) -> np.ndarray:
+    """(n, channels, b, b) persistence images -> (n, channels * bins * bins): each image averaged
+    over blocks down to at most bins x bins, flattened. A 6 x 32 x 32 image is 6,144 inputs for a
+    few hundred train trials: slow to fit and no better for it."""
+    n, c, b, _ = images.shape
+    k = max(1, b // bins)
+    b = b // k * k
+    blocks = images[..., :b, :b].reshape(n, c, b // k, k, b // k, k)
+    return blocks.mean(axis=(3, 5)).reshape(n, -1)
+
+
+def tangent_space_steps() -> list:
+    """OAS-shrunk channel covariance mapped to the Riemannian tangent space at the train mean."""
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+
+    return [Covariances(estimator="oas"), TangentSpace(metric="riemann")]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One baseline: the view it stands for (None: several), the views it reads, how it turns
+    their feature arrays into a (n, d) input, and steps fitted before scaling (e.g. tangent space)."""
+    view: str | None
+    reads: tuple[str, ...]
+    features: Callable[[dict[str, np.ndarray], float, BaselinesParams], np.ndarray]
+    fitted_steps: Callable[[], list] = list
+
+
+BASELINES = {
+    "eeg_band_power": Baseline("eeg", ("eeg",), lambda x, sfreq, p: log_band_power(x["eeg"], sfreq, p.bands)),
+    "eeg_tangent_space": Baseline("eeg", ("eeg",), lambda x, sfreq, p: x["eeg"].astype(np.float64),
+                                  tangent_space_steps),
+    "mel_stats": Baseline("mel", ("mel",), lambda x, sfreq, p: mel_statistics(x["mel"])),
+    "topo_images": Baseline("topo", ("topo",), lambda x, sfreq, p: pooled_images(x["topo"])),
+}
+FIXED = ("eeg_band_power", "mel_stats", "topo_images")  # what early fusion concatenates
+
+
+def early_fusion_features(x: dict[str, np.ndarray], sfreq: float, p: BaselinesParams) -> np.ndarray:
+    return np.concatenate([BASELINES[name].features(x, sfreq, p) for name in FIXED
+                           if set(BASELINES[name].reads) <= set(x)], axis=1)
+
+
+BASELINES["early_fusion"] = Baseline(None, ("eeg", "mel", "topo"), early_fusion_features)
+
+
+def chosen(p: BaselinesParams, available: list[str]) -> list[str]:
+    """The baselines to run on data with the `available` views (early fusion: of what is there,
+    when that is at least two views)."""
+    names = [n for n, b in BASELINES.items() if b.view is not None and b.view in available]
+    names = [n for n in names if n != "eeg_tangent_space" or p.tangent_space]
+    if len([m for m in available if m in BASELINES["early_fusion"].reads]) >= 2:
+        names.append("early_fusion")
+    return names
+
+
+def fit_on_fold(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray], n_classes: int,
+                c_grid, fitted_steps: Callable[[], list] = list) -> tuple[np.ndarray, float, float]:
+    """Fit on the fold's train trials for every C, keep the best on validation.
+
+    Returns class probabilities of every trial (n, n_classes; 0 for a class train never had),
+    the C kept and its validation accuracy.
+    """
+    best = None
+    for c in sorted(c_grid):
+        model = make_pipeline(*fitted_steps(), StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+        model.fit(x[index["train"]], labels[index["train"]])
+        acc = float(model.score(x[index["val"]], labels[index["val"]]))
+        if best is None or acc > best[2]:
+            best = (model, c, acc)
+    model, c, acc = best
+    probs = np.zeros((len(x), n_classes))
+    probs[:, model.classes_] = model.predict_proba(x)
+    return probs, c, acc

@@ -1,0 +1,104 @@
+"""pipeline/baselines.py: handcrafted features by hand, train-only fitting, C chosen on validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.baselines import BASELINES, chosen, fit_on_fold, log_band_power, mel_statistics, pooled_images
+
+
+def test_log_band_power_finds_the_band_of_a_sine():
+    sfreq = 128.0
+    t = np.arange(256) / sfreq
+    eeg = np.stack([np.sin(2 * np.pi * 10 * t), np.sin(2 * np.pi * 20 * t)])[None]  # alpha, beta
+    bands = {"theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0)}
+    power = log_band_power(eeg, sfreq, bands).reshape(2, 3)  # channel-major
+    assert power[0].argmax() == 1 and power[1].argmax() == 2
+    assert power[0, 1] - power[0, 0] > 5  # orders of magnitude, in log units
+
+
+def test_mel_statistics_by_hand():
+    mel = np.array([[1.0, 3.0], [2.0, 2.0]])[None, None]  # 1 trial, 2 bins, 2 frames
+    assert mel_statistics(mel).tolist() == [[2.0, 2.0, 1.0, 0.0]]
+
+
+def test_pooled_images_average_blocks():
+    images = np.arange(16, dtype=float).reshape(1, 1, 4, 4)
+    pooled = pooled_images(images, bins=2)
+    assert pooled.tolist() == [[np.mean([0, 1, 4, 5]), np.mean([2, 3, 6, 7]), np.mean([8, 9, 12, 13]),
+                                np.mean([10, 11, 14, 15])]]
+    assert pooled_images(np.zeros((3, 6, 32, 32))).shape == (3, 6 * 8 * 8)
+
+
+def _problem(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    x = rng.standard_normal((n, 5))
+    x[:, 0] += labels  # one informative feature
+    index = {"train": np.arange(0, 60), "val": np.arange(60, 75), "test": np.arange(75, 90)}
+    return x, labels, index
+
+
+def test_fit_on_fold_picks_c_on_validation_and_ignores_test():
+    x, labels, index = _problem()
+    probs, c, val_acc = fit_on_fold(x, labels, index, 3, c_grid=(1e-4, 1.0))
+    assert c == 1.0 and val_acc > 0.5  # C = 1e-4 shrinks every weight to ~0: chance on validation
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    # test trials changed beyond recognition change nothing of the fit, only their own predictions
+    x2 = x.copy()
+    x2[index["test"]] = 100.0
+    probs2, c2, val_acc2 = fit_on_fold(x2, labels, index, 3, c_grid=(1e-4, 1.0))
+    assert (c2, val_acc2) == (c, val_acc)
+    np.testing.assert_allclose(probs2[index["val"]], probs[index["val"]])
+
+
+def test_fit_on_fold_standardises_on_train_only():
+    """Making one validation trial an outlier leaves every train prediction as it was: the scaler
+    and the classifier see train trials only (a scaler fitted on every trial would shift)."""
+    x, labels, index = _problem()
+    probs, _, _ = fit_on_fold(x, labels, index, 3, c_grid=(1.0,))
+    x2 = x.copy()
+    x2[index["val"][0]] *= 50
+    probs2, _, _ = fit_on_fold(x2, labels, index, 3, c_grid=(1.0,))
+    np.testing.assert_allclose(probs2[index["train"]], probs[index["train"]])
+
+
+def test_a_class_missing_from_train_gets_probability_zero():
+    x, labels, index = _problem()
+    labels = labels.copy()
+    labels[index["train"]] = np.where(labels[index["train"]] == 2, 0, labels[index["train"]])
+    probs, _, _ = fit_on_fold(x, labels, index, 3, c_grid=(1.0,))
+    assert probs.shape == (90, 3) and np.all(probs[:, 2] == 0)
+
+
+def test_tangent_space_baseline_fits_on_eeg():
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 2
+    eeg = rng.standard_normal((60, 4, 128))
+    eeg[labels == 1, 0] *= 3  # class 1: channel 0 louder
+    index = {"train": np.arange(40), "val": np.arange(40, 50), "test": np.arange(50, 60)}
+    baseline = BASELINES["eeg_tangent_space"]
+    probs, _, val_acc = fit_on_fold(baseline.features({"eeg": eeg}, 128.0, None), labels, index, 2, (1.0,),
+                                    baseline.fitted_steps)
+    assert val_acc == 1.0 and (probs[index["test"]].argmax(1) == labels[index["test"]]).all()
+
+
+def test_chosen_follows_the_views_and_params(params):
+    p = params.baselines
+    assert chosen(p, ["eeg", "mel", "topo"]) == ["eeg_band_power", "eeg_tangent_space", "mel_stats", "topo_images",
+                                                 "early_fusion"]
+    assert chosen(p, ["eeg", "topo"]) == ["eeg_band_power", "eeg_tangent_space", "topo_images", "early_fusion"]
+    assert "eeg_tangent_space" not in chosen(p.model_copy(update={"tangent_space": False}), ["eeg", "topo"])
+
+
+@pytest.mark.parametrize("views", [("eeg", "mel", "topo"), ("eeg", "topo")])
+def test_early_fusion_concatenates_the_fixed_features_of_the_views_there(views):
+    rng = np.random.default_rng(0)
+    x = {"eeg": rng.standard_normal((2, 3, 128)), "mel": rng.standard_normal((2, 1, 4, 6)),
+         "topo": rng.standard_normal((2, 2, 16, 16))}
+    x = {m: x[m] for m in views}
+
+    class P:
+        bands = {"alpha": (8.0, 13.0)}
+    width = BASELINES["early_fusion"].features(x, 128.0, P).shape[1]
+    assert width == 3 + (8 if "mel" in views else 0) + 2 * 64
