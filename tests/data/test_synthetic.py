@@ -132,3 +132,20 @@ def test_frontal_blinks_larger_than_occipital(generated):
     x = raw.copy().filter(None, 3.0, verbose="error").get_data(units="uV")
     fp1, o1 = CHANNELS.index("Fp1"), CHANNELS.index("O1")
     assert np.abs(x[fp1]).max() > 2 * np.abs(x[o1]).max()
+
+
+@pytest.mark.parametrize("clusters", [(8,), (4, 4), (2, 2, 2, 2)])
+def test_average_reference_keeps_coupled_channels_as_loud_as_the_others(clusters):
+    """The coupling layout is for the topology view only: after an average reference every
+    channel keeps the same band power whatever its cluster (with in-phase clusters the members
+    of the 8-channel cluster kept about 0.6 of the others' power, and band power saw the layout)."""
+    from pipeline.data.synthetic import _coupled
+
+    rng = np.random.default_rng(0)
+    x = _coupled(rng, 256 * 60, clusters, 0.55, 4.0, 8.0, 256.0)
+    corr = np.abs(np.corrcoef(x))
+    np.fill_diagonal(corr, 0)
+    members = corr.max(axis=1) > 0.4  # the coupling is there for the topology view: |corr| ~ strength
+    assert members.sum() == 8
+    power = (x - x.mean(axis=0)).var(axis=1)
+    assert power[members].mean() / power[~members].mean() == pytest.approx(1.0, abs=0.12)
