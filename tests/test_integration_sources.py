@@ -3,6 +3,7 @@ where only speech carries the class (tests/dvc_project.py builds each project)."
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import json
 import subprocess
 import sys
@@ -16,17 +17,21 @@ from dvc_project import ENV, make_project, ran, run, set_params
 pytestmark = pytest.mark.slow
 
 
-def _manifest_over_real_recording(eeg_file: Path, out: Path, window: float) -> None:
-    """Trials cut by onset from one real EEGLAB recording: a window at each event, labelled by
-    the event ('rt' or 'square'), the recording's quarters standing in for 4 subjects."""
+def _manifest_over_real_recording(eeg_file: Path, out: Path, window: float, per_label: int = 6) -> None:
+    """Trials cut by onset from one real EEGLAB recording: a window at the first `per_label`
+    events of each label ('rt' or 'square') in each quarter of the recording, the quarters
+    standing in for 4 subjects."""
     import mne
 
     raw = mne.io.read_raw(eeg_file, preload=False, verbose="error")
     length = raw.n_times / raw.info["sfreq"]
-    rows = [{"subject": f"part{int(onset // (length / 4)) + 1}", "label": label, "eeg_path": str(eeg_file),
-             "eeg_onset": round(float(onset), 4), "eeg_duration": window}
-            for onset, label in zip(raw.annotations.onset, raw.annotations.description)
-            if onset + window <= length]
+    rows, taken = [], Counter()
+    for onset, label in zip(raw.annotations.onset, raw.annotations.description):
+        part = f"part{int(onset // (length / 4)) + 1}"
+        if onset + window <= length and taken[part, label] < per_label:
+            taken[part, label] += 1
+            rows.append({"subject": part, "label": label, "eeg_path": str(eeg_file),
+                         "eeg_onset": round(float(onset), 4), "eeg_duration": window})
     out.mkdir(parents=True)
     with open(out / "manifest.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
