@@ -16,7 +16,7 @@ import yaml
 
 from pipeline import io
 from pipeline.errors import PipelineError
-from pipeline.stats import paired_difference, verdict
+from pipeline.stats import MIN_SUBJECTS_WILCOXON, paired_difference, signed_interval, verdict
 
 WORKSPACE = "workspace"
 TRIAL_KEYS = ["fold", "subject", "trial", "label"]
@@ -112,12 +112,13 @@ def render(rows: list[dict], diff: list[tuple], names: tuple[str, str], md: bool
     """The comparison as a Markdown table (for a pull request) or aligned plain text."""
     header = ["model", f"acc {names[0]}", f"acc {names[1]}", "delta", "95% CI", "p", "test", "verdict"]
     body = [[r["model"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", f"{r['delta']:+.3f}",
-             f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else "n/a", f"{r['p']:.3g}",
+             signed_interval(r["ci"], digits=3).strip() or "n/a", f"{r['p']:.3g}",
              f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p"])] for r in rows]
     changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none"
     note = (f"delta = {names[1]} - {names[0]}: mean over test subjects of the paired per-subject accuracy "
             "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "
-            "subjects; p: Wilcoxon signed-rank over subjects (exact McNemar over trials below 6 subjects).")
+            f"subjects; p: Wilcoxon signed-rank over subjects (exact McNemar over trials below "
+            f"{MIN_SUBJECTS_WILCOXON} subjects).")
     if md:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

@@ -14,7 +14,8 @@ from pipeline.dataset import Trials
 from pipeline.params import Params
 from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
-from pipeline.stats import MIN_SUBJECTS_WILCOXON, bootstrap_ci, paired_difference, sample_std, verdict
+from pipeline.stats import (MIN_SUBJECTS_WILCOXON, bootstrap_ci, finite, paired_difference, sample_std,
+                            signed_interval, verdict)
 
 METRICS = ("acc", "f1_macro", "kappa", "auc")
 # A model is flagged as collapsed when one class takes at least this share of its test predictions.
@@ -109,8 +110,7 @@ def subject_scores(scored: dict, metric: str = "acc") -> dict[str, float | None]
 
 def _mean_or_none(values) -> float | None:
     """Mean of the finite values; None when there are none (a class no test part showed)."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
+    values = finite(values)
     return float(values.mean()) if len(values) else None
 
 
@@ -169,7 +169,7 @@ def gain_sentence(fusion: dict) -> str:
     test = (f"Wilcoxon signed-rank over {n} test subjects" if fusion["gain_test"] == "wilcoxon" else
             f"exact McNemar over test trials: {n} test subject(s) are too few for a test over subjects, "
             f"which needs at least {MIN_SUBJECTS_WILCOXON}")
-    interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else " (no interval: one test subject)"
+    interval = signed_interval(ci) or " (no interval: one test subject)"
     return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} ({test}): {verdict(p)}"
 
 
@@ -299,11 +299,10 @@ def below_best_message(fusion: dict) -> str | None:
     if not fusion["below_best_branch"]:
         return None
     best = fusion["best_branch_on_val"]
-    ci = fusion["gain_ci"]
     return (f"fusion ({fusion['type']}) is below its best branch: test accuracy {fusion['test']['acc']:.3f} against "
             f"{best} (best on validation) {fusion['test']['acc'] - fusion['gain_over_best_branch']:.3f}, "
             f"gap {fusion['gain_over_best_branch']:+.3f}"
-            + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+            + signed_interval(fusion["gain_ci"])
             + f", p = {fusion['gain_p']:.2g} ({verdict(fusion['gain_p'])}); consider fusion.select: safe")
 
 

@@ -19,13 +19,18 @@ ALPHA = 0.05
 MIN_SUBJECTS_WILCOXON = 6
 
 
+def finite(values) -> np.ndarray:
+    """The finite entries of `values` as float64 (undefined scores, NaN, left out)."""
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
 def bootstrap_ci(values, seed: int) -> list[float] | None:
     """95% percentile-bootstrap interval of the mean of `values` (one per subject; NaN left out).
 
     None with fewer than 2 values (no spread to resample); [v, v] when all values are equal.
     """
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
+    values = finite(values)
     if len(values) < 2:
         return None
     if np.ptp(values) == 0:
@@ -37,16 +42,14 @@ def bootstrap_ci(values, seed: int) -> list[float] | None:
 
 def sample_std(values) -> float | None:
     """Sample standard deviation (ddof=1) of the finite values; None with fewer than 2."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
+    values = finite(values)
     return float(np.std(values, ddof=1)) if len(values) >= 2 else None
 
 
 def wilcoxon_p(differences) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired differences (one per subject); zero
     differences are dropped (scipy's 'wilcox'), and no non-zero difference gives p = 1."""
-    d = np.asarray(differences, dtype=np.float64)
-    d = d[np.isfinite(d)]
+    d = finite(differences)
     if not np.any(d != 0):
         return 1.0
     return float(wilcoxon(d, zero_method="wilcox").pvalue)
@@ -81,3 +84,8 @@ def paired_difference(a: dict, b: dict, seed: int, correct_a=None, correct_b=Non
 
 def verdict(p: float) -> str:
     return "significant" if p < ALPHA else "not significant"
+
+
+def signed_interval(ci: list[float] | None, digits: int = 2) -> str:
+    """` [-0.02, +0.10]` for a difference's interval; '' when there is none."""
+    return f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else ""

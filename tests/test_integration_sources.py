@@ -2,15 +2,16 @@
 where only speech carries the class (tests/dvc_project.py builds each project)."""
 from __future__ import annotations
 
-import csv
-from collections import Counter
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from pipeline.data.synthetic import write_manifest
 
 from dvc_project import ENV, make_project, ran, run, set_params
 
@@ -33,10 +34,7 @@ def _manifest_over_real_recording(eeg_file: Path, out: Path, window: float, per_
             rows.append({"subject": part, "label": label, "eeg_path": str(eeg_file),
                          "eeg_onset": round(float(onset), 4), "eeg_duration": window})
     out.mkdir(parents=True)
-    with open(out / "manifest.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(out / "manifest.csv", rows)
 
 
 def test_eeg_only_manifest_over_real_recording(tmp_path_factory, realdata):
