@@ -287,7 +287,7 @@ def test_ranges_are_declared_beside_the_fields(raw):
 
 def test_dump_round_trip(params):
     """A section's model_dump() validates back to the same section (what fusion checkpoints rely on)."""
-    for section in ("data", "split", "eeg", "mel", "topo", "train", "fusion", "compute"):
+    for section in ("data", "split", "eeg", "mel", "topo", "train", "fusion", "baselines", "compute"):
         obj = getattr(params, section)
         assert type(obj).model_validate(obj.model_dump()) == obj
 
@@ -396,3 +396,11 @@ def test_loading_params_imports_no_heavy_library():
             "print([m for m in ('torch', 'mne', 'librosa', 'pandas', 'dvclive') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_baselines_section_is_declared(raw):
+    assert _error(_with(raw, "baselines.c_grid", [1.0, 0.0])) == (
+        "params: baselines.c_grid[1] = 0.0 is not allowed; allowed: > 0")
+    assert _error(_with(raw, "baselines.c_grid", [])).startswith("params: baselines.c_grid = [] is not allowed")
+    assert "baselines.bands.alpha" in _error(_with(raw, "baselines.bands", {"alpha": [13.0, 8.0]}))
+    assert _error(_with(raw, "baselines.tangent_space", "yes")).endswith("true or false")
