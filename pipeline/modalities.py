@@ -16,16 +16,19 @@ class Modality:
     section: str                 # the params.yaml section of its feature knobs
     features: str                # module whose `compute(params)` makes the feature array
     norm_axes: tuple[int, ...]   # axes the train statistics pool over (0: trials)
-    encoder: str                 # default branch encoder, a name in pipeline.nets.ENCODERS
+    encoders: tuple[str, ...]    # branch encoders it accepts (names in pipeline.nets.ENCODERS); first: default
     needs_audio: bool            # only data with audio has this view
 
 
+# (n, channels, times) encoders: the package's own two and braindecode's models
+EEG_ENCODERS = ("log_power", "filterbank", "shallow_fbcsp", "eegnet")
+
 MODALITIES: dict[str, Modality] = {
     # EEG: statistics per channel; (n, channels, times)
-    "eeg": Modality("eeg", "eeg", "pipeline.features.eeg", (0, 2), "filterbank", False),
+    "eeg": Modality("eeg", "eeg", "pipeline.features.eeg", (0, 2), EEG_ENCODERS, False),
     # log-mel: per frequency bin; (n, 1, mels, frames)
-    "mel": Modality("mel", "mel", "pipeline.features.mel", (0, 1, 3), "image_cnn", True),
+    "mel": Modality("mel", "mel", "pipeline.features.mel", (0, 1, 3), ("image_cnn",), True),
     # persistence images: per image channel (band x homology dimension); (n, c, bins, bins)
-    "topo": Modality("topo", "topo", "pipeline.features.topo", (0, 2, 3), "image_cnn", False),
+    "topo": Modality("topo", "topo", "pipeline.features.topo", (0, 2, 3), ("image_cnn",), False),
 }
 NAMES: tuple[str, ...] = tuple(MODALITIES)

@@ -46,6 +46,29 @@ class EEGEncoder(nn.Module):
         return self.project(x.flatten(1))
 
 
+class LogPowerEncoder(nn.Module):
+    """Learned filter bank on every channel, log of each filter's mean power over the epoch,
+    then a linear mix: the classical log band-power features, with the bands learned.
+
+    (batch, n_channels, n_times) -> (batch, embed_dim). The same `bands` temporal filters run on
+    every channel (few weights: it does not overfit a few hundred trials), and the log comes
+    before any mixing of channels, so a power ratio between channels (frontal alpha asymmetry) is
+    a linear function of its features, as it is for logistic regression on band power.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int, dropout: float, bands: int = 6):
+        super().__init__()
+        n_channels, n_times = in_shape
+        self.filters = nn.Conv2d(1, bands, (1, max(3, n_times // 8)), bias=False)
+        self.norm = nn.BatchNorm1d(n_channels * bands)
+        self.project = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_channels * bands, embed_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        filtered = self.filters(x[:, None])                      # (batch, bands, channels, times')
+        log_power = torch.log((filtered * filtered).mean(-1).clamp_min(1e-6))
+        return self.project(self.norm(log_power.flatten(1)))
+
+
 class ImageEncoder(nn.Module):
     """Small CNN for multi-channel images (log-mel spectrograms, persistence images).
 
@@ -72,8 +95,49 @@ class ImageEncoder(nn.Module):
         return self.project(self.features(x))
 
 
-# Encoder registry: name -> class; each modality names its default in pipeline.modalities.
-ENCODERS: dict[str, type[nn.Module]] = {"filterbank": EEGEncoder, "image_cnn": ImageEncoder}
+class BraindecodeEncoder(nn.Module):
+    """A braindecode model as an encoder: its last layer gives `embed_dim` outputs instead of
+    class scores (the branch's own head classifies). Imported on use: braindecode pulls in MNE.
+
+    (batch, n_channels, n_times) -> (batch, embed_dim).
+    """
+
+    model_name = ""      # a class in braindecode.models
+    extra: dict = {}     # its constructor arguments beyond shape, outputs and dropout
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int, dropout: float):
+        super().__init__()
+        import braindecode.models
+
+        n_channels, n_times = in_shape
+        model = getattr(braindecode.models, self.model_name)
+        self.net = model(n_chans=n_channels, n_outputs=embed_dim, n_times=n_times, final_conv_length="auto",
+                         drop_prob=dropout, **self.extra)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ShallowFBCSPEncoder(BraindecodeEncoder):
+    """ShallowFBCSPNet (Schirrmeister et al. 2017) from braindecode, with its defaults: temporal
+    then spatial convolution, squaring, mean pooling, log (the FBCSP pipeline as a network)."""
+
+    model_name = "ShallowFBCSPNet"
+    extra = {"add_log_softmax": False}
+
+
+class EEGNetEncoder(BraindecodeEncoder):
+    """EEGNet-8,2 (Lawhern et al. 2018; braindecode's EEGNetv4) with its defaults: temporal
+    convolution, depthwise spatial convolution, separable convolution."""
+
+    model_name = "EEGNetv4"
+
+
+# Encoder registry: name -> class; each modality lists the ones it accepts in pipeline.modalities.
+ENCODERS: dict[str, type[nn.Module]] = {
+    "log_power": LogPowerEncoder, "filterbank": EEGEncoder, "shallow_fbcsp": ShallowFBCSPEncoder,
+    "eegnet": EEGNetEncoder, "image_cnn": ImageEncoder,
+}
 
 
 class BranchClassifier(nn.Module):
@@ -89,7 +153,7 @@ class BranchClassifier(nn.Module):
         super().__init__()
         self.modality, self.in_shape, self.n_classes = modality, tuple(int(d) for d in in_shape), n_classes
         self.embed_dim, self.dropout, self.temperature = embed_dim, dropout, temperature
-        self.encoder_name = encoder or MODALITIES[modality].encoder
+        self.encoder_name = encoder or MODALITIES[modality].encoders[0]
         self.encoder = ENCODERS[self.encoder_name](self.in_shape, embed_dim, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, n_classes))
 

@@ -20,6 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Str
                       ValidationError, field_validator, model_validator)
 
 from pipeline.errors import PipelineError
+from pipeline.modalities import MODALITIES as MODALITY_SPECS
 from pipeline.modalities import NAMES as MODALITIES
 
 FUSION_TYPES = ("concat", "gated", "cross_attention", "film", "transformer", "weighted", "late", "ensemble")
@@ -183,6 +184,7 @@ class TrainParams(Section):
     focal_gamma: StrictFloat = allowed(">= 0", ge=0)
     loss_temperature: StrictFloat = allowed("> 0", gt=0)
     device: Literal["auto", "cpu", "cuda"]
+    encoder: StrictStr | None = None  # branches.<m> only; None: the view's default (pipeline.modalities)
 
     @field_validator("seeds")
     @classmethod
@@ -395,6 +397,9 @@ def parse_params(raw: dict) -> Params:
         if name not in raw:
             raise ParamsError(f"params: section {name} is missing; required: {', '.join(allowed_sections)}")
         built[name] = _section(models[name], raw[name], name)
+    if built["train"].encoder is not None:
+        raise not_allowed("train.encoder", built["train"].encoder,
+                          "only per branch (branches.<m>.encoder): the views take different encoders")
 
     overrides = raw.get("branches") or {}
     if not isinstance(overrides, dict):
@@ -411,7 +416,11 @@ def parse_params(raw: dict) -> Params:
         if "seeds" in override:
             raise not_allowed(f"{key}.seeds", override["seeds"],
                               "no per-branch seeds (every branch and the fusion train on train.seeds)")
-        branches[modality] = _section(TrainParams, {**raw["train"], **override}, key)
+        branch = _section(TrainParams, {**raw["train"], **override}, key)
+        encoders = MODALITY_SPECS[modality].encoders
+        if branch.encoder not in (None, *encoders):
+            raise not_allowed(f"{key}.encoder", branch.encoder, ", ".join(encoders))
+        branches[modality] = branch.model_copy(update={"encoder": branch.encoder or encoders[0]})
     return Params(branches=branches, **built)
 
 

@@ -14,7 +14,8 @@ def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, 
     """Train one branch on `data`'s train part, selected on its val part."""
     generator = seed_everything(seed)
     in_shape = tuple(data.inputs[modality].shape[1:])
-    model = BranchClassifier(modality, in_shape, n_classes, p.embed_dim, p.dropout, temperature=p.loss_temperature)
+    model = BranchClassifier(modality, in_shape, n_classes, p.embed_dim, p.dropout, p.encoder,
+                             temperature=p.loss_temperature)
     train, val = data.part("train"), data.part("val")
     loss = ClassificationLoss(p.loss, p.loss_temperature, p.focal_gamma, class_weights(train[1].numpy(), n_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)

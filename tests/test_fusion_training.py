@@ -22,8 +22,11 @@ def _fp(params, **changes):
 
 
 def _branches():
+    """Untrained branches whose embeddings both vary with their inputs (the filterbank encoder:
+    an untrained log_power encoder's ReLU embedding is mostly zero on noise)."""
     torch.manual_seed(0)
-    return {m: BranchClassifier(m, SHAPES[m], 3, 6, 0.0) for m in SHAPES}
+    encoders = {"eeg": "filterbank", "topo": "image_cnn"}
+    return {m: BranchClassifier(m, SHAPES[m], 3, 6, 0.0, encoders[m]) for m in SHAPES}
 
 
 def _model(params, **changes):

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.modalities import MODALITIES as MODALITY_SPECS
 from pipeline.params import FUSION_TYPES, MODALITIES, SECTIONS, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,6 +216,20 @@ def test_branch_override_unknown_modality(raw):
     assert "branches.video" in message
     for m in MODALITIES:
         assert m in message.split("allowed:")[1]
+
+
+def test_branch_encoder_defaults_to_the_views_first_and_is_checked_per_view(raw):
+    p = parse_params(_with(raw, "branches", {}))
+    for m in MODALITIES:
+        assert p.branch(m).encoder == MODALITY_SPECS[m].encoders[0]
+    assert p.train.encoder is None
+    p = parse_params(_with(raw, "branches", {"eeg": {"encoder": "shallow_fbcsp"}}))
+    assert p.branch("eeg").encoder == "shallow_fbcsp" and p.branch("mel").encoder == "image_cnn"
+    assert _error(_with(raw, "branches", {"mel": {"encoder": "eegnet"}})) == (
+        "params: branches.mel.encoder = 'eegnet' is not allowed; allowed: image_cnn")
+    message = _error(_with(raw, "branches", {"eeg": {"encoder": "resnet"}}))
+    assert message.startswith("params: branches.eeg.encoder = 'resnet'") and "shallow_fbcsp" in message
+    assert _error(_with(raw, "train.encoder", "eegnet")).startswith("params: train.encoder = 'eegnet'")
 
 
 # ------------------------------------------------------------------ files

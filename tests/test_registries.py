@@ -29,10 +29,14 @@ def test_data_sources_are_the_source_classes():
 def test_every_modality_has_its_encoder_features_and_params_section():
     for name, spec in MODALITIES.items():
         assert spec.name == name
-        assert spec.encoder in nets.ENCODERS
+        assert spec.encoders and set(spec.encoders) <= set(nets.ENCODERS)
         assert callable(importlib.import_module(spec.features).compute)
         assert spec.section in Params.model_fields
         assert 0 in spec.norm_axes  # statistics always pool over trials
+
+
+def test_every_encoder_serves_a_modality():
+    assert set(nets.ENCODERS) == {name for spec in MODALITIES.values() for name in spec.encoders}
 
 
 def test_cli_modality_choices_are_the_registry():
