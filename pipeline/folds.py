@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,11 +26,12 @@ class FoldData:
         return {m: x[idx] for m, x in self.inputs.items()}, self.labels[idx]
 
 
-def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int) -> FoldData:
-    """Features of every trial, standardised with fold `fold`'s train-only statistics."""
+def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int, root: Path = Path(".")) -> FoldData:
+    """Features of every trial, standardised with fold `fold`'s train-only statistics (read from
+    the project at `root`)."""
     inputs = {}
     for modality, x in features.items():
-        stats = np.load(io.normalizer_path(modality))
+        stats = np.load(root / io.normalizer_path(modality))
         inputs[modality] = torch.from_numpy(apply_normalizer(x, stats["mean"][fold], stats["std"][fold]))
     return FoldData(inputs, torch.tensor(trials.labels),
                     fold_indices(trials.subjects, trials.folds[fold]))

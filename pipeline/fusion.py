@@ -9,6 +9,7 @@ pipeline.params.FUSION_TYPES, the allowed values of `fusion.type`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -333,7 +334,7 @@ def build_fusion(branches: dict[str, BranchClassifier], n_classes: int, p: Fusio
     return FusionModel(branches, FUSION_HEADS[p.type](dims, n_classes, p), p)
 
 
-def save_fusion(path: Path, model: FusionModel, p: FusionParams, n_classes: int) -> None:
+def save_fusion(path: Path | BinaryIO, model: FusionModel, p: FusionParams, n_classes: int) -> None:
     """A fusion checkpoint carries its fusion params and every branch's config: it rebuilds
     without params.yaml (`load_fusion`)."""
     config = {"fusion": p.model_dump(), "n_classes": n_classes,

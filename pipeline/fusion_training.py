@@ -1,15 +1,23 @@
 """One fusion run (one fold, one seed) over pretrained branches, and what is measured on it:
-plain functions over the fold's tensors; the fuse stage loops over runs and writes results."""
+plain functions over the fold's tensors, and the self-contained task the fuse stage sends to its
+workers (`fusion_run`)."""
 from __future__ import annotations
+
+import io as bytes_io
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline import io
+
 from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
                                  confidence_order)
-from pipeline.folds import FoldData
-from pipeline.fusion import FusionModel, branch_outputs, build_fusion
-from pipeline.nets import BranchClassifier
+from pipeline.dataset import Trials
+from pipeline.folds import FoldData, fold_data
+from pipeline.fusion import FusionModel, branch_outputs, build_fusion, save_fusion
+from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
 from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
                                predict_proba, seed_everything)
@@ -113,3 +121,35 @@ def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device,
     return {"fusion_weights": {m: float(w.mean()) for m, w in weights.items()},
             "ablation_drop": {m: robust["clean"] - acc for m, acc in robust["missing"].items()},
             "robustness": robust}
+
+
+def run_cost(model: FusionModel, train_seconds: float, epochs: int, infer_seconds: float, n_trials: int) -> dict:
+    """What one fusion run cost: parameters (all, and the head's: what fusion adds to the
+    branches), wall seconds per training epoch (None when the head is not trained) and
+    milliseconds per trial at inference."""
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "head_params": sum(p.numel() for p in model.head_parameters()),
+            "train_s_per_epoch": train_seconds / epochs if model.head.trainable else None,
+            "infer_ms_per_trial": 1000 * infer_seconds / n_trials}
+
+
+def fusion_run(fold: int, seed: int, fp: FusionParams, tp: TrainParams, trials: Trials, root: str,
+               device: str) -> tuple[np.ndarray, list[dict], dict, bytes, dict]:
+    """One (fold, seed) fusion run as a worker task (pipeline.parallel): it reads its own inputs
+    under `root` (the fused views' features memory-mapped, the fold's normalizers, the branches
+    pretrained on this fold and seed) and returns the fused model's probabilities of every trial,
+    its history, its diagnostics, the checkpoint's bytes and its cost (`run_cost`)."""
+    base, device = Path(root), torch.device(device)
+    features = {m: np.load(base / io.feature_path(m), mmap_mode="r") for m in fp.modalities}
+    data = fold_data(features, trials, fold, base)
+    branches = {m: load_branch(base / io.branch_dir(m) / f"fold{fold}_seed{seed}.pt") for m in fp.modalities}
+    start = time.perf_counter()
+    model, history = train_fusion(branches, data, fp, tp, len(trials.classes), seed, device)
+    trained = time.perf_counter()
+    temperature = output_temperature(model, fp)
+    probs = predict_proba(model, data.inputs, device, temperature)
+    cost = run_cost(model, trained - start, len(history), time.perf_counter() - trained, len(probs))
+    diagnostics = fusion_diagnostics(model, data, device, temperature, seed)
+    checkpoint = bytes_io.BytesIO()
+    save_fusion(checkpoint, model.cpu(), fp, len(trials.classes))
+    return probs, history, diagnostics, checkpoint.getvalue(), cost

@@ -9,6 +9,7 @@ tensors and builtins) and rebuilds its model without params.yaml.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -169,7 +170,7 @@ class BranchClassifier(nn.Module):
         return self.head(self.embed(inputs))
 
 
-def save_checkpoint(path: Path, kind: str, config: dict, model: nn.Module) -> None:
+def save_checkpoint(path: Path | BinaryIO, kind: str, config: dict, model: nn.Module) -> None:
     torch.save({"kind": kind, "config": config, "state_dict": model.state_dict()}, path)
 
 
@@ -193,7 +194,7 @@ def branch_from_config(config: dict) -> BranchClassifier:
                             config["embed_dim"], config["dropout"], config["encoder"], config["temperature"])
 
 
-def save_branch(path: Path, model: BranchClassifier) -> None:
+def save_branch(path: Path | BinaryIO, model: BranchClassifier) -> None:
     save_checkpoint(path, "branch", model.config(), model)
 
 

@@ -1,32 +1,65 @@
-"""Streaming work over joblib workers, for ingest and the feature stages.
+"""Streaming independent tasks over workers: joblib's loky pool (`compute.backend: local`) or a
+Dask cluster (`dask`: a LocalCluster of `compute.n_jobs` one-thread workers, or the scheduler
+at `compute.scheduler`). Ingest, the feature stages and every training run of the pretrain and
+fuse stages go through `stream`.
 
-Each task runs with its math libraries (BLAS, OpenMP) limited to one thread: the summation
-order then does not depend on how many workers run or on the machine, so features are
-bit-identical for any `compute.n_jobs` (threaded BLAS made mel features differ in the last bits
-between n_jobs 1 and 2, which was enough to change the trained models).
+Each task runs with its math libraries (BLAS, OpenMP) limited to one thread and torch limited
+to `compute.torch_threads`: the summation order then does not depend on how many workers run,
+where they run or on the machine, so results are bit-identical for any backend and n_jobs
+(threaded BLAS made mel features differ in the last bits between n_jobs 1 and 2, which was
+enough to change the trained models).
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Callable, Iterable, Iterator
 
 import joblib
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from pipeline.params import ComputeParams
 
-def _single_threaded(fn: Callable, args: tuple):
+LOCAL = ComputeParams(n_jobs=1)  # in-process, one task after another
+
+
+def _limited(fn: Callable, args: tuple, torch_threads: int):
     with threadpool_limits(limits=1):
+        if "torch" in sys.modules:  # only tasks that use torch pay for importing it
+            sys.modules["torch"].set_num_threads(torch_threads)
         return fn(*args)
 
 
-def stream(fn: Callable, tasks: Iterable[tuple], n_jobs: int, desc: str, unit: str,
+@contextlib.contextmanager
+def backend(compute: ComputeParams):
+    """joblib's pool as `compute` asks: loky here, or a Dask client (closed afterwards)."""
+    if compute.backend == "local":
+        yield compute.n_jobs
+        return
+    from dask.distributed import Client, LocalCluster
+
+    if compute.scheduler:
+        client = Client(compute.scheduler)
+    else:
+        workers = joblib.effective_n_jobs(compute.n_jobs)
+        client = Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0"))
+    print(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at {client.scheduler.address}, "
+          f"dashboard {client.dashboard_link}")
+    with client, joblib.parallel_config(backend="dask"):
+        yield -1  # every worker of the cluster
+
+
+def stream(fn: Callable, tasks: Iterable[tuple], compute: ComputeParams, desc: str, unit: str,
            total: int | None = None) -> Iterator:
-    """`fn(*task)` for every task, in task order, computed on `n_jobs` workers (-1: one per
-    core) and yielded as they come. Tasks are drawn lazily (a generator works), so the caller
-    holds a few tasks and results at a time."""
-    results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
-        joblib.delayed(_single_threaded)(fn, task) for task in tasks)
-    with tqdm(total=total if total is not None else len(tasks), desc=desc, unit=unit) as bar:
+    """`fn(*task)` for every task, in task order, computed as `compute` says and yielded as they
+    come. Tasks are drawn lazily (a generator works), so the caller holds a few tasks and results
+    at a time; `fn` and its arguments must pickle (module-level functions, plain data)."""
+    with backend(compute) as n_jobs, tqdm(total=total if total is not None else len(tasks),
+                                          desc=desc, unit=unit) as bar:
+        results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
+            joblib.delayed(_limited)(fn, task, compute.torch_threads) for task in tasks)
         for result in results:
             bar.update()
             yield result

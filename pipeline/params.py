@@ -274,7 +274,13 @@ class BaselinesParams(Section):
 
 
 class ComputeParams(Section):
-    n_jobs: StrictInt  # joblib workers of ingest and the feature stages; -1: one per core
+    """Where the work runs (pipeline/parallel.py). Results do not depend on backend, scheduler or
+    n_jobs (no DVC dependency); they do on torch_threads, which pretrain and fuse depend on."""
+
+    n_jobs: StrictInt  # workers of ingest, the feature stages and the training runs; -1: one per core
+    backend: Literal["local", "dask"] = "local"  # local: joblib's loky pool; dask: a distributed cluster
+    scheduler: StrictStr | None = None  # dask: a scheduler address (tcp://host:8786); null: a LocalCluster
+    torch_threads: StrictInt = allowed("an integer >= 1", ge=1, default=1)  # per training run
 
     @field_validator("n_jobs")
     @classmethod
@@ -282,6 +288,12 @@ class ComputeParams(Section):
         if n_jobs < 1 and n_jobs != -1:
             raise Rule("", n_jobs, "an integer >= 1, or -1")
         return n_jobs
+
+    @model_validator(mode="after")
+    def _scheduler_needs_dask(self):
+        if self.scheduler is not None and self.backend != "dask":
+            raise Rule("scheduler", self.scheduler, "null unless backend is dask")
+        return self
 
 
 class Params(Section):

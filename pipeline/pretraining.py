@@ -1,12 +1,19 @@
-"""One branch pretraining run (one fold, one seed): a plain function over the fold's tensors."""
+"""One branch pretraining run (one fold, one seed): a plain function over the fold's tensors,
+and the self-contained task the pretrain stage sends to its workers."""
 from __future__ import annotations
 
+import io as bytes_io
+from pathlib import Path
+
+import numpy as np
 import torch
 
-from pipeline.folds import FoldData
-from pipeline.nets import BranchClassifier
+from pipeline import io
+from pipeline.dataset import Trials
+from pipeline.folds import FoldData, fold_data
+from pipeline.nets import BranchClassifier, save_branch
 from pipeline.params import TrainParams
-from pipeline.training import ClassificationLoss, FitConfig, class_weights, fit, seed_everything
+from pipeline.training import ClassificationLoss, FitConfig, class_weights, fit, predict_proba, seed_everything
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
@@ -22,3 +29,17 @@ def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, 
     history = fit(model, optimizer, loss, train, val, FitConfig(p.epochs, p.patience, p.batch_size),
                   generator, device, progress=progress)
     return model, history
+
+
+def branch_run(modality: str, fold: int, seed: int, p: TrainParams, trials: Trials, root: str,
+               device: str) -> tuple[np.ndarray, list[dict], bytes]:
+    """One (fold, seed) run as a worker task (pipeline.parallel): it reads its own inputs under
+    `root` (the features memory-mapped, the fold's normalizer) and returns the probabilities of
+    every trial (n_trials, n_classes), the per-epoch history and the checkpoint's bytes."""
+    features = np.load(Path(root) / io.feature_path(modality), mmap_mode="r")
+    data = fold_data({modality: features}, trials, fold, Path(root))
+    model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device))
+    probs = predict_proba(model, data.inputs, torch.device(device), p.loss_temperature)
+    checkpoint = bytes_io.BytesIO()
+    save_branch(checkpoint, model.cpu())
+    return probs, history, checkpoint.getvalue()

@@ -31,6 +31,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def run_device(name: str, k: int) -> str:
+    """The device of the k-th training run: with CUDA, runs take the visible GPUs round-robin."""
+    device = resolve_device(name)
+    return f"cuda:{k % torch.cuda.device_count()}" if device.type == "cuda" else "cpu"
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed every RNG a run touches; returns the generator that orders batches."""
     random.seed(seed)

@@ -9,8 +9,9 @@ import torch
 from pipeline.callbacks import OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
 from pipeline.folds import FoldData
 from pipeline.fusion import build_fusion
+from pipeline.evaluate import cost_sentence
 from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_robustness,
-                                      train_fusion)
+                                      run_cost, train_fusion)
 from pipeline.nets import BranchClassifier
 
 SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
@@ -136,3 +137,18 @@ def test_ablation_fills_a_modality_with_its_train_mean(params, monkeypatch):
     ft.fusion_diagnostics(_model(params), data, torch.device("cpu"), 1.0, 0)
     train_mean = data.inputs["topo"][data.index["train"]].mean(dim=0, keepdim=True)
     torch.testing.assert_close(fills[0]["topo"], train_mean)
+
+
+def test_run_cost_counts_parameters_and_scales_times(params):
+    model = _model(params)
+    branch_params = sum(p.numel() for b in model.branches.values() for p in b.parameters())
+    cost = run_cost(model, train_seconds=3.0, epochs=6, infer_seconds=0.02, n_trials=40)
+    assert cost["params"] == branch_params + cost["head_params"] and cost["head_params"] > 0
+    # concat head: Linear(12 -> hidden 8) + Linear(8 -> 3), and no prep layers at these defaults
+    assert cost["head_params"] == sum(p.numel() for p in model.head_parameters()) == 12 * 8 + 8 + 8 * 3 + 3
+    assert cost["train_s_per_epoch"] == 0.5 and cost["infer_ms_per_trial"] == pytest.approx(0.5)
+    untrained = run_cost(_model(params, type="ensemble"), 0.0, 1, 0.01, 10)
+    assert untrained["train_s_per_epoch"] is None
+    line = cost_sentence({"type": "ensemble", **untrained, "runs": 2, "device": "cpu", "torch_threads": 1,
+                          "workers": 2, "backend": "local"})
+    assert "not trained" in line and "1.000 ms per trial" in line and "mean of 2 run(s) on cpu" in line

@@ -157,3 +157,27 @@ def test_stage_killed_mid_run_leaves_previous_outputs(project):
     assert not list(models.glob(".eeg.*")) or run([sys.executable, "-m", "pipeline", "pretrain", "eeg"], project)
     assert not list(models.glob(".eeg.*"))  # the killed runs' temporary folders are gone
     assert "pretrain@eeg" not in run(["dvc", "status"], project)
+
+
+def test_sweep_through_the_dvc_queue(project):
+    """`dvc exp run --queue -S 'fusion.type=late,ensemble'` queues one experiment per value and
+    `dvc queue start` runs them in the background; `dvc exp show` then has both with metrics."""
+    out = run(["dvc", "exp", "run", "--queue", "-S", "fusion.type=late,ensemble"], project)
+    assert out.count("Queued experiment") == 2, out
+    run(["dvc", "queue", "start", "-j", "1"], project)
+    deadline = time.monotonic() + 400
+    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project)):
+        assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project))
+    done = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                fusion_type = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("fusion", {}).get("type")
+                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
+                if fusion_type in ("late", "ensemble") and "fusion" in metrics:
+                    done[fusion_type] = metrics["fusion"]["test"]["acc"]
+    assert set(done) == {"late", "ensemble"} and all(0.0 <= acc <= 1.0 for acc in done.values()), done

@@ -182,7 +182,7 @@ def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
     workers = joblib.effective_n_jobs(p.compute.n_jobs)
     tasks = list(_tasks(trials, workers))
     results = stream(_run_task, [(*task, p.eeg.read_kwargs, p.eeg.channels) for task in tasks],
-                     p.compute.n_jobs, "ingest", "file part")
+                     p.compute, "ingest", "file part")
     reference: tuple[str, list[str]] | None = None  # the first file's EEG channels
     dropped: set[int] = set()
     with contextlib.closing(results):  # closes the progress bar when a bad trial stops ingest

@@ -8,8 +8,8 @@ import pandas as pd
 from pipeline.data.readers import read_eeg
 from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
-from pipeline.parallel import stream
-from pipeline.params import EEGParams, Params
+from pipeline.parallel import LOCAL, stream
+from pipeline.params import ComputeParams, EEGParams, Params
 
 
 def adapt_filters(p: EEGParams, sfreq: float, path) -> tuple[float | None, float | None, list[str]]:
@@ -79,10 +79,10 @@ def recording_epochs(path: str, onsets, durations, p: EEGParams) -> tuple[np.nda
     return cut_epochs(raw, onsets, p, durations), list(raw.ch_names), notes
 
 
-def eeg_features(trials: pd.DataFrame, p: EEGParams, n_jobs: int = 1) -> tuple[np.ndarray, list[str]]:
+def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LOCAL) -> tuple[np.ndarray, list[str]]:
     """Preprocessed epochs for every trial, in manifest order: (n_trials, n_channels, n_times).
 
-    Recordings are processed on `n_jobs` joblib workers and streamed into the output, so memory
+    Recordings are processed as `compute` says (pipeline.parallel) and streamed into the output, so memory
     holds a few recordings, not the dataset. Each recording is read and filtered once, then cut
     into its trials. All recordings must share one channel set (ingest checks it).
     """
@@ -96,7 +96,7 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, n_jobs: int = 1) -> tuple[n
              for path, rows in groups]
     out: np.ndarray | None = None
     channels: list[str] | None = None
-    for (path, rows), (data, names, notes) in zip(groups, stream(recording_epochs, tasks, n_jobs, "eeg features",
+    for (path, rows), (data, names, notes) in zip(groups, stream(recording_epochs, tasks, compute, "eeg features",
                                                                  "recording")):
         for note in notes:
             warn(note)
@@ -112,4 +112,4 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, n_jobs: int = 1) -> tuple[n
 
 def compute(params: Params) -> np.ndarray:
     """The features_eeg stage's array: every ingested trial, (n_trials, n_channels, n_times)."""
-    return eeg_features(load_manifest(), params.eeg, params.compute.n_jobs)[0]
+    return eeg_features(load_manifest(), params.eeg, params.compute)[0]

@@ -8,8 +8,8 @@ import pandas as pd
 from pipeline import io
 from pipeline.data.readers import read_audio
 from pipeline.dataset import NO_AUDIO, load_manifest, skip_note
-from pipeline.parallel import stream
-from pipeline.params import MelParams, Params
+from pipeline.parallel import LOCAL, stream
+from pipeline.params import ComputeParams, MelParams, Params
 
 
 def fit_length(y: np.ndarray, n: int, crop: str = "center") -> np.ndarray:
@@ -43,18 +43,18 @@ def file_mels(path: str, windows: list[tuple[float, float]], p: MelParams) -> tu
     return log_mel(np.stack([fit_length(y, n, p.crop) for y in clips]), p), fits
 
 
-def mel_features(trials: pd.DataFrame, p: MelParams, n_jobs: int = 1) -> tuple[np.ndarray, dict[str, int]]:
+def mel_features(trials: pd.DataFrame, p: MelParams, compute: ComputeParams = LOCAL) -> tuple[np.ndarray, dict[str, int]]:
     """Log-mel of every trial's audio window, in manifest order: (n_trials, 1, n_mels, n_frames),
     and how many clips were padded, cropped or already the right length.
 
-    Audio files are processed on `n_jobs` joblib workers and streamed into the output.
+    Audio files are processed as `compute` says (pipeline.parallel) and streamed into the output.
     """
     out = np.empty((len(trials), 1, p.n_mels, p.n_frames), dtype=np.float32)
     groups = list(trials.groupby("audio_path", sort=False).groups.items())
     tasks = [(path, list(zip(trials.loc[rows, "audio_onset"], trials.loc[rows, "audio_duration"])), p)
              for path, rows in groups]
     counts = {"padded": 0, "cropped": 0, "exact": 0}
-    for (_, rows), (mels, fits) in zip(groups, stream(file_mels, tasks, n_jobs, "mel features", "file")):
+    for (_, rows), (mels, fits) in zip(groups, stream(file_mels, tasks, compute, "mel features", "file")):
         out[rows] = mels
         for fit in fits:
             counts[fit] += 1
@@ -68,7 +68,7 @@ def compute(params: Params) -> np.ndarray:
         x, counts = np.zeros(0, np.float32), {"skipped": NO_AUDIO}
     else:
         p = params.mel
-        x, counts = mel_features(load_manifest(), p, params.compute.n_jobs)
+        x, counts = mel_features(load_manifest(), p, params.compute)
         print(f"features mel: clips of {p.clip_seconds} s: {counts['exact']} exact, "
               f"{counts['padded']} zero-padded, {counts['cropped']} cropped ({p.crop})")
     io.write_json(io.MEL_REPORT, counts)

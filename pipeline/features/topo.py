@@ -19,8 +19,8 @@ from gtda.homology import VietorisRipsPersistence
 
 from pipeline import io
 from pipeline.dataset import load_features, load_labels, load_manifest
-from pipeline.parallel import stream
-from pipeline.params import Params, TopoParams
+from pipeline.parallel import LOCAL, stream
+from pipeline.params import ComputeParams, Params, TopoParams
 from pipeline.plots import plot_persistence_examples
 
 
@@ -59,16 +59,16 @@ def persistence_images(distances: np.ndarray, p: TopoParams) -> np.ndarray:
 
 
 def topo_features(eeg: np.ndarray, sfreq: float, p: TopoParams, chunks: list[np.ndarray] | None = None,
-                  n_jobs: int = 1) -> np.ndarray:
+                  compute: ComputeParams = LOCAL) -> np.ndarray:
     """Persistence images from preprocessed EEG epochs (n, n_channels, n_times).
 
-    `chunks` (trial indices, e.g. one subject each) are processed on `n_jobs` joblib workers
+    `chunks` (trial indices, e.g. one subject each) are processed as `compute` says (pipeline.parallel)
     and streamed into the output, so `eeg` may be a memory-mapped array.
     """
     chunks = chunks if chunks is not None else [np.arange(len(eeg))]
     tasks = ((np.asarray(eeg[idx]), sfreq, p) for idx in chunks)  # drawn lazily: one chunk in memory at a time
     out = np.empty((len(eeg), len(p.bands) * len(p.homology_dimensions), p.n_bins, p.n_bins), np.float32)
-    for idx, images in zip(chunks, stream(_chunk_images, tasks, n_jobs, "topo features", "subject", len(chunks))):
+    for idx, images in zip(chunks, stream(_chunk_images, tasks, compute, "topo features", "subject", len(chunks))):
         out[idx] = images
     return out
 
@@ -83,7 +83,7 @@ def compute(params: Params) -> np.ndarray:
     subjects = load_manifest()["subject"].to_numpy()
     chunks = [np.flatnonzero(subjects == s) for s in dict.fromkeys(subjects)]
     x = topo_features(load_features("eeg", mmap=True), params.eeg.sfreq, params.topo, chunks,
-                      params.compute.n_jobs)
+                      params.compute)
     labels, classes = load_labels()
     plot_persistence_examples(io.FIGURES / "persistence_images.png", x, labels, classes,
                               [f"{band} H{d}" for band in params.topo.bands for d in params.topo.homology_dimensions])

@@ -1,6 +1,6 @@
 """fuse: pretrained branches + a fusion head, fine-tuned (or combined without training) for
 every fold and seed -> models/fusion/ (checkpoints, probabilities, history, diagnostics, the
-per-fold selection).
+per-fold selection). The runs are independent tasks on `compute.*`'s workers (pipeline.parallel).
 
 Per fold, on validation only: each branch is tested against chance (`drop_uninformative` leaves
 the views at chance out of that fold's fusion), and with `select: safe` the fold reports the
@@ -9,20 +9,20 @@ validation-weighted ensemble of branches, whichever is better on validation.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import io
-from pipeline.dataset import NO_AUDIO, available_modalities, load_features, load_trials
+from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
 from pipeline.errors import warn
-from pipeline.folds import fold_data
-from pipeline.fusion import save_fusion
-from pipeline.fusion_training import fusion_diagnostics, output_temperature, train_fusion
-from pipeline.nets import load_branch
+from pipeline.folds import runs
+from pipeline.fusion_training import fusion_run
+from pipeline.parallel import stream
 from pipeline.params import FusionParams, Params
 from pipeline.selection import INFORMATIVE_ALPHA, accuracy, ensemble_of_branches, informative_test, safe_choice
 from pipeline.split import fold_indices
-from pipeline.training import log_curves, predict_proba, resolve_device
+from pipeline.training import log_curves, run_device
 
 
 def fold_views(fp: FusionParams, tests: dict[str, tuple[float, float]], fold: int) -> list[str]:
@@ -52,39 +52,35 @@ def run(params: Params) -> None:
     fp, tp = params.fusion, params.train
     for message in fp.warnings():
         warn(message)
-    device = resolve_device(tp.device)
     trials = load_trials()
-    features = {m: load_features(m) for m in fp.modalities}
     branch_probs = {m: np.load(io.branch_dir(m) / "probabilities.npy") for m in fp.modalities}
     n_folds, n_classes = len(trials.folds), len(trials.classes)
     shape = (n_folds, len(tp.seeds), len(trials.labels), n_classes)
     probs, trained = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    histories, diagnostics, decisions = {}, {}, []
+    vals, tests, views = [], [], []
+    for fold in range(n_folds):  # on validation only: which views this fold fuses
+        vals.append(fold_indices(trials.subjects, trials.folds[fold])["val"])
+        tests.append({m: informative_test(branch_probs[m][fold][:, vals[fold]], trials.labels[vals[fold]], n_classes)
+                      for m in fp.modalities})
+        views.append(fold_views(fp, tests[fold], fold))
+    grid = [(fold, i, seed) for fold, i, seed in runs(n_folds, tp.seeds) if len(views[fold]) > 1]
+    root = str(Path.cwd())
+    tasks = [(fold, seed, _restricted(fp, views[fold]), tp, trials, root, run_device(tp.device, k))
+             for k, (fold, _, seed) in enumerate(grid)]
+    histories, diagnostics, decisions, costs = {}, {}, [], []
     with io.atomic_path(io.FUSION_DIR) as out:
         out.mkdir()
-        bar = tqdm(total=n_folds * len(tp.seeds), desc=f"fuse {fp.type}", unit="run")
+        results = stream(fusion_run, tasks, params.compute, f"fuse {fp.type}", "run")
+        for (fold, i, seed), (run_probs, history, run_diagnostics, checkpoint, cost) in zip(grid, results):
+            run_id = f"fold{fold}_seed{seed}"
+            trained[fold, i], histories[run_id], diagnostics[run_id] = run_probs, history, run_diagnostics
+            costs.append(cost)
+            (out / f"{run_id}.pt").write_bytes(checkpoint)
         for fold in range(n_folds):
-            val = fold_indices(trials.subjects, trials.folds[fold])["val"]
-            y_val = trials.labels[val]
-            tests = {m: informative_test(branch_probs[m][fold][:, val], y_val, n_classes) for m in fp.modalities}
-            views = fold_views(fp, tests, fold)
-            if len(views) == 1:  # one informative view: it stands in for the fusion on this fold
-                trained[fold] = branch_probs[views[0]][fold]
-                bar.update(len(tp.seeds))
-            else:
-                data, fold_fp = fold_data(features, trials, fold), _restricted(fp, views)
-                for i, seed in enumerate(tp.seeds):
-                    run_id = f"fold{fold}_seed{seed}"
-                    branches = {m: load_branch(io.branch_dir(m) / f"{run_id}.pt") for m in views}
-                    model, histories[run_id] = train_fusion(
-                        branches, data, fold_fp, tp, n_classes, seed, device,
-                        progress=lambda h: bar.set_postfix(val_acc=f"{h['val_acc']:.2f}"))
-                    temperature = output_temperature(model, fold_fp)
-                    trained[fold, i] = predict_proba(model, data.inputs, device, temperature)
-                    diagnostics[run_id] = fusion_diagnostics(model, data, device, temperature, seed)
-                    save_fusion(out / f"{run_id}.pt", model.cpu(), fold_fp, n_classes)
-                    bar.update()
-            val_acc = {"fusion": accuracy(trained[fold][:, val], y_val), **{m: tests[m][0] for m in fp.modalities}}
+            val, y_val = vals[fold], trials.labels[vals[fold]]
+            if len(views[fold]) == 1:  # one informative view: it stands in for the fusion on this fold
+                trained[fold] = branch_probs[views[fold][0]][fold]
+            val_acc = {"fusion": accuracy(trained[fold][:, val], y_val), **{m: tests[fold][m][0] for m in fp.modalities}}
             ensemble = ensemble_of_branches({m: branch_probs[m][fold] for m in fp.modalities}, val_acc)
             val_acc["ensemble"] = accuracy(ensemble[:, val], y_val)
             choice = "fusion"
@@ -96,12 +92,23 @@ def run(params: Params) -> None:
                       + ", ".join(f"{k} {v:.3f}" for k, v in val_acc.items()) + ")")
             probs[fold] = {"fusion": trained[fold], "ensemble": ensemble,
                            **{m: p[fold] for m, p in branch_probs.items()}}[choice]
-            decisions.append({"fold": fold, "views": views, "selected": choice, "val_acc": val_acc,
-                              "informative_p": {m: tests[m][1] for m in fp.modalities}})
-        bar.close()
+            decisions.append({"fold": fold, "views": views[fold], "selected": choice, "val_acc": val_acc,
+                              "informative_p": {m: tests[fold][m][1] for m in fp.modalities}})
         np.save(out / "probabilities.npy", probs)
         np.save(out / "trained_probabilities.npy", trained)
         io.write_json(out / "selection.json", decisions)
         io.write_json(out / "history.json", histories)
         io.write_json(out / "diagnostics.json", diagnostics)
+    io.write_json(io.COST, cost_summary(fp.type, costs, params, tasks[0][-1] if tasks else "cpu"))
     log_curves(io.live_dir("fuse"), histories)
+
+
+def cost_summary(fusion_type: str, costs: list[dict], params: Params, device: str) -> dict:
+    """reports/cost.json: the runs' mean cost, and what it was measured on. Wall times, so they
+    vary from run to run and with what else the machine does (measure with compute.n_jobs 1)."""
+    mean = {key: (float(np.mean(values)) if None not in (values := [c[key] for c in costs]) else None)
+            for key in ("train_s_per_epoch", "infer_ms_per_trial")} if costs else {}
+    return {"type": fusion_type, "params": costs[0]["params"] if costs else None,
+            "head_params": costs[0]["head_params"] if costs else None, **mean, "runs": len(costs),
+            "device": device.split(":")[0], "torch_threads": params.compute.torch_threads,
+            "workers": params.compute.n_jobs, "backend": params.compute.backend}

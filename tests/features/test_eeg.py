@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.features.eeg import cut_epochs, eeg_features, preprocess
-from pipeline.params import EEGParams
+from pipeline.params import ComputeParams, EEGParams
 
 P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0,
               channels=None, read_kwargs={})
@@ -164,7 +164,8 @@ def test_window_shorter_than_the_epoch_is_an_error_naming_the_key(tmp_path):
 def test_eeg_features_same_for_any_n_jobs(tmp_path):
     paths = [_save(_raw(seed=s), tmp_path / f"{s}_raw.fif") for s in range(3)]
     trials = pd.DataFrame({"eeg_path": paths * 2, "eeg_onset": [1.0] * 3 + [5.0] * 3, "eeg_duration": [2.0] * 6})
-    np.testing.assert_array_equal(eeg_features(trials, P, n_jobs=1)[0], eeg_features(trials, P, n_jobs=2)[0])
+    np.testing.assert_array_equal(eeg_features(trials, P, ComputeParams(n_jobs=1))[0],
+                                  eeg_features(trials, P, ComputeParams(n_jobs=2))[0])
 
 
 def test_eeg_features_window_past_end_names_the_file(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.features.mel import fit_length, log_mel, mel_features
-from pipeline.params import MelParams
+from pipeline.params import ComputeParams, MelParams
 
 P = MelParams(sr=16000, clip_seconds=1.0, n_mels=32, n_frames=40, n_fft=1024, fmin=50.0, fmax=8000.0,
               crop="center")
@@ -120,4 +120,5 @@ def test_mel_features_same_for_any_n_jobs(tmp_path):
         paths.append(str(tmp_path / f"{k}.wav"))
         sf.write(paths[-1], _tone(300 + 200 * k, 0.1, seconds=2.0), sr, subtype="FLOAT")
     trials = pd.DataFrame({"audio_path": paths, "audio_onset": [0.5] * 3, "audio_duration": [1.0] * 3})
-    np.testing.assert_array_equal(mel_features(trials, P, n_jobs=1)[0], mel_features(trials, P, n_jobs=2)[0])
+    np.testing.assert_array_equal(mel_features(trials, P, ComputeParams(n_jobs=1))[0],
+                                  mel_features(trials, P, ComputeParams(n_jobs=2))[0])

@@ -13,7 +13,7 @@ import torch
 from pipeline import io
 from pipeline.fusion import load_fusion
 from pipeline.nets import load_branch
-from pipeline.params import parse_params
+from pipeline.params import ComputeParams, parse_params
 from pipeline.stages import baselines, evaluate, fuse, normalize, pretrain, split
 
 SUBJECTS = [f"s{k}" for k in range(6)]
@@ -45,6 +45,7 @@ def workdir(tmp_path, monkeypatch, params):
     raw["split"].update(scheme="kfold", folds=2, val_subjects=1, seed=3)
     raw["train"].update(seeds=[0, 1], epochs=2, batch_size=8, embed_dim=8)
     raw["fusion"].update(epochs=2, hidden=8, heads=2)
+    raw["compute"].update(n_jobs=1, backend="local")
     return tmp_path, parse_params(raw), labels
 
 
@@ -79,7 +80,12 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     low, high = fusion["test"]["acc_ci"]
     assert low <= fusion["test"]["acc"] <= high
     assert fusion["gain_test"] == "wilcoxon" and 0 < fusion["gain_p"] <= 1 and fusion["gain_n_subjects"] == 6
+    cost = json.loads((tmp / "reports" / "cost.json").read_text())
+    assert cost["type"] == "concat" and cost["runs"] == 4 and cost["device"] == "cpu"
+    assert cost["params"] == sum(t.numel() for t in model.parameters())  # the saved model's own count
+    assert cost["train_s_per_epoch"] > 0 and cost["infer_ms_per_trial"] > 0
     summary = (tmp / "reports" / "summary.md").read_text()
+    assert "Cost of `concat`" in summary
     assert summary.startswith("# Results") and "**6 test subjects**" in summary and "p = " in summary
     # every model's test predictions: each trial once per seed (kfold tests every subject once)
     predictions = pd.read_csv(tmp / "reports" / "predictions.csv")
@@ -128,3 +134,36 @@ def test_pretrain_uses_the_branch_overrides(workdir):
     assert load_branch(io.branch_dir("topo") / "fold0_seed0.pt").embed_dim == 5
     history = json.loads((io.branch_dir("topo") / "history.json").read_text())
     assert all(len(h) == 1 for h in history.values())
+
+
+def _training_outputs(modality_dir) -> dict:
+    """Every array a training stage wrote: probabilities, histories, checkpoint tensors."""
+    out = {f.name: np.load(f) for f in modality_dir.glob("*.npy")}
+    out["history"] = json.loads((modality_dir / "history.json").read_text())
+    for ckpt in sorted(modality_dir.glob("*.pt")):
+        out.update({f"{ckpt.stem}.{k}": v.numpy() for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()})
+    return out
+
+
+def _assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            assert a[key] == b[key], key
+
+
+def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
+    """pretrain and fuse give the same probabilities, histories and weights, to the last bit,
+    run in-process one after another, on two loky workers and on a two-worker Dask cluster."""
+    tmp, p, _ = workdir
+    _prepare(p)  # local, n_jobs 1
+    fuse.run(p)
+    reference = {"eeg": _training_outputs(io.branch_dir("eeg")), "fusion": _training_outputs(io.FUSION_DIR)}
+    for compute in (ComputeParams(n_jobs=2), ComputeParams(n_jobs=2, backend="dask")):
+        q = p.model_copy(update={"compute": compute})
+        pretrain.run(q, "eeg")
+        _assert_identical(reference["eeg"], _training_outputs(io.branch_dir("eeg")))
+        fuse.run(q)
+        _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
