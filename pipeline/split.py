@@ -6,7 +6,6 @@ subject is ever in two parts of one fold.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut, PredefinedSplit
 
 from pipeline.errors import PipelineError
 from pipeline.params import SplitParams
@@ -19,6 +18,10 @@ def _take_val(rest: np.ndarray, n_val: int, rng: np.random.Generator) -> tuple[l
 
 def make_folds(subjects: list[str], p: SplitParams) -> list[dict[str, list[str]]]:
     """Folds of subject lists for `p.scheme`, deterministic for `p.seed`."""
+    # imported here: the training stages and their workers read folds (fold_indices) without
+    # paying 1.5 s for scikit-learn
+    from sklearn.model_selection import GroupShuffleSplit, LeaveOneGroupOut, PredefinedSplit
+
     subjects = np.array(sorted(set(subjects)))
     n = len(subjects)
     need = {"holdout": p.val_subjects + p.test_subjects + 1,

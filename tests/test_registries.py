@@ -59,3 +59,12 @@ def test_params_and_light_stages_import_no_heavy_library():
             "print(','.join(m for m in ('torch', 'mne', 'librosa', 'dvclive', 'gtda') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
+
+
+def test_training_tasks_import_no_feature_or_sklearn_library():
+    """A pretrain or fuse worker loads torch and what training needs, not scikit-learn (1.5 s),
+    MNE, librosa or giotto-tda: start-up is paid once per worker."""
+    code = ("import sys; import pipeline.stages.pretrain, pipeline.stages.fuse; "
+            "print(','.join(m for m in ('sklearn', 'mne', 'librosa', 'gtda') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""

@@ -155,15 +155,24 @@ def _assert_identical(a: dict, b: dict) -> None:
 
 
 def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
-    """pretrain and fuse give the same probabilities, histories and weights, to the last bit,
-    run in-process one after another, on two loky workers and on a two-worker Dask cluster."""
+    """pretrain, fuse and baselines give the same probabilities, histories and weights, to the
+    last bit, run in-process one after another, on two loky workers and on a two-worker Dask
+    cluster."""
     tmp, p, _ = workdir
     _prepare(p)  # local, n_jobs 1
     fuse.run(p)
-    reference = {"eeg": _training_outputs(io.branch_dir("eeg")), "fusion": _training_outputs(io.FUSION_DIR)}
+    baselines.run(p)
+
+    def baseline_probs():
+        return dict(np.load(io.BASELINES_DIR / "probabilities.npz"))
+
+    reference = {"eeg": _training_outputs(io.branch_dir("eeg")), "fusion": _training_outputs(io.FUSION_DIR),
+                 "baselines": baseline_probs()}
     for compute in (ComputeParams(n_jobs=2), ComputeParams(n_jobs=2, backend="dask")):
         q = p.model_copy(update={"compute": compute})
         pretrain.run(q, "eeg")
         _assert_identical(reference["eeg"], _training_outputs(io.branch_dir("eeg")))
         fuse.run(q)
         _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
+        baselines.run(q)
+        _assert_identical(reference["baselines"], baseline_probs())
