@@ -156,8 +156,8 @@ def _assert_identical(a: dict, b: dict) -> None:
 
 def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
     """pretrain, fuse and baselines give the same probabilities, histories and weights, to the
-    last bit, run in-process one after another, on two loky workers and on a two-worker Dask
-    cluster."""
+    last bit, run in-process one after another and on a two-worker Dask cluster (whose tasks
+    go through the same joblib calls as the loky pool's)."""
     tmp, p, _ = workdir
     _prepare(p)  # local, n_jobs 1
     fuse.run(p)
@@ -168,11 +168,10 @@ def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
 
     reference = {"eeg": _training_outputs(io.branch_dir("eeg")), "fusion": _training_outputs(io.FUSION_DIR),
                  "baselines": baseline_probs()}
-    for compute in (ComputeParams(n_jobs=2), ComputeParams(n_jobs=2, backend="dask")):
-        q = p.model_copy(update={"compute": compute})
-        pretrain.run(q, "eeg")
-        _assert_identical(reference["eeg"], _training_outputs(io.branch_dir("eeg")))
-        fuse.run(q)
-        _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
-        baselines.run(q)
-        _assert_identical(reference["baselines"], baseline_probs())
+    on_dask = p.model_copy(update={"compute": ComputeParams(n_jobs=2, backend="dask")})
+    pretrain.run(on_dask, "eeg")
+    _assert_identical(reference["eeg"], _training_outputs(io.branch_dir("eeg")))
+    fuse.run(on_dask)
+    _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
+    baselines.run(on_dask)
+    _assert_identical(reference["baselines"], baseline_probs())
