@@ -5,6 +5,7 @@ Light on purpose (numpy and pandas, no torch): the data stages and evaluate use 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,8 +61,9 @@ def load_trials() -> Trials:
                   classes=classes, folds=io.read_json(io.SPLIT)["folds"])
 
 
-def load_features(modality: str, mmap: bool = False) -> np.ndarray:
-    path = io.feature_path(modality)
+def load_features(modality: str, mmap: bool = False, root: Path = Path(".")) -> np.ndarray:
+    """The features stage's array of `modality` in the project at `root`."""
+    path = root / io.feature_path(modality)
     if not path.is_file():
         raise PipelineError(f"{path}: no features for modality {modality!r}; run its features stage")
     return np.load(path, mmap_mode="r" if mmap else None)

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 
 from pipeline import io
-
 from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
                                  confidence_order)
-from pipeline.dataset import Trials
+from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.fusion import FusionModel, branch_outputs, build_fusion, save_fusion
 from pipeline.nets import BranchClassifier, load_branch
@@ -66,7 +65,7 @@ def ensemble_weights(fp: FusionParams, model: FusionModel, data: FoldData, devic
 
 
 def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
-                 n_classes: int, seed: int, device: torch.device, progress=None) -> tuple[FusionModel, list[dict]]:
+                 n_classes: int, seed: int, device: torch.device) -> tuple[FusionModel, list[dict]]:
     """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val;
     an untrained head (ensemble) gets its weights and one record (epoch 0) of how it does."""
     generator = seed_everything(seed)
@@ -76,7 +75,7 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     if model.head.trainable:
         history = fit(model, fusion_optimizer(model, fp, tp.weight_decay), loss, train, val,
                       FitConfig(fp.epochs, fp.patience, tp.batch_size), generator, device,
-                      fusion_callbacks(model, fp, data, device, tp.batch_size, n_classes), progress)
+                      fusion_callbacks(model, fp, data, device, tp.batch_size, n_classes))
         return model, history
     model.head.set_weights(ensemble_weights(fp, model, data, device))
     (train_loss, train_acc), (val_loss, val_acc) = (loss_and_accuracy(model, loss, *part, device) for part in (train, val))
@@ -140,7 +139,7 @@ def fusion_run(fold: int, seed: int, fp: FusionParams, tp: TrainParams, trials: 
     pretrained on this fold and seed) and returns the fused model's probabilities of every trial,
     its history, its diagnostics, the checkpoint's bytes and its cost (`run_cost`)."""
     base, device = Path(root), torch.device(device)
-    features = {m: np.load(base / io.feature_path(m), mmap_mode="r") for m in fp.modalities}
+    features = {m: load_features(m, mmap=True, root=base) for m in fp.modalities}
     data = fold_data(features, trials, fold, base)
     branches = {m: load_branch(base / io.branch_dir(m) / f"fold{fold}_seed{seed}.pt") for m in fp.modalities}
     start = time.perf_counter()

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import io
-from pipeline.dataset import Trials
+from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.nets import BranchClassifier, save_branch
 from pipeline.params import TrainParams
@@ -17,7 +16,7 @@ from pipeline.training import ClassificationLoss, FitConfig, class_weights, fit,
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
-                 device: torch.device, progress=None) -> tuple[BranchClassifier, list[dict]]:
+                 device: torch.device) -> tuple[BranchClassifier, list[dict]]:
     """Train one branch on `data`'s train part, selected on its val part."""
     generator = seed_everything(seed)
     in_shape = tuple(data.inputs[modality].shape[1:])
@@ -27,7 +26,7 @@ def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, 
     loss = ClassificationLoss(p.loss, p.loss_temperature, p.focal_gamma, class_weights(train[1].numpy(), n_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     history = fit(model, optimizer, loss, train, val, FitConfig(p.epochs, p.patience, p.batch_size),
-                  generator, device, progress=progress)
+                  generator, device)
     return model, history
 
 
@@ -36,8 +35,7 @@ def branch_run(modality: str, fold: int, seed: int, p: TrainParams, trials: Tria
     """One (fold, seed) run as a worker task (pipeline.parallel): it reads its own inputs under
     `root` (the features memory-mapped, the fold's normalizer) and returns the probabilities of
     every trial (n_trials, n_classes), the per-epoch history and the checkpoint's bytes."""
-    features = np.load(Path(root) / io.feature_path(modality), mmap_mode="r")
-    data = fold_data({modality: features}, trials, fold, Path(root))
+    data = fold_data({modality: load_features(modality, mmap=True, root=Path(root))}, trials, fold, Path(root))
     model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device))
     probs = predict_proba(model, data.inputs, torch.device(device), p.loss_temperature)
     checkpoint = bytes_io.BytesIO()

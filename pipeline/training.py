@@ -164,7 +164,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         train: tuple[dict[str, torch.Tensor], torch.Tensor],
         val: tuple[dict[str, torch.Tensor], torch.Tensor],
         cfg: FitConfig, generator: torch.Generator, device: torch.device,
-        callbacks: Sequence[Callback] = (), progress=None) -> list[dict]:
+        callbacks: Sequence[Callback] = ()) -> list[dict]:
     """Train `model` in place; keep the weights of the epoch with the best validation accuracy
     (ties: lower validation loss). Stops after `cfg.patience` epochs without improvement (not
     before every callback's `min_epochs`). Batches are drawn with `generator`.
@@ -206,8 +206,6 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                         "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
         for cb in callbacks:
             cb.on_epoch_end(history[-1])
-        if progress is not None:
-            progress(history[-1])
         key = (val_acc, -val_loss)
         if best_key is None or key > best_key:
             best_key, best, stale = key, copy.deepcopy(model.state_dict()), 0

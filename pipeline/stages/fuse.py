@@ -99,16 +99,21 @@ def run(params: Params) -> None:
         io.write_json(out / "selection.json", decisions)
         io.write_json(out / "history.json", histories)
         io.write_json(out / "diagnostics.json", diagnostics)
-    io.write_json(io.COST, cost_summary(fp.type, costs, params, tasks[0][-1] if tasks else "cpu"))
+    io.write_json(io.COST, cost_summary(fp.type, costs, params))
     log_curves(io.live_dir("fuse"), histories)
 
 
-def cost_summary(fusion_type: str, costs: list[dict], params: Params, device: str) -> dict:
+def cost_summary(fusion_type: str, costs: list[dict], params: Params) -> dict:
     """reports/cost.json: the runs' mean cost, and what it was measured on. Wall times, so they
     vary from run to run and with what else the machine does (measure with compute.n_jobs 1)."""
-    mean = {key: (float(np.mean(values)) if None not in (values := [c[key] for c in costs]) else None)
-            for key in ("train_s_per_epoch", "infer_ms_per_trial")} if costs else {}
-    return {"type": fusion_type, "params": costs[0]["params"] if costs else None,
-            "head_params": costs[0]["head_params"] if costs else None, **mean, "runs": len(costs),
-            "device": device.split(":")[0], "torch_threads": params.compute.torch_threads,
-            "workers": params.compute.n_jobs, "backend": params.compute.backend}
+    if not costs:  # one informative view in every fold: nothing was trained
+        return {"type": fusion_type, "runs": 0}
+
+    def mean(key: str) -> float | None:  # None: the head is not trained
+        return None if costs[0][key] is None else float(np.mean([c[key] for c in costs]))
+
+    return {"type": fusion_type, "params": costs[0]["params"], "head_params": costs[0]["head_params"],
+            "train_s_per_epoch": mean("train_s_per_epoch"), "infer_ms_per_trial": mean("infer_ms_per_trial"),
+            "runs": len(costs), "device": run_device(params.train.device, 0).split(":")[0],
+            "torch_threads": params.compute.torch_threads, "workers": params.compute.n_jobs,
+            "backend": params.compute.backend}
