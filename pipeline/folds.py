@@ -1,5 +1,11 @@
-"""One fold's training data as tensors: features standardised with that fold's train-only
-statistics (written by the normalize stage), labels and the trial indices of each part."""
+"""One fold's training data: features standardised with that fold's train-only statistics
+(written by the normalize stage), labels and the trial indices of each part.
+
+Features are not copied: each modality is a `NormalizedRows` over the (memory-mapped) feature
+array that standardises only the rows a batch reads, so a training run holds one batch of
+normalised inputs at a time and its memory grows with the arrays on disk, not with copies of
+them per fold, part or worker.
+"""
 from __future__ import annotations
 
 import itertools
@@ -15,24 +21,58 @@ from pipeline.normalize import apply_normalizer
 from pipeline.split import fold_indices
 
 
+class NormalizedRows:
+    """Rows `rows` of a feature array `x` (n_trials, ...), standardised when read.
+
+    `self[idx]` (positions into `rows`: a slice, an index array or tensor) reads those rows of
+    `x` and returns (x - mean) / std as a float32 tensor (len(idx), ...), the same numbers a
+    whole-array `apply_normalizer` gives. `len` and `shape` are the view's, as for a tensor.
+    """
+
+    def __init__(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray, rows: np.ndarray | None = None):
+        self.x, self.mean, self.std = x, mean, std
+        self.rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.x.shape[1:])
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        rows = self.rows[idx if isinstance(idx, slice) else np.asarray(idx)]
+        return torch.from_numpy(apply_normalizer(self.x[rows], self.mean, self.std))
+
+    def subset(self, positions: np.ndarray) -> NormalizedRows:
+        return NormalizedRows(self.x, self.mean, self.std, self.rows[positions])
+
+    def mean_row(self, chunk: int = 256) -> torch.Tensor:
+        """The mean normalised row (1, ...), accumulated in float64 a chunk at a time."""
+        total = np.zeros(self.x.shape[1:], np.float64)
+        for start in range(0, len(self), chunk):
+            total += self[start:start + chunk].numpy().sum(axis=0, dtype=np.float64)
+        return torch.from_numpy((total / max(len(self), 1)).astype(np.float32))[None]
+
+
 @dataclass
 class FoldData:
-    inputs: dict[str, torch.Tensor]   # modality -> normalised features of all trials
-    labels: torch.Tensor              # (n_trials,)
-    index: dict[str, np.ndarray]      # train / val / test trial indices
+    inputs: dict[str, NormalizedRows]  # modality -> normalised features of all trials
+    labels: torch.Tensor               # (n_trials,)
+    index: dict[str, np.ndarray]       # train / val / test trial indices
 
-    def part(self, name: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        idx = torch.as_tensor(self.index[name])
-        return {m: x[idx] for m, x in self.inputs.items()}, self.labels[idx]
+    def part(self, name: str) -> tuple[dict[str, NormalizedRows], torch.Tensor]:
+        idx = self.index[name]
+        return {m: x.subset(idx) for m, x in self.inputs.items()}, self.labels[torch.as_tensor(idx)]
 
 
 def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int, root: Path = Path(".")) -> FoldData:
-    """Features of every trial, standardised with fold `fold`'s train-only statistics (read from
-    the project at `root`)."""
+    """Every trial's features, standardised on read with fold `fold`'s train-only statistics
+    (read from the project at `root`); pass memory-mapped arrays to keep them on disk."""
     inputs = {}
     for modality, x in features.items():
         stats = np.load(root / io.normalizer_path(modality))
-        inputs[modality] = torch.from_numpy(apply_normalizer(x, stats["mean"][fold], stats["std"][fold]))
+        inputs[modality] = NormalizedRows(x, stats["mean"][fold], stats["std"][fold])
     return FoldData(inputs, torch.tensor(trials.labels),
                     fold_indices(trials.subjects, trials.folds[fold]))
 

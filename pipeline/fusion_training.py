@@ -112,9 +112,10 @@ def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device,
     """On the test trials: the head's mean modality weights, the robustness to a missing or noisy
     modality (train-mean fill; noise drawn from `seed`), and the modality ablation (the accuracy
     drop when a modality is missing)."""
-    (x_test, y_test), x_train = data.part("test"), data.part("train")[0]
+    test, y_test = data.part("test")
+    x_test = {m: x[:] for m, x in test.items()}  # the test trials as tensors: noise is added to them
     weights = branch_outputs(model, x_test, device)["weights"]
-    fill = {m: x.mean(dim=0, keepdim=True) for m, x in x_train.items()}
+    fill = {m: x.mean_row() for m, x in data.part("train")[0].items()}
     robust = modality_robustness(model, x_test, y_test.numpy(), fill, device, temperature,
                                  torch.Generator().manual_seed(seed))
     return {"fusion_weights": {m: float(w.mean()) for m, w in weights.items()},

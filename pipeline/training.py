@@ -1,7 +1,8 @@
 """The one training loop, used by branch pretraining and by fusion fine-tuning.
 
-Inputs are dicts of tensors keyed by modality (all trials in memory: the feature arrays are
-small); batches are drawn with a torch Generator seeded from params, so a seed fixes
+Inputs are dicts keyed by modality of anything that gives a batch of rows as a tensor when
+indexed: tensors, or `folds.NormalizedRows` that read and standardise only the batch's rows
+from memory-mapped features. Batches are drawn with a torch Generator seeded from params, so a seed fixes
 initialisation, shuffling and dropout.
 """
 from __future__ import annotations

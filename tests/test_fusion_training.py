@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.callbacks import OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
-from pipeline.folds import FoldData
+from pipeline.folds import FoldData, NormalizedRows
 from pipeline.fusion import build_fusion
 from pipeline.evaluate import cost_sentence
 from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_robustness,
@@ -69,7 +69,8 @@ def test_optimizer_gives_branches_branch_lr_and_head_head_lr(params):
 
 def _fold(n: int = 30, seed: int = 0) -> FoldData:
     g = torch.Generator().manual_seed(seed)
-    inputs = {m: torch.randn(n, *s, generator=g) for m, s in SHAPES.items()}
+    inputs = {m: NormalizedRows(torch.randn(n, *s, generator=g).numpy(), np.float32(0), np.float32(1))
+              for m, s in SHAPES.items()}
     labels = torch.arange(n) % 3
     index = {"train": np.arange(0, 18), "val": np.arange(18, 24), "test": np.arange(24, 30)}
     return FoldData(inputs, labels, index)
@@ -130,12 +131,13 @@ def test_ablation_fills_a_modality_with_its_train_mean(params, monkeypatch):
     """The ablated input is the mean of the train trials, not of the test trials."""
     import pipeline.fusion_training as ft
     data = _fold()
-    data.inputs["topo"][data.index["test"]] += 50.0  # test trials far from the train mean
+    data.inputs["topo"].x[data.index["test"]] += 50.0  # test trials far from the train mean
     fills = []
     monkeypatch.setattr(ft, "modality_robustness",
                         lambda model, x, y, fill, device, t, g: fills.append(fill) or {"clean": 1.0, "missing": {}})
     ft.fusion_diagnostics(_model(params), data, torch.device("cpu"), 1.0, 0)
     train_mean = data.inputs["topo"][data.index["train"]].mean(dim=0, keepdim=True)
+    assert fills[0]["topo"].shape == train_mean.shape
     torch.testing.assert_close(fills[0]["topo"], train_mean)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from pipeline import pretraining
-from pipeline.folds import FoldData
+from pipeline.folds import FoldData, NormalizedRows
 from pipeline.pretraining import train_branch
 
 
@@ -13,8 +13,8 @@ def _fold(n: int = 36) -> FoldData:
     g = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 0, 0, 1, 1, 2] * (n // 6))
     x = torch.randn(n, 2, 8, 8, generator=g) + labels[:, None, None, None]
-    return FoldData({"topo": x}, labels, {"train": np.arange(0, 24), "val": np.arange(24, 30),
-                                          "test": np.arange(30, 36)})
+    index = {"train": np.arange(0, 24), "val": np.arange(24, 30), "test": np.arange(30, 36)}
+    return FoldData({"topo": NormalizedRows(x.numpy(), np.float32(0), np.float32(1))}, labels, index)
 
 
 def test_train_branch_is_a_function_of_its_seed(params):
