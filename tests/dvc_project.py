@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "data": {"synthetic": {"n_subjects": 4, "trials_per_class": 2, "trial_seconds": 2.0, "gap_seconds": 0.5}},
-    "split": {"val_subjects": 1, "test_subjects": 1},
+    "split": {"scheme": "holdout", "val_subjects": 1, "test_subjects": 1},
     "eeg": {"epoch_seconds": 2.0},
     "mel": {"clip_seconds": 2.0, "n_mels": 32, "n_frames": 32},
     "topo": {"n_bins": 8},
