@@ -160,11 +160,12 @@ def test_stage_killed_mid_run_leaves_previous_outputs(project):
 
 
 def test_sweep_through_the_dvc_queue(project):
-    """`dvc exp run --queue -S 'fusion.type=late,ensemble'` queues one experiment per value and
-    `dvc queue start` runs them in the background; `dvc exp show` then has both with metrics."""
+    """`dvc exp run --queue -S 'fusion.type=late,ensemble'` queues one experiment per value,
+    `dvc queue start -j 2` runs them side by side in the background, and `dvc exp show` then
+    has both with metrics."""
     out = run(["dvc", "exp", "run", "--queue", "-S", "fusion.type=late,ensemble"], project)
     assert out.count("Queued experiment") == 2, out
-    run(["dvc", "queue", "start", "-j", "1"], project)
+    run(["dvc", "queue", "start", "-j", "2"], project)  # two DVC workers, each running one experiment
     deadline = time.monotonic() + 400
     while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project)):
         assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
