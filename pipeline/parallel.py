@@ -12,6 +12,7 @@ enough to change the trained models).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Callable, Iterable, Iterator
 
@@ -19,6 +20,7 @@ import joblib
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from pipeline.errors import warn
 from pipeline.params import ComputeParams
 
 LOCAL = ComputeParams(n_jobs=1)  # in-process, one task after another
@@ -29,6 +31,17 @@ def _limited(fn: Callable, args: tuple, torch_threads: int):
         if "torch" in sys.modules:  # only tasks that use torch pay for importing it
             sys.modules["torch"].set_num_threads(torch_threads)
         return fn(*args)
+
+
+def warn_if_oversubscribed(compute: ComputeParams) -> None:
+    """Torch tasks on this machine use n_jobs workers x torch_threads threads: more than its
+    cores and they slow each other down (a remote scheduler's machines are not checked)."""
+    if compute.scheduler:
+        return
+    threads, cores = joblib.effective_n_jobs(compute.n_jobs) * compute.torch_threads, os.cpu_count() or 1
+    if compute.torch_threads > 1 and threads > cores:
+        warn(f"compute.n_jobs={compute.n_jobs} workers x compute.torch_threads={compute.torch_threads} "
+             f"= {threads} threads on {cores} cores: the training runs oversubscribe the CPU; lower one of them")
 
 
 @contextlib.contextmanager
@@ -60,6 +73,8 @@ def stream(fn: Callable, tasks: Iterable[tuple], compute: ComputeParams, desc: s
     """`fn(*task)` for every task, in task order, computed as `compute` says and yielded as they
     come. Tasks are drawn lazily (a generator works), so the caller holds a few tasks and results
     at a time; `fn` and its arguments must pickle (module-level functions, plain data)."""
+    if "torch" in sys.modules:  # the tasks train with torch_threads each (`_limited`)
+        warn_if_oversubscribed(compute)
     with backend(compute) as n_jobs, tqdm(total=total if total is not None else len(tasks),
                                           desc=desc, unit=unit) as bar:
         results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(

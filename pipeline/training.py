@@ -2,19 +2,16 @@
 
 Inputs are dicts keyed by modality of anything that gives a batch of rows as a tensor when
 indexed: tensors, or `folds.NormalizedRows` that read and standardise only the batch's rows
-from memory-mapped features. Batches are drawn with a torch Generator seeded from params, so a seed fixes
-initialisation, shuffling and dropout.
+from memory-mapped features. Batches are drawn with a torch Generator seeded from params, so a
+seed fixes initialisation, shuffling and dropout.
 """
 from __future__ import annotations
 
 import copy
-import os
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import joblib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,7 +20,6 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
-from pipeline.params import ComputeParams
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,18 +36,6 @@ def run_device(name: str, k: int) -> str:
     """The device of the k-th training run: with CUDA, runs take the visible GPUs round-robin."""
     device = resolve_device(name)
     return f"cuda:{k % torch.cuda.device_count()}" if device.type == "cuda" else "cpu"
-
-
-def warn_if_oversubscribed(compute: ComputeParams) -> None:
-    """Training runs on this machine use n_jobs workers x torch_threads threads: more than its
-    cores and they slow each other down (a remote scheduler's machines are not checked)."""
-    if compute.scheduler:
-        return
-    threads, cores = joblib.effective_n_jobs(compute.n_jobs) * compute.torch_threads, os.cpu_count() or 1
-    if compute.torch_threads > 1 and threads > cores:
-        print(f"warning: compute.n_jobs={compute.n_jobs} workers x compute.torch_threads={compute.torch_threads} "
-              f"= {threads} threads on {cores} cores: the training runs oversubscribe the CPU; "
-              "lower one of them", file=sys.stderr)
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import training
 from pipeline.errors import PipelineError
-from pipeline.params import ComputeParams
 from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
-                               resolve_device, seed_everything, warn_if_oversubscribed)
+                               resolve_device, seed_everything)
 
 
 def _logits_targets(n: int = 16, c: int = 5, scale: float = 3.0, seed: int = 0):
@@ -296,21 +294,3 @@ def test_auto_and_cpu():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
-
-
-@pytest.mark.parametrize(("n_jobs", "threads", "warned"), [(1, 1, False), (2, 1, False), (1, 2, False),
-                                                           (2, 2, True), (3, 2, True)])
-def test_oversubscription_warns_when_workers_times_threads_exceed_the_cores(n_jobs, threads, warned, capsys,
-                                                                             monkeypatch):
-    monkeypatch.setattr(training.os, "cpu_count", lambda: 2)
-    warn_if_oversubscribed(ComputeParams(n_jobs=n_jobs, torch_threads=threads))
-    err = capsys.readouterr().err
-    assert ("oversubscribe" in err) is warned, err
-    if warned:
-        assert f"{n_jobs * threads} threads on 2 cores" in err and err.count("\n") == 1
-
-
-def test_a_remote_scheduler_is_not_checked(capsys):
-    warn_if_oversubscribed(ComputeParams(n_jobs=64, torch_threads=8, backend="dask",
-                                         scheduler="tcp://10.0.0.5:8786"))
-    assert capsys.readouterr().err == ""

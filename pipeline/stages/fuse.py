@@ -22,7 +22,7 @@ from pipeline.parallel import stream
 from pipeline.params import FusionParams, Params
 from pipeline.selection import INFORMATIVE_ALPHA, accuracy, ensemble_of_branches, informative_test, safe_choice
 from pipeline.split import fold_indices
-from pipeline.training import log_curves, run_device, warn_if_oversubscribed
+from pipeline.training import log_curves, run_device
 
 
 def fold_views(fp: FusionParams, tests: dict[str, tuple[float, float]], fold: int) -> list[str]:
@@ -70,7 +70,6 @@ def run(params: Params) -> None:
     histories, diagnostics, decisions, costs = {}, {}, [], []
     with io.atomic_path(io.FUSION_DIR) as out:
         out.mkdir()
-        warn_if_oversubscribed(params.compute)
         results = stream(fusion_run, tasks, params.compute, f"fuse {fp.type}", "run")
         for (fold, i, seed), (run_probs, history, run_diagnostics, checkpoint, cost) in zip(grid, results):
             run_id = f"fold{fold}_seed{seed}"

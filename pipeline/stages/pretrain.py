@@ -14,7 +14,7 @@ from pipeline.folds import runs
 from pipeline.parallel import stream
 from pipeline.params import Params
 from pipeline.pretraining import branch_run
-from pipeline.training import log_curves, run_device, warn_if_oversubscribed
+from pipeline.training import log_curves, run_device
 
 
 def run(params: Params, modality: str) -> None:
@@ -35,7 +35,6 @@ def run(params: Params, modality: str) -> None:
     histories = {}
     with io.atomic_path(io.branch_dir(modality)) as out:
         out.mkdir()
-        warn_if_oversubscribed(params.compute)
         results = stream(branch_run, tasks, params.compute, f"pretrain {modality}", "run")
         for (fold, i, seed), (run_probs, history, checkpoint) in zip(grid, results):
             probs[fold, i] = run_probs
