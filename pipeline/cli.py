@@ -15,6 +15,7 @@ import typer
 
 from pipeline.errors import PipelineError
 from pipeline.modalities import NAMES
+from pipeline.numerics import PORTABLE_ENV, pin_cpu_dispatch
 from pipeline.params import load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -36,9 +37,12 @@ def one_line_errors():
 
 
 def run_stage(name: str, params_path: str, *args: str) -> None:
-    """Validate params, then run pipeline.stages.<name>."""
+    """Validate params, pin the CPU dispatch (before numpy or torch load), then run
+    pipeline.stages.<name>."""
     with one_line_errors():
         params = load_params(params_path)
+        if params.compute.portable_numerics:
+            pin_cpu_dispatch()
         importlib.import_module(f"pipeline.stages.{name}").run(params, *args)
 
 
@@ -95,6 +99,13 @@ def baselines(params: str = ParamsOption):
 def evaluate(params: str = ParamsOption):
     """Test metrics of every branch and the fusion -> reports/metrics.json."""
     run_stage("evaluate", params)
+
+
+@app.command("portable-env")
+def portable_env():
+    """The environment portable numerics set (KEY=VALUE lines): what remote Dask workers need,
+    e.g. `env $(python -m pipeline portable-env) dask worker tcp://...`."""
+    typer.echo("".join(f"{key}={value}\n" for key, value in PORTABLE_ENV.items()), nl=False)
 
 
 @app.command()

@@ -33,8 +33,24 @@ def read_at(path: str, rev: str) -> str:
     try:
         return dvc.api.read(path, rev=_rev(rev))
     except Exception as error:  # dvc raises many kinds; the user needs the path, the rev and why
+        if rev != WORKSPACE and _locked_output(path, rev):
+            raise PipelineError(
+                f"compare: {path} at {rev} is a DVC output that is not in this clone's cache: `dvc pull` "
+                f"it from the project's remote (README: Review), or `dvc repro` at {rev}") from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PipelineError(f"compare: cannot read {path} at {rev}: {reason}") from None
+
+
+def _locked_output(path: str, rev: str) -> bool:
+    """Whether dvc.lock at `rev` records `path` as a stage's output (made there, cached somewhere)."""
+    import dvc.api
+
+    try:
+        lock = yaml.safe_load(dvc.api.read("dvc.lock", rev=rev)) or {}
+    except Exception:  # no dvc.lock at rev: nothing was reproduced there
+        return False
+    return any(out.get("path") == path for stage in (lock.get("stages") or {}).values()
+               for out in stage.get("outs") or [])
 
 
 def load_predictions(rev: str) -> pd.DataFrame:

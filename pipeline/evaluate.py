@@ -173,18 +173,7 @@ def gain_sentence(fusion: dict) -> str:
     return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} ({test}): {verdict(p)}"
 
 
-def cost_sentence(cost: dict) -> str:
-    """One line of summary.md from reports/cost.json (the fuse stage's measurement)."""
-    if not cost.get("runs"):
-        return "Cost: no fusion run trained (one informative view in every fold)."
-    train = "not trained" if cost["train_s_per_epoch"] is None else f"{cost['train_s_per_epoch']:.2f} s per training epoch"
-    return (f"Cost of `{cost['type']}` (`reports/cost.json`, mean of {cost['runs']} run(s) on {cost['device']}, "
-            f"{cost['torch_threads']} torch thread(s), {cost['workers']} {cost['backend']} worker(s)): "
-            f"{cost['params']:,} parameters ({cost['head_params']:,} in the fusion head), {train}, "
-            f"{cost['infer_ms_per_trial']:.3f} ms per trial at inference.")
-
-
-def summary_markdown(metrics: dict, params: Params, diagnostics: dict, cost: dict) -> str:
+def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it."""
     fusion = metrics["fusion"]
     warning = below_best_message(fusion)
@@ -238,7 +227,8 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, cost: dic
     if weights:
         lines += ["", "Learned fusion weights (mean over test trials): "
                   + ", ".join(f"{m} {np.mean(v):.2f}" for m, v in weights.items()) + "."]
-    lines += ["", cost_sentence(cost)]
+    lines += ["", "What the fusion cost (parameters, seconds per training epoch, ms per trial): `reports/cost.json` "
+                  "(`dvc exp show`); wall times differ between machines, so it stays out of dvc.lock."]
     lines += ["", "Figures: `reports/figures/`. Per-trial predictions: `reports/predictions.csv`; per-fold and "
                   "per-subject rows: `reports/per_fold.csv`, "
                   "`reports/per_subject.csv`.", "", "<details><summary>params</summary>", "", "```yaml",

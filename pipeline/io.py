@@ -43,7 +43,7 @@ FUSION_DIR = MODELS / "fusion"
 BASELINES_DIR = MODELS / "baselines"
 FIGURES = REPORTS / "figures"
 PREDICTIONS = REPORTS / "predictions.csv"
-COST = REPORTS / "cost.json"  # what the fusion method cost (fuse), for summary.md and `dvc exp show`
+COST = REPORTS / "cost.json"  # what the fusion method cost (fuse), for `dvc exp show`; outside dvc.lock
 
 
 def live_dir(stage: str) -> Path:

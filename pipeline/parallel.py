@@ -7,7 +7,9 @@ Each task runs with its math libraries (BLAS, OpenMP) limited to one thread and 
 to `compute.torch_threads`: the summation order then does not depend on how many workers run,
 where they run or on the machine, so results are bit-identical for any backend and n_jobs
 (threaded BLAS made mel features differ in the last bits between n_jobs 1 and 2, which was
-enough to change the trained models).
+enough to change the trained models). With `compute.portable_numerics` each task first checks
+that its process computes with the pinned kernels (pipeline/numerics.py): a worker started
+without them stops the stage instead of computing other bits.
 """
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from pipeline.errors import warn
+from pipeline.numerics import check_cpu_dispatch
 from pipeline.params import ComputeParams
 
 LOCAL = ComputeParams(n_jobs=1)  # in-process, one task after another
 
 
-def _limited(fn: Callable, args: tuple, torch_threads: int):
+def _limited(fn: Callable, args: tuple, torch_threads: int, portable: bool):
+    if portable:
+        check_cpu_dispatch(f"worker process {os.getpid()}")
     with threadpool_limits(limits=1):
         if "torch" in sys.modules:  # only tasks that use torch pay for importing it
             sys.modules["torch"].set_num_threads(torch_threads)
@@ -78,7 +83,8 @@ def stream(fn: Callable, tasks: Iterable[tuple], compute: ComputeParams, desc: s
     with backend(compute) as n_jobs, tqdm(total=total if total is not None else len(tasks),
                                           desc=desc, unit=unit) as bar:
         results = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
-            joblib.delayed(_limited)(fn, task, compute.torch_threads) for task in tasks)
+            joblib.delayed(_limited)(fn, task, compute.torch_threads, compute.portable_numerics)
+            for task in tasks)
         for result in results:
             bar.update()
             yield result

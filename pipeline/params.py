@@ -274,13 +274,16 @@ class BaselinesParams(Section):
 
 
 class ComputeParams(Section):
-    """Where the work runs (pipeline/parallel.py). Results do not depend on backend, scheduler or
-    n_jobs (no DVC dependency); they do on torch_threads, which pretrain and fuse depend on."""
+    """Where and how the work runs (pipeline/parallel.py). Results do not depend on backend,
+    scheduler or n_jobs (no DVC dependency); they do on torch_threads (a dependency of pretrain
+    and fuse) and on portable_numerics (pipeline/numerics.py; a dependency of every stage that
+    computes with floats)."""
 
     n_jobs: StrictInt  # workers of ingest, the feature stages and the training runs; -1: one per core
     backend: Literal["local", "dask"] = "local"  # local: joblib's loky pool; dask: a distributed cluster
     scheduler: StrictStr | None = None  # dask: a scheduler address (tcp://host:8786); null: a LocalCluster
     torch_threads: StrictInt = allowed("an integer >= 1", ge=1, default=1)  # per training run
+    portable_numerics: StrictBool = True  # every library capped at AVX2: the same bits on any x86-64 CPU
 
     @field_validator("n_jobs")
     @classmethod

@@ -1,7 +1,11 @@
 """Shared fixtures of the unit suite."""
 from __future__ import annotations
 
-from pathlib import Path
+from pipeline.numerics import pin_cpu_dispatch
+
+pin_cpu_dispatch()  # the tests compute as the stages do, before numpy or torch load (portable numerics)
+
+from pathlib import Path  # noqa: E402
 
 import numpy as np
 import pytest

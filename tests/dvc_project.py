@@ -36,8 +36,8 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
-def run(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+def run(args: list[str], cwd: Path, env: dict | None = None) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env or ENV, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out[-4000:]}"
     return out
@@ -71,3 +71,31 @@ def make_project(dest: Path, override: dict) -> Path:
 def set_params(project: Path, override: dict) -> None:
     params = merge(yaml.safe_load((project / "params.yaml").read_text()), override)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def built_project(tmp_path_factory) -> Path:
+    """The project with tiny params on the synthetic data after `dvc repro`, committed: built once
+    per test session and shared by the pytest-xdist workers (whoever asks first builds it under a
+    file lock in the session's temp folder). Read its files; run DVC in a `copy_project` of it,
+    since two DVC commands in one repo at once would wait on each other's lock."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the session's folder
+    dest, done = shared / "built_project", shared / "built_project.done"
+    with FileLock(str(shared / "built_project.lock")):
+        if not done.exists():
+            shutil.rmtree(dest, ignore_errors=True)  # a build that failed half-way
+            make_project(dest, {})
+            repro = run(["dvc", "repro"], dest)
+            assert "evaluate" in ran(repro), repro[-2000:]
+            run(["git", "add", "-A"], dest)
+            run(["git", "commit", "-qm", "repro"], dest)
+            done.touch()
+    return dest
+
+
+def copy_project(project: Path, dest: Path) -> Path:
+    """A copy of a built project (git history, DVC cache and outputs) to change and rerun."""
+    shutil.copytree(project, dest, symlinks=True)
+    return dest

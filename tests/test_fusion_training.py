@@ -9,10 +9,10 @@ import torch
 from pipeline.callbacks import OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
 from pipeline.folds import FoldData, NormalizedRows
 from pipeline.fusion import build_fusion
-from pipeline.evaluate import cost_sentence
 from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_robustness,
                                       run_cost, train_fusion)
 from pipeline.nets import BranchClassifier
+from pipeline.stages.fuse import cost_sentence
 
 SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
 

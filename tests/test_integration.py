@@ -1,5 +1,7 @@
 """End to end on the default synthetic data: the real `dvc repro` and `dvc exp run` on a copy of
-the project in a temp git repo with tiny params (tests/dvc_project.py), built once and shared."""
+the project in a temp git repo with tiny params (tests/dvc_project.py), built once per session and
+shared with tests/test_integration_review.py and tests/test_integration_portable.py (which also
+shows that a forced rerun of every stage reproduces every output to the last bit)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,20 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from dvc_project import ENV, make_project, ran, run, set_params
+from dvc_project import ENV, built_project, copy_project, ran, run, set_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """The project with tiny params on the synthetic data, after `dvc repro` (committed)."""
-    dest = make_project(tmp_path_factory.mktemp("project"), {})
-    repro = run(["dvc", "repro"], dest)
-    assert "evaluate" in ran(repro)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "repro"], dest)
-    return dest
+    """The project with tiny params on the synthetic data, after `dvc repro` (committed), shared
+    with the other end-to-end files: read it, run DVC in a copy (`workspace`)."""
+    return built_project(tmp_path_factory)
+
+
+@pytest.fixture
+def workspace(project, tmp_path) -> Path:
+    return copy_project(project, tmp_path / "project")
 
 
 def test_repro_writes_design_metrics(project):
@@ -63,50 +66,21 @@ def test_repro_writes_design_metrics(project):
     assert metrics["data"] == {"trials_kept": 40, "trials_dropped": 0, "problems": 0, "subjects_kept": 4, "subjects_dropped": 0}
 
 
-def test_no_change_repro_runs_nothing(project):
-    out = run(["dvc", "repro"], project)
+def test_no_change_repro_runs_nothing(workspace):
+    out = run(["dvc", "repro"], workspace)
     assert ran(out) == set()
 
 
-def test_fusion_type_experiment_and_compare(project):
-    """`dvc exp run -S fusion.type=gated` reruns fuse and evaluate only; `compare` pairs it with
-    HEAD through dvc.api, names the changed key, and gives delta 0, p 1 for a run against itself."""
-    out = run(["dvc", "exp", "run", "-S", "fusion.type=gated"], project)
-    assert ran(out) == {"fuse", "evaluate"}
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    assert metrics["fusion"]["type"] == "gated"
-    assert 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
-    diff = run(["dvc", "metrics", "diff", "--all"], project)
-    assert "fusion.test.acc" in diff
-    (experiment,) = re.findall(r"Ran experiment\(s\): (\S+)", out)
-    table = run([sys.executable, "-m", "pipeline", "compare", "HEAD", experiment, "--md"], project)
-    assert table.startswith(f"| model | acc HEAD | acc {experiment} | delta |")
-    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    assert {"eeg", "mel", "topo", "fusion", "fusion_trained"} <= set(rows)
-    assert " | +0.000 | " in rows["eeg"]  # the branches did not rerun: same predictions
-    assert "fusion.type: 'concat' -> 'gated'" in table
-    itself = run([sys.executable, "-m", "pipeline", "compare", "HEAD", "HEAD"], project)
-    assert all(" +0.000 " in line for line in itself.splitlines()[1:6])
-    assert "params that differ: none" in itself
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "compare", "HEAD~1", "HEAD"], cwd=project, env=ENV,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith("error: compare: cannot read reports/predictions.csv at HEAD~1") and \
-        proc.stderr.count("\n") == 1, proc.stderr
+def test_fusion_knob_makes_only_fuse_and_evaluate_stale(workspace):
+    """A fusion knob invalidates fuse and evaluate and nothing upstream (DVC's own status; the
+    queued sweep in tests/test_integration_queue.py then reruns them)."""
+    set_params(workspace, {"fusion": {"type": "gated"}})
+    stale = json.loads(run(["dvc", "status", "--json"], workspace))
+    assert set(stale) == {"fuse", "evaluate"}, stale
 
 
-def test_same_seed_gives_identical_metrics(project):
-    """Forcing fuse and evaluate to run again with the same params reproduces every metric."""
-    probabilities = project / "models" / "fusion" / "probabilities.npy"
-    before = probabilities.read_bytes(), (project / "reports" / "metrics.json").read_text()
-    out = run(["dvc", "repro", "--force", "--single-item", "fuse"], project)
-    assert ran(out) == {"fuse"}
-    run(["dvc", "repro", "evaluate"], project)
-    assert (probabilities.read_bytes(), (project / "reports" / "metrics.json").read_text()) == before
-
-
-def test_mel_key_reruns_no_eeg_or_topo_stage(project):
-    out = run(["dvc", "exp", "run", "-S", "mel.fmin=60.0"], project)
+def test_mel_key_reruns_no_eeg_or_topo_stage(workspace):
+    out = run(["dvc", "exp", "run", "-S", "mel.fmin=60.0"], workspace)
     stages = ran(out)
     assert {"features_mel", "normalize@mel", "pretrain@mel"} <= stages
     assert not {s for s in stages if "eeg" in s or "topo" in s}
@@ -130,55 +104,30 @@ def _tree_digest(path: Path) -> dict[str, str]:
             for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_stage_killed_mid_run_leaves_previous_outputs(project):
+def test_stage_killed_mid_run_leaves_previous_outputs(workspace):
     """A stage killed while it writes leaves the previous outputs whole and no temporary files
     once it runs again, and DVC reports it as not done until it has run to the end."""
-    models = project / "models"
+    models = workspace / "models"
     before = _tree_digest(models / "eeg")
-    set_params(project, {"train": {"seeds": [0, 1, 2, 3, 4, 5]},
+    set_params(workspace, {"train": {"seeds": [0, 1, 2, 3, 4, 5]},
                           "branches": {"eeg": {"epochs": 30, "patience": 30}}})
     try:
         # Run directly: killed after its first checkpoint landed in the temporary folder.
-        _kill_when([sys.executable, "-m", "pipeline", "pretrain", "eeg"], project,
+        _kill_when([sys.executable, "-m", "pipeline", "pretrain", "eeg"], workspace,
                    lambda: any(models.glob(".eeg.*/eeg/fold0_seed0.pt")))
         assert _tree_digest(models / "eeg") == before
-        assert "pretrain@eeg" in run(["dvc", "status"], project)
+        assert "pretrain@eeg" in run(["dvc", "status"], workspace)
         # Through DVC: the same kill; DVC may move the old outputs to its cache first, but never
         # leaves a half-written folder it would trust.
-        _kill_when(["dvc", "repro", "pretrain@eeg"], project,
+        _kill_when(["dvc", "repro", "pretrain@eeg"], workspace,
                    lambda: any(models.glob(".eeg.*/eeg/fold0_seed0.pt")))
         assert not (models / "eeg").exists() or _tree_digest(models / "eeg") == before
-        assert "pretrain@eeg" in run(["dvc", "status"], project)
-        run(["rm", "-rf", str(project / ".dvc" / "tmp" / "rwlock")], project)  # the killed dvc's lock
+        assert "pretrain@eeg" in run(["dvc", "status"], workspace)
+        run(["rm", "-rf", str(workspace / ".dvc" / "tmp" / "rwlock")], workspace)  # the killed dvc's lock
     finally:
-        run(["git", "checkout", "params.yaml"], project)
-        run(["dvc", "checkout", "--force"], project)
+        run(["git", "checkout", "params.yaml"], workspace)
+        run(["dvc", "checkout", "--force"], workspace)
     assert _tree_digest(models / "eeg") == before
-    assert not list(models.glob(".eeg.*")) or run([sys.executable, "-m", "pipeline", "pretrain", "eeg"], project)
+    assert not list(models.glob(".eeg.*")) or run([sys.executable, "-m", "pipeline", "pretrain", "eeg"], workspace)
     assert not list(models.glob(".eeg.*"))  # the killed runs' temporary folders are gone
-    assert "pretrain@eeg" not in run(["dvc", "status"], project)
-
-
-def test_sweep_through_the_dvc_queue(project):
-    """`dvc exp run --queue -S 'fusion.type=late,ensemble'` queues one experiment per value,
-    `dvc queue start -j 2` runs them side by side in the background, and `dvc exp show` then
-    has both with metrics."""
-    out = run(["dvc", "exp", "run", "--queue", "-S", "fusion.type=late,ensemble"], project)
-    assert out.count("Queued experiment") == 2, out
-    run(["dvc", "queue", "start", "-j", "2"], project)  # two DVC workers, each running one experiment
-    deadline = time.monotonic() + 400
-    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project)):
-        assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
-        time.sleep(10)  # each `dvc queue status` costs ~2 s of CPU the queued runs need
-    assert status.count("Success") == 2, status
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project))
-    done = {}
-    for commit in shown:
-        for exp in commit.get("experiments") or []:
-            for rev in exp["revs"]:
-                data = rev.get("data") or {}
-                fusion_type = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("fusion", {}).get("type")
-                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
-                if fusion_type in ("late", "ensemble") and "fusion" in metrics:
-                    done[fusion_type] = metrics["fusion"]["test"]["acc"]
-    assert set(done) == {"late", "ensemble"} and all(0.0 <= acc <= 1.0 for acc in done.values()), done
+    assert "pretrain@eeg" not in run(["dvc", "status"], workspace)

@@ -1,7 +1,9 @@
-"""End to end on other data: a real EEG recording without audio, the EAV layout, and a study
-where only speech carries the class (tests/dvc_project.py builds each project)."""
+"""End to end on other data: a real EEG recording without audio and the EAV layout through DVC
+(tests/dvc_project.py builds each project), and a study where only speech carries the class
+through every stage's body in-process."""
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -10,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.data.synthetic import write_manifest
+from pipeline.params import parse_params
 
-from dvc_project import ENV, make_project, ran, run, set_params
+from dvc_project import ENV, ROOT, TINY, make_project, merge, ran, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -86,35 +90,44 @@ def test_eav_layout_through_the_feature_stages(tmp_path_factory, write_eav):
         assert features.shape[0] == 80 and np.isfinite(features).all()
 
 
-def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path_factory, realdata):
+STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in ("eeg", "mel", "topo")],
+          ("baselines",), *[("pretrain", m) for m in ("eeg", "mel", "topo")], ("fuse",), ("evaluate",)]
+
+
+def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path, monkeypatch, capsys, realdata):
     """Speech carries the class, EEG none (real EEG windows drawn independently of the labels).
     A fusion that leans on EEG (an ensemble weighted on it alone) is flagged below its best
     branch, with a warning; `select: safe` with an unreachable margin reports the branches'
-    choice on every fold, rerunning only fuse and evaluate."""
+    choice on every fold. Every stage's body runs in-process, in order (which stages a fusion
+    knob reruns is DVC's part, tested on the shared project in tests/test_integration.py)."""
     from pipeline.data.studies import write_one_view_study
 
-    dest = make_project(tmp_path_factory.mktemp("study"), {
+    write_one_view_study(tmp_path / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,
+                         trials_per_class=4, trial_seconds=2.0, voice_spread=1.5)
+    raw = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), {
         "data": {"source": "manifest", "root": "data/study"},
         "split": {"scheme": "loso", "val_subjects": 1},
         "train": {"epochs": 8, "patience": 8},
         "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0],
                    "select": "fusion"},
     })
-    write_one_view_study(dest / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,
-                         trials_per_class=4, trial_seconds=2.0, voice_spread=1.5)
-    out = run(["dvc", "repro", "evaluate"], dest)
-    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    for name, *args in STAGES:
+        importlib.import_module(f"pipeline.stages.{name}").run(parse_params(raw), *args)
+    out = capsys.readouterr()
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["fusion"]["below_best_branch"] is True, metrics["fusion"]
-    assert "warning: fusion (ensemble) is below its best branch" in out
-    assert (dest / "reports" / "summary.md").read_text().split("\n")[2].startswith("> **Warning:**")
+    assert "warning: fusion (ensemble) is below its best branch" in out.err
+    assert (tmp_path / "reports" / "summary.md").read_text().split("\n")[2].startswith("> **Warning:**")
     assert metrics["fusion"]["selected"] == {"fusion": 4}
-    robust = json.loads((dest / "reports" / "robustness.json").read_text())
+    robust = json.loads((tmp_path / "reports" / "robustness.json").read_text())
     assert set(robust["missing"]) == {"eeg", "mel", "topo"}
 
-    out = run(["dvc", "exp", "run", "evaluate", "-S", "fusion.select=safe", "-S", "fusion.select_margin=1.0"], dest)
-    assert ran(out) == {"fuse", "evaluate"}
-    assert "select safe reports" in out
-    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    raw["fusion"].update(select="safe", select_margin=1.0)
+    for name in ("fuse", "evaluate"):
+        importlib.import_module(f"pipeline.stages.{name}").run(parse_params(raw))
+    assert "select safe reports" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert "fusion" not in metrics["fusion"]["selected"] and sum(metrics["fusion"]["selected"].values()) == 4
-    per_fold = (dest / "reports" / "per_fold.csv").read_text()
+    per_fold = (tmp_path / "reports" / "per_fold.csv").read_text()
     assert "selected" in per_fold.splitlines()[0]

@@ -1,6 +1,8 @@
 """pipeline/nets.py: branch encoders and classifiers for the default input shapes."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -42,8 +44,11 @@ def test_eeg_encoder_other_lengths(shape):
 @pytest.mark.parametrize("name", EEG_ENCODERS)
 @pytest.mark.parametrize("shape", [(16, 512), (32, 256)])
 def test_every_eeg_encoder_embeds_and_learns(name, shape):
-    """Each EEG encoder (ours and braindecode's) maps (batch, channels, times) to embed_dim, and a
-    few steps of training fit a small labelled batch better than chance."""
+    """Each EEG encoder (ours and braindecode's) maps (batch, channels, times) to embed_dim, and
+    training fits a small labelled batch far better than chance. The bound has margin on any CPU's
+    last bits: at this rate every encoder ended at a loss of at most 0.15 over seeds 0-5 (chance:
+    ln 2 = 0.69); at the former lr 0.01 ShallowFBCSPNet's loss diverged on some seeds and ended
+    above the bound on another CPU."""
     torch.manual_seed(0)
     model = BranchClassifier("eeg", shape, 2, EMBED, dropout=0.0, encoder=name)
     assert model.config()["encoder"] == name
@@ -51,15 +56,13 @@ def test_every_eeg_encoder_embeds_and_learns(name, shape):
     x[4:, 0] *= 4.0  # class 1: more power on channel 0
     y = torch.tensor([0] * 4 + [1] * 4)
     assert model.embed({"eeg": x}).shape == (8, EMBED)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    first = None
-    for _ in range(30):
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+    for _ in range(60):
         optimizer.zero_grad()
         loss = torch.nn.functional.cross_entropy(model({"eeg": x}), y)
         loss.backward()
         optimizer.step()
-        first = loss.item() if first is None else first
-    assert loss.item() < 0.5 * first
+    assert loss.item() < 0.5 * math.log(2)
 
 
 @pytest.mark.parametrize("name", EEG_ENCODERS)

@@ -99,13 +99,17 @@ def run(params: Params) -> None:
         io.write_json(out / "selection.json", decisions)
         io.write_json(out / "history.json", histories)
         io.write_json(out / "diagnostics.json", diagnostics)
-    io.write_json(io.COST, cost_summary(fp.type, costs, params))
+    cost = cost_summary(fp.type, costs, params)
+    io.write_json(io.COST, cost)
+    print(cost_sentence(cost))
     log_curves(io.live_dir("fuse"), histories)
 
 
 def cost_summary(fusion_type: str, costs: list[dict], params: Params) -> dict:
     """reports/cost.json: the runs' mean cost, and what it was measured on. Wall times, so they
-    vary from run to run and with what else the machine does (measure with compute.n_jobs 1)."""
+    vary from run to run, between machines and with what else the machine does (measure with
+    compute.n_jobs 1): a top-level metric of dvc.yaml, no stage's output, so dvc.lock stays the
+    same on every machine."""
     if not costs:  # one informative view in every fold: nothing was trained
         return {"type": fusion_type, "runs": 0}
 
@@ -117,3 +121,14 @@ def cost_summary(fusion_type: str, costs: list[dict], params: Params) -> dict:
             "runs": len(costs), "device": run_device(params.train.device, 0).split(":")[0],
             "torch_threads": params.compute.torch_threads, "workers": params.compute.n_jobs,
             "backend": params.compute.backend}
+
+
+def cost_sentence(cost: dict) -> str:
+    """What fuse prints of reports/cost.json."""
+    if not cost.get("runs"):
+        return "Cost: no fusion run trained (one informative view in every fold)."
+    train = "not trained" if cost["train_s_per_epoch"] is None else f"{cost['train_s_per_epoch']:.2f} s per training epoch"
+    return (f"Cost of `{cost['type']}` (`reports/cost.json`, mean of {cost['runs']} run(s) on {cost['device']}, "
+            f"{cost['torch_threads']} torch thread(s), {cost['workers']} {cost['backend']} worker(s)): "
+            f"{cost['params']:,} parameters ({cost['head_params']:,} in the fusion head), {train}, "
+            f"{cost['infer_ms_per_trial']:.3f} ms per trial at inference.")

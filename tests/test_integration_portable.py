@@ -1,0 +1,54 @@
+"""Portable numerics end to end: the shared tiny project (tests/dvc_project.py), reproduced on
+this machine with whatever instruction set it has, gives the same bits as every stage rerun in
+processes that see a second machine: an AVX2 CPU without AVX-512, as each library's run-time
+dispatch is told from outside (not through pipeline/numerics.py, whose pins this checks)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dvc_project import ENV, built_project, copy_project, run
+
+pytestmark = pytest.mark.slow
+
+# What the libraries find on an AMD Zen 2 (AVX2 + FMA, no AVX-512), set before they load.
+SECOND_MACHINE = {
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Zen",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "NUMBA_CPU_NAME": "znver2",
+}
+
+
+def _stage_commands(project) -> list[list[str]]:
+    """Every stage's command, in dvc.yaml's order (each stage after the ones it reads)."""
+    commands = []
+    for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values():
+        if "foreach" in stage:
+            commands += [stage["do"]["cmd"].replace("${item}", item).split() for item in stage["foreach"]]
+        else:
+            commands.append(stage["cmd"].split())
+    return commands
+
+
+def test_every_output_is_byte_identical_on_a_second_machine(tmp_path_factory, tmp_path):
+    project = built_project(tmp_path_factory)
+    second = copy_project(project, tmp_path / "second")
+    env = {**ENV, **SECOND_MACHINE}
+    probe = subprocess.run([sys.executable, "-c", "from numpy.core._multiarray_umath import __cpu_features__ as f;"
+                            "import torch; print(f['AVX512F'], torch.backends.cpu.get_cpu_capability())"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["False", "AVX2"]  # the simulated machine has no AVX-512
+    commands = _stage_commands(second)
+    assert len(commands) == 15
+    for command in commands:
+        run(command, second, env)
+    # DVC hashes every output again and finds each equal to the first machine's dvc.lock
+    assert json.loads(run(["dvc", "status", "--json"], second, env)) == {}
+    assert (second / "reports" / "metrics.json").read_bytes() == (project / "reports" / "metrics.json").read_bytes()

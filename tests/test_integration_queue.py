@@ -1,0 +1,67 @@
+"""A sweep through DVC's queue on a copy of the shared tiny project (tests/dvc_project.py), and
+the review of its experiments: `dvc metrics diff` and `python -m pipeline compare`."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dvc_project import ENV, built_project, copy_project, run
+
+pytestmark = pytest.mark.slow
+
+
+def _finished_experiments(project: Path) -> dict[str, tuple[str, float]]:
+    """fusion.type -> (experiment name, fusion test acc) of every experiment with metrics."""
+    done = {}
+    for commit in json.loads(run(["dvc", "exp", "show", "--json"], project)):
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                fusion_type = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("fusion", {}).get("type")
+                metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
+                if "fusion" in metrics:
+                    done[fusion_type] = (rev.get("name") or exp.get("name"), metrics["fusion"]["test"]["acc"])
+    return done
+
+
+def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
+    """`dvc exp run --queue -S 'fusion.type=late,ensemble'` queues one experiment per value,
+    `dvc queue start -j 2` runs them side by side in the background, and `dvc exp show` then
+    has both with metrics; `compare` pairs one with HEAD through dvc.api, names the changed key,
+    gives delta 0, p 1 for a run against itself, and says in one line what a revision without
+    outputs lacks."""
+    project = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    out = run(["dvc", "exp", "run", "--queue", "-S", "fusion.type=late,ensemble"], project)
+    assert out.count("Queued experiment") == 2, out
+    run(["dvc", "queue", "start", "-j", "2"], project)  # two DVC workers, each running one experiment
+    deadline = time.monotonic() + 400
+    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project)):
+        assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    done = _finished_experiments(project)
+    assert {"late", "ensemble"} <= set(done) and all(0.0 <= acc <= 1.0 for _, acc in done.values()), done
+
+    experiment = done["late"][0]
+    diff = run(["dvc", "metrics", "diff", "HEAD", experiment, "--all"], project)
+    assert "fusion.test.acc" in diff
+    table = run([sys.executable, "-m", "pipeline", "compare", "HEAD", experiment, "--md"], project)
+    assert table.startswith(f"| model | acc HEAD | acc {experiment} | delta |")
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert {"eeg", "mel", "topo", "fusion", "fusion_trained"} <= set(rows)
+    assert " | +0.000 | " in rows["eeg"]  # the branches did not rerun: same predictions
+    assert "fusion.type: 'concat' -> 'late'" in table
+    itself = run([sys.executable, "-m", "pipeline", "compare", "HEAD", "HEAD"], project)
+    assert all(" +0.000 " in line for line in itself.splitlines()[1:6])
+    assert "params that differ: none" in itself
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "compare", "HEAD~1", "HEAD"], cwd=project, env=ENV,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: compare: cannot read reports/predictions.csv at HEAD~1") and \
+        proc.stderr.count("\n") == 1, proc.stderr
