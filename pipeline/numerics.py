@@ -11,12 +11,16 @@ imported, and worker processes (loky, a Dask LocalCluster) inherit the environme
 first (a remote Dask worker started without these variables) stops with a clear error instead
 of computing other bits.
 
-Which variable changes what was measured with the pinned builds (README: Portable numerics).
-MKL (`MKL_CBWR`) is left alone: torch's CPU build gave the same bits with and without it.
+Which variable changes what was measured with the pinned builds (README: Portable numerics):
+numpy's AVX-512 loops change the mel features, OpenBLAS's SkylakeX/Cooperlake kernels the mel
+features and the baselines, oneDNN's AVX-512 convolutions every branch; torch's AVX-512 kernels
+give other sigmoid, log_softmax and pow bits than its AVX2 ones. MKL (`MKL_CBWR`) and numba
+(`NUMBA_CPU_NAME`) are left alone: no stage's output changed with them.
 """
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 from pipeline.errors import PipelineError
@@ -33,6 +37,9 @@ PORTABLE_ENV = {
 }
 
 _LIBRARIES = ("numpy", "torch", "scipy")
+# The pins name x86-64 instruction sets; elsewhere (ARM: Apple silicon, Graviton) nothing is pinned
+# and results are the same from run to run on one machine, not across machines.
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 
 
 class DispatchError(PipelineError):
@@ -41,7 +48,9 @@ class DispatchError(PipelineError):
 
 def pin_cpu_dispatch() -> None:
     """Set PORTABLE_ENV in this process (and so in every process it starts). Must run before
-    numpy, scipy or torch load: they read these variables once, when they load."""
+    numpy, scipy or torch load: they read these variables once, when they load. A no-op off x86-64."""
+    if not X86_64:
+        return
     loaded = [name for name in _LIBRARIES if name in sys.modules]
     if loaded and any(os.environ.get(key) != value for key, value in PORTABLE_ENV.items()):
         raise DispatchError(f"portable numerics: {', '.join(loaded)} already loaded in this process; "
@@ -52,6 +61,8 @@ def pin_cpu_dispatch() -> None:
 def unpinned() -> list[str]:
     """What in this process computes beyond AVX2 (empty when portable): the environment
     variables not set as PORTABLE_ENV, and the live state of numpy and torch if loaded."""
+    if not X86_64:
+        return []
     problems = [f"{key} is not {value}" for key, value in PORTABLE_ENV.items() if os.environ.get(key) != value]
     if "numpy" in sys.modules:
         from numpy.core._multiarray_umath import __cpu_features__

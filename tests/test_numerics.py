@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from pipeline.numerics import PORTABLE_ENV, unpinned
+from pipeline.numerics import PORTABLE_ENV, X86_64, unpinned
 
+pytestmark = pytest.mark.skipif(not X86_64, reason="the pins name x86-64 instruction sets")
 UNPINNED_ENV = {key: value for key, value in os.environ.items() if key not in PORTABLE_ENV}
 
 
