@@ -79,6 +79,15 @@ def test_fusion_knob_makes_only_fuse_and_evaluate_stale(workspace):
     assert set(stale) == {"fuse", "evaluate"}, stale
 
 
+def test_user_recordings_come_from_data_root_not_synthesize(workspace):
+    """With the default data evaluate depends on synthesize; with a manifest source the DAG takes
+    the recordings from data.root instead (dvc.yaml's ${data.root}), so synthesize never runs."""
+    assert "synthesize" in run(["dvc", "dag", "evaluate"], workspace)
+    set_params(workspace, {"data": {"source": "manifest", "root": "data/real"}})
+    dag = run(["dvc", "dag", "evaluate"], workspace)
+    assert "synthesize" not in dag and "ingest" in dag and "features_eeg" in dag
+
+
 def test_mel_key_reruns_no_eeg_or_topo_stage(workspace):
     out = run(["dvc", "exp", "run", "-S", "mel.fmin=60.0"], workspace)
     stages = ran(out)

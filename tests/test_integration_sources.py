@@ -1,6 +1,6 @@
-"""End to end on other data: a real EEG recording without audio and the EAV layout through DVC
-(tests/dvc_project.py builds each project), and a study where only speech carries the class
-through every stage's body in-process."""
+"""End to end on other data: the EAV layout through `dvc repro` (tests/dvc_project.py builds the
+project), and a real EEG recording without audio and a study where only speech carries the
+class through every stage's body in-process (what DVC adds is tested on the shared project)."""
 from __future__ import annotations
 
 import importlib
@@ -17,9 +17,23 @@ import yaml
 from pipeline.data.synthetic import write_manifest
 from pipeline.params import parse_params
 
-from dvc_project import ENV, ROOT, TINY, make_project, merge, ran, run, set_params
+from dvc_project import ENV, ROOT, TINY, make_project, merge, ran, run
 
 pytestmark = pytest.mark.slow
+
+STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in ("eeg", "mel", "topo")],
+          ("baselines",), *[("pretrain", m) for m in ("eeg", "mel", "topo")], ("fuse",), ("evaluate",)]
+
+
+def _tiny_params(override: dict) -> dict:
+    """params.yaml with the tiny test params and `override` on top, as a mapping."""
+    return merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), override)
+
+
+def _run_stages(raw: dict, stages: list[tuple]) -> None:
+    """Each stage's body in-process, in order, in the current folder, as its command runs it."""
+    for name, *args in stages:
+        importlib.import_module(f"pipeline.stages.{name}").run(parse_params(raw), *args)
 
 
 def _manifest_over_real_recording(eeg_file: Path, out: Path, window: float, per_label: int = 6) -> None:
@@ -41,29 +55,28 @@ def _manifest_over_real_recording(eeg_file: Path, out: Path, window: float, per_
     write_manifest(out / "manifest.csv", rows)
 
 
-def test_eeg_only_manifest_over_real_recording(tmp_path_factory, realdata):
-    """A manifest with no audio over a real EEGLAB file runs end to end with fusion.modalities
-    [eeg, topo]; the speech stages are skipped with a note, and fusing mel is a params error."""
-    dest = make_project(tmp_path_factory.mktemp("eeg_only"), {
-        "data": {"source": "manifest", "root": "data/real"},
-        "eeg": {"epoch_seconds": 2.0},
-        "fusion": {"modalities": ["eeg", "topo"]},
-    })
-    _manifest_over_real_recording(realdata / "eeg" / "test_raw.set", dest / "data" / "real", 2.0)
-    out = run(["dvc", "repro", "evaluate"], dest)
-    assert "synthesize" not in ran(out) and "evaluate" in ran(out)
-    assert "features mel: skipped: the data has no audio" in out
-    assert "pretrain mel: skipped" in out
-    report = json.loads((dest / "reports" / "ingest.json").read_text())
+def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, realdata):
+    """A manifest with no audio over a real EEGLAB file runs through every stage's body with
+    fusion.modalities [eeg, topo]; the speech stages are skipped with a note, and fusing mel is a
+    params error (the DAG's part, that such data comes from data.root and not from synthesize,
+    is tested on the shared project in tests/test_integration.py)."""
+    _manifest_over_real_recording(realdata / "eeg" / "test_raw.set", tmp_path / "data" / "real", 2.0)
+    raw = _tiny_params({"data": {"source": "manifest", "root": "data/real"}, "eeg": {"epoch_seconds": 2.0},
+                        "fusion": {"modalities": ["eeg", "topo"]}})
+    monkeypatch.chdir(tmp_path)
+    _run_stages(raw, STAGES)
+    out = capsys.readouterr().out
+    assert "features mel: skipped: the data has no audio" in out and "pretrain mel: skipped" in out
+    report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
     assert report["modalities"] == ["eeg", "topo"] and report["classes"] == ["rt", "square"]
     assert report["subjects_kept"] == 4 and report["trials_dropped"] == 0
-    metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert set(metrics["branches"]) == {"eeg", "topo"}
     assert 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
-    assert ran(run(["dvc", "repro", "evaluate"], dest)) == set()
 
-    set_params(dest, {"fusion": {"modalities": ["eeg", "mel", "topo"]}})
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "fuse"], cwd=dest, env=ENV, capture_output=True,
+    raw["fusion"]["modalities"] = ["eeg", "mel", "topo"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "fuse"], cwd=tmp_path, env=ENV, capture_output=True,
                           text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "fusion.modalities" in proc.stderr and "no audio" in proc.stderr
@@ -90,10 +103,6 @@ def test_eav_layout_through_the_feature_stages(tmp_path_factory, write_eav):
         assert features.shape[0] == 80 and np.isfinite(features).all()
 
 
-STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in ("eeg", "mel", "topo")],
-          ("baselines",), *[("pretrain", m) for m in ("eeg", "mel", "topo")], ("fuse",), ("evaluate",)]
-
-
 def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path, monkeypatch, capsys, realdata):
     """Speech carries the class, EEG none (real EEG windows drawn independently of the labels).
     A fusion that leans on EEG (an ensemble weighted on it alone) is flagged below its best
@@ -104,7 +113,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
 
     write_one_view_study(tmp_path / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,
                          trials_per_class=4, trial_seconds=2.0, voice_spread=1.5)
-    raw = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), {
+    raw = _tiny_params({
         "data": {"source": "manifest", "root": "data/study"},
         "split": {"scheme": "loso", "val_subjects": 1},
         "train": {"epochs": 8, "patience": 8},
@@ -112,8 +121,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
                    "select": "fusion"},
     })
     monkeypatch.chdir(tmp_path)
-    for name, *args in STAGES:
-        importlib.import_module(f"pipeline.stages.{name}").run(parse_params(raw), *args)
+    _run_stages(raw, STAGES)
     out = capsys.readouterr()
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["fusion"]["below_best_branch"] is True, metrics["fusion"]
@@ -124,8 +132,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
     assert set(robust["missing"]) == {"eeg", "mel", "topo"}
 
     raw["fusion"].update(select="safe", select_margin=1.0)
-    for name in ("fuse", "evaluate"):
-        importlib.import_module(f"pipeline.stages.{name}").run(parse_params(raw))
+    _run_stages(raw, [("fuse",), ("evaluate",)])
     assert "select safe reports" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert "fusion" not in metrics["fusion"]["selected"] and sum(metrics["fusion"]["selected"].values()) == 4
