@@ -16,7 +16,15 @@ from pipeline.data.eav import EMOTIONS
 from pipeline.data.readers import EAV_SFREQ
 from pipeline.params import Params, load_params
 
+from dvc_project import SHARED, start_build
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config, items):
+    if any(item.get_closest_marker(SHARED) for item in items):
+        start_build(config._tmp_path_factory)  # the session's tmp_path_factory
 
 
 def pytest_configure(config):

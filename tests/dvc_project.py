@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -73,29 +74,65 @@ def set_params(project: Path, override: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def built_project(tmp_path_factory) -> Path:
-    """The project with tiny params on the synthetic data after `dvc repro`, committed: built once
-    per test session and shared by the pytest-xdist workers (whoever asks first builds it under a
-    file lock in the session's temp folder). Read its files; run DVC in a `copy_project` of it,
-    since two DVC commands in one repo at once would wait on each other's lock."""
+SHARED = "shared_project"  # the marker of the tests that use `built_project`
+
+
+def _shared_dir(tmp_path_factory) -> Path:
+    """The session's temp folder, one for every pytest-xdist worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def start_build(tmp_path_factory) -> None:
+    """Build the shared project in a background process, once per test session (the first worker
+    to collect a test marked shared_project starts it: tests/conftest.py), so that it builds while
+    the workers run the unit tests."""
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the session's folder
-    dest, done = shared / "built_project", shared / "built_project.done"
+    shared = _shared_dir(tmp_path_factory)
     with FileLock(str(shared / "built_project.lock")):
-        if not done.exists():
-            shutil.rmtree(dest, ignore_errors=True)  # a build that failed half-way
-            make_project(dest, {})
-            repro = run(["dvc", "repro"], dest)
-            assert "evaluate" in ran(repro), repro[-2000:]
-            run(["git", "add", "-A"], dest)
-            run(["git", "commit", "-qm", "repro"], dest)
-            done.touch()
-    return dest
+        if (shared / "built_project.started").exists():
+            return
+        (shared / "built_project.started").touch()
+        with open(shared / "built_project.log", "w") as log:
+            subprocess.Popen([sys.executable, __file__, str(shared)], stdout=log, stderr=subprocess.STDOUT, env=ENV,
+                             start_new_session=True)
+
+
+def _build(shared: Path) -> None:
+    """The background build: the tiny project after `dvc repro`, committed; then a marker file."""
+    try:
+        dest = make_project(shared / "built_project", {})
+        repro = run(["dvc", "repro"], dest)
+        assert "evaluate" in ran(repro), repro[-2000:]
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "repro"], dest)
+    except BaseException as error:
+        (shared / "built_project.failed").write_text(str(error))
+        raise
+    (shared / "built_project.done").touch()
+
+
+def built_project(tmp_path_factory) -> Path:
+    """The project with tiny params on the synthetic data after `dvc repro`, committed: built once
+    per test session (`start_build`) and shared by the pytest-xdist workers. Read its files; run
+    DVC in a `copy_project` of it, since two DVC commands in one repo would wait on each other."""
+    start_build(tmp_path_factory)  # already started, unless collection skipped it
+    shared = _shared_dir(tmp_path_factory)
+    deadline = time.monotonic() + 900
+    while not (shared / "built_project.done").exists():
+        failed = shared / "built_project.failed"
+        assert not failed.exists(), f"building the shared project failed:\n{failed.read_text()[-4000:]}"
+        assert time.monotonic() < deadline, "the shared project took more than 15 minutes to build"
+        time.sleep(0.5)
+    return shared / "built_project"
 
 
 def copy_project(project: Path, dest: Path) -> Path:
     """A copy of a built project (git history, DVC cache and outputs) to change and rerun."""
     shutil.copytree(project, dest, symlinks=True)
     return dest
+
+
+if __name__ == "__main__":  # start_build's background process
+    _build(Path(sys.argv[1]))

@@ -18,7 +18,7 @@ import pytest
 
 from dvc_project import ENV, built_project, copy_project, ran, run, set_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,6 @@ def test_user_recordings_come_from_data_root_not_synthesize(workspace):
     set_params(workspace, {"data": {"source": "manifest", "root": "data/real"}})
     dag = run(["dvc", "dag", "evaluate"], workspace)
     assert "synthesize" not in dag and "ingest" in dag and "features_eeg" in dag
-
-
-def test_mel_key_reruns_no_eeg_or_topo_stage(workspace):
-    out = run(["dvc", "exp", "run", "-S", "mel.fmin=60.0"], workspace)
-    stages = ran(out)
-    assert {"features_mel", "normalize@mel", "pretrain@mel"} <= stages
-    assert not {s for s in stages if "eeg" in s or "topo" in s}
 
 
 def _kill_when(cmd: list[str], cwd: Path, ready) -> None:

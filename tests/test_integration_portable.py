@@ -14,7 +14,7 @@ import yaml
 
 from dvc_project import ENV, built_project, copy_project, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
 
 # What the libraries find on an AMD Zen 2 (AVX2 + FMA, no AVX-512), set before they load.
 SECOND_MACHINE = {

@@ -9,7 +9,7 @@ import pytest
 
 from dvc_project import ENV, built_project, copy_project, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
 
 
 def _compare(clone) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
-"""End to end on other data: the EAV layout through `dvc repro` (tests/dvc_project.py builds the
-project), and a real EEG recording without audio and a study where only speech carries the
-class through every stage's body in-process (what DVC adds is tested on the shared project)."""
+"""End to end on other data, through every stage's body in-process, in order (what DVC adds is
+the same for every source and is tested on the shared project, tests/dvc_project.py): the EAV
+layout up to its features, a real EEG recording without audio, and a study where only speech
+carries the class."""
 from __future__ import annotations
 
 import importlib
@@ -17,9 +18,9 @@ import yaml
 from pipeline.data.synthetic import write_manifest
 from pipeline.params import parse_params
 
-from dvc_project import ENV, ROOT, TINY, make_project, merge, ran, run
+from dvc_project import ENV, ROOT, TINY, merge
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # seconds each, not minutes; kept with the end-to-end tests
 
 STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in ("eeg", "mel", "topo")],
           ("baselines",), *[("pretrain", m) for m in ("eeg", "mel", "topo")], ("fuse",), ("evaluate",)]
@@ -82,24 +83,21 @@ def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, re
     assert proc.stderr.count("\n") == 1 and "fusion.modalities" in proc.stderr and "no audio" in proc.stderr
 
 
-def test_eav_layout_through_the_feature_stages(tmp_path_factory, write_eav):
+def test_eav_layout_through_the_feature_stages(tmp_path, monkeypatch, write_eav):
     """The EAV source on a generated EAV-shaped folder (4 subjects, 2 s trials cut into 1 s
-    segments) runs through `dvc repro` up to the three views' features (what comes after reads
-    features and the manifest only, the same for every source, and runs end to end above)."""
-    dest = make_project(tmp_path_factory.mktemp("eav"), {
-        "data": {"source": "eav", "root": "data/eav", "eav": {"task": "speaking", "segment_seconds": 1.0}},
-        "eeg": {"epoch_seconds": 1.0},
-        "mel": {"clip_seconds": 1.0},
-    })
-    write_eav(dest / "data" / "eav", n_subjects=4, n_samples=1000, trials_per_class=2)
-    out = run(["dvc", "repro", "features_eeg", "features_mel", "features_topo"], dest)
-    assert ran(out) == {"ingest", "features_eeg", "features_mel", "features_topo"}
-    report = json.loads((dest / "reports" / "ingest.json").read_text())
+    segments) runs through ingest and the three views' features (what comes after reads features
+    and the manifest only, the same for every source, and runs end to end above)."""
+    write_eav(tmp_path / "data" / "eav", n_subjects=4, n_samples=1000, trials_per_class=2)
+    raw = _tiny_params({"data": {"source": "eav", "root": "data/eav", "eav": {"task": "speaking", "segment_seconds": 1.0}},
+                        "eeg": {"epoch_seconds": 1.0}, "mel": {"clip_seconds": 1.0}})
+    monkeypatch.chdir(tmp_path)
+    _run_stages(raw, [("ingest",), ("features", "eeg"), ("features", "mel"), ("features", "topo")])
+    report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
     assert report["trials_kept"] == 4 * 5 * 2 * 2  # subjects x emotions x speaking trials x segments
     assert len(report["eav_pairing"]) == 4 * 5 * 2
-    assert json.loads((dest / "reports" / "mel_clips.json").read_text())["exact"] == 80
+    assert json.loads((tmp_path / "reports" / "mel_clips.json").read_text())["exact"] == 80
     for modality in ("eeg", "mel", "topo"):
-        features = np.load(dest / "data" / "features" / f"{modality}.npy", mmap_mode="r")
+        features = np.load(tmp_path / "data" / "features" / f"{modality}.npy", mmap_mode="r")
         assert features.shape[0] == 80 and np.isfinite(features).all()
 
 
