@@ -4,8 +4,8 @@ A and B are git revisions or DVC experiment names, or `workspace`. Each run's pe
 predictions (reports/predictions.csv, a DVC output) and params.yaml are read through `dvc.api`
 at that revision, without checking either out. For every model both runs have, each test
 subject's accuracy (mean over seeds) is paired between A and B: the mean difference B - A, its
-bootstrap interval over subjects and a Wilcoxon signed-rank p-value (exact McNemar over trials
-below MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate.
+bootstrap interval over subjects and a Wilcoxon signed-rank p-value over subjects (none below
+MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate.
 """
 from __future__ import annotations
 
@@ -85,14 +85,11 @@ def check_comparable(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -
             f"{len(trials_b - trials_a)} only in {names[1]}): they ran on different data or splits")
 
 
-def _per_model(table: pd.DataFrame, model: str) -> tuple[dict, pd.Series]:
-    """One model's accuracy per subject (mean over seeds) and per trial share of seeds right."""
+def _per_subject(table: pd.DataFrame, model: str) -> dict:
+    """One model's accuracy per subject (mean over seeds)."""
     rows = table[table["model"] == model]
     right = rows["label"] == rows["predicted"]
-    by_subject_seed = right.groupby([rows["subject"], rows["seed"]]).mean()
-    subjects = by_subject_seed.groupby(level="subject").mean().to_dict()
-    trials = right.groupby([rows[k] for k in TRIAL_KEYS]).mean()
-    return subjects, trials
+    return right.groupby([rows["subject"], rows["seed"]]).mean().groupby(level="subject").mean().to_dict()
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> list[dict]:
@@ -101,9 +98,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> list[dict]:
     for model in dict.fromkeys(a["model"]):
         if model not in set(b["model"]):
             continue
-        (subjects_a, trials_a), (subjects_b, trials_b) = _per_model(a, model), _per_model(b, model)
-        trials_b = trials_b.reindex(trials_a.index)
-        diff = paired_difference(subjects_a, subjects_b, seed, trials_a.to_numpy(), trials_b.to_numpy())
+        subjects_a, subjects_b = _per_subject(a, model), _per_subject(b, model)
+        diff = paired_difference(subjects_a, subjects_b, seed)
         rows.append({"model": model, "acc_a": sum(subjects_a.values()) / len(subjects_a),
                      "acc_b": sum(subjects_b.values()) / len(subjects_b), **diff})
     return rows
@@ -128,13 +124,13 @@ def render(rows: list[dict], diff: list[tuple], names: tuple[str, str], md: bool
     """The comparison as a Markdown table (for a pull request) or aligned plain text."""
     header = ["model", f"acc {names[0]}", f"acc {names[1]}", "delta", "95% CI", "p", "test", "verdict"]
     body = [[r["model"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", f"{r['delta']:+.3f}",
-             signed_interval(r["ci"], digits=3).strip() or "n/a", f"{r['p']:.3g}",
+             signed_interval(r["ci"], digits=3).strip() or "n/a", "n/a" if r["p"] is None else f"{r['p']:.3g}",
              f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p"])] for r in rows]
     changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none"
     note = (f"delta = {names[1]} - {names[0]}: mean over test subjects of the paired per-subject accuracy "
             "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "
-            f"subjects; p: Wilcoxon signed-rank over subjects (exact McNemar over trials below "
-            f"{MIN_SUBJECTS_WILCOXON} subjects).")
+            f"subjects; p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
+            "where no test over subjects can reach 0.05: trials of one subject are not independent).")
     if md:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

@@ -14,7 +14,7 @@ from pipeline.dataset import Trials
 from pipeline.params import Params
 from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
-from pipeline.stats import (MIN_SUBJECTS_WILCOXON, bootstrap_ci, finite, paired_difference, sample_std,
+from pipeline.stats import (MIN_SUBJECTS_WILCOXON, bootstrap_ci, finite, p_text, paired_difference, sample_std,
                             signed_interval, verdict)
 
 METRICS = ("acc", "f1_macro", "kappa", "auc")
@@ -63,10 +63,10 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
 
     Returns test and val runs (one row per fold and seed), per-subject test rows (every metric
     on each test subject's trials, per fold and seed), the summed test confusion matrix, the
-    (actual, predicted) test pairs, and per test trial the share of seeds that got it right.
+    (actual, predicted) test pairs.
     """
     n_classes = probs.shape[-1]
-    out = {"test": [], "val": [], "subjects": [], "pairs": [], "correct": {},
+    out = {"test": [], "val": [], "subjects": [], "pairs": [],
            "confusion": np.zeros((n_classes, n_classes), dtype=np.int64)}
     for fold, by_seed in enumerate(probs):
         parts = fold_indices(trials.subjects, trials.folds[fold])
@@ -87,15 +87,12 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
                             for c, r, here in zip(trials.classes, recall, present)}
                     out["confusion"] += confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
                     out["pairs"] += [(trials.classes[a], trials.classes[b]) for a, b in zip(y_true, y_pred)]
-                    for t, right in zip(idx, y_pred == y_true):
-                        out["correct"].setdefault(int(t), []).append(bool(right))
                     for subject in np.unique(trials.subjects[idx]):
                         mine = trials.subjects[idx] == subject
                         out["subjects"].append({"model": name, "fold": fold, "seed": seed, "subject": subject,
                                                 "n_trials": int(mine.sum()),
                                                 **classification_metrics(y_true[mine], p[idx][mine])})
                 out[part].append(row)
-    out["correct"] = {t: float(np.mean(v)) for t, v in out["correct"].items()}
     return out
 
 
@@ -166,11 +163,10 @@ def gain_sentence(fusion: dict) -> str:
     gain, best, ci, p = (fusion[k] for k in ("gain_over_best_branch", "best_branch_on_val", "gain_ci", "gain_p"))
     verb = "beats" if gain > 0 else "trails" if gain < 0 else "ties with"
     n = fusion["gain_n_subjects"]
-    test = (f"Wilcoxon signed-rank over {n} test subjects" if fusion["gain_test"] == "wilcoxon" else
-            f"exact McNemar over test trials: {n} test subject(s) are too few for a test over subjects, "
-            f"which needs at least {MIN_SUBJECTS_WILCOXON}")
     interval = signed_interval(ci) or " (no interval: one test subject)"
-    return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} ({test}): {verdict(p)}"
+    if p is None:
+        return f"fusion {verb} {best} by {gain:+.3f}{interval}, {p_text(p, n)}"
+    return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} (Wilcoxon signed-rank over {n} test subjects): {verdict(p)}"
 
 
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
@@ -259,12 +255,9 @@ def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, .
 
 
 def paired_gain(a: dict, b: dict, seed: int) -> dict:
-    """Scored model `b` against scored model `a` on the same test subjects and trials:
-    `stats.paired_difference` of their per-subject accuracies (McNemar over their per-trial
-    correctness where there are too few subjects)."""
-    trials = sorted(set(a["correct"]) & set(b["correct"]))
-    return paired_difference(subject_scores(a), subject_scores(b), seed,
-                             [a["correct"][t] for t in trials], [b["correct"][t] for t in trials])
+    """Scored model `b` against scored model `a` on the same test subjects: `stats.paired_difference`
+    of their per-subject accuracies."""
+    return paired_difference(subject_scores(a), subject_scores(b), seed)
 
 
 def baseline_metrics(scored: dict[str, dict], views: dict[str, str | None], classes: list[str], seed: int) -> dict:
@@ -305,7 +298,8 @@ def below_best_message(fusion: dict) -> str | None:
             f"{best} (best on validation) {fusion['test']['acc'] - fusion['gain_over_best_branch']:.3f}, "
             f"gap {fusion['gain_over_best_branch']:+.3f}"
             + signed_interval(fusion["gain_ci"])
-            + f", p = {fusion['gain_p']:.2g} ({verdict(fusion['gain_p'])}); consider fusion.select: safe")
+            + f", {p_text(fusion['gain_p'], fusion['gain_n_subjects'])} ({verdict(fusion['gain_p'])}); "
+            "consider fusion.select: safe")
 
 
 def selection_metrics(decisions: list[dict], fused: tuple[str, ...]) -> tuple[dict, dict]:

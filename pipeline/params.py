@@ -217,8 +217,8 @@ class FusionParams(Section):
     ogm_alpha: StrictFloat = allowed(">= 0", ge=0)
     optimizer: Literal["adamw", "sgd"]
     momentum: StrictFloat = allowed("0 <= momentum < 1", ge=0.0, lt=1.0)  # sgd
-    select: Literal["fusion", "safe"]  # safe: per fold, the best of fusion, best branch, ensemble on val
-    select_margin: StrictFloat = allowed(">= 0", ge=0.0)  # fusion must beat the best branch by this on val
+    select: Literal["fusion", "safe"]  # safe: per fold, the best on val of fusion, best branch, ensemble of the fused branches
+    select_margin: StrictFloat = allowed(">= 0", ge=0.0)  # safe: fusion must beat the other two by more than this on val
     drop_uninformative: StrictBool  # leave out views at chance on val (binomial test) from a fold's fusion
     ensemble_weighting: Literal["equal", "val", "fixed"]
     ensemble_weights: tuple[StrictFloat, ...]            # fixed weighting: one per modality

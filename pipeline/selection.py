@@ -20,7 +20,12 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 def informative_test(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[float, float]:
     """One-sided binomial test of a branch's validation accuracy (mean over seeds, as a count of
     correct trials) against chance, here the share of the most frequent validation class (1 /
-    n_classes when balanced; never below it). Returns (accuracy, p-value)."""
+    n_classes when balanced; never below it). Returns (accuracy, p-value).
+
+    It treats the validation trials as independent, which trials of one subject are not: the
+    p-value is a screen that decides which views a fold fuses (`drop_uninformative`), with a
+    fold's one or two validation subjects too few for a test over subjects, and no reported
+    significance; its errors only move a fold between fusing a view and leaving it out."""
     acc = accuracy(probs, labels)
     chance = max(1.0 / n_classes, float(np.bincount(labels, minlength=n_classes).max() / len(labels)))
     correct = int(round(acc * len(labels)))
@@ -36,9 +41,11 @@ def ensemble_of_branches(branch_probs: dict[str, np.ndarray], val_acc: dict[str,
 
 def safe_choice(fused_val: float, branch_val: dict[str, float], ensemble_val: float,
                 margin: float) -> str:
-    """'fusion' when the fused model's validation accuracy beats the best branch's by at least
-    `margin`; otherwise the best branch's name, or 'ensemble' if that is better on validation."""
+    """What a fold reports under `select: safe`: the best on validation of the fused model, the
+    best branch and the ensemble of branches, where the fused model must beat both others by
+    more than `margin` (ties go to the branch, then the ensemble). `branch_val` holds the
+    branches the fold fused, and the ensemble averages those same branches."""
     best = max(branch_val, key=branch_val.get)
-    if fused_val > branch_val[best] + margin:
-        return "fusion"
-    return "ensemble" if ensemble_val > branch_val[best] else best
+    fallback = "ensemble" if ensemble_val > branch_val[best] else best
+    fallback_val = max(ensemble_val, branch_val[best])
+    return "fusion" if fused_val > fallback_val + margin else fallback

@@ -4,13 +4,16 @@ Trials of one subject are not independent (same head, same session, same voice),
 interval and test here treats a subject as one observation: its score is the mean over seeds
 of the metric on its test trials. Intervals are percentile bootstraps over subjects
 (scipy.stats.bootstrap, seeded); paired differences are tested with the Wilcoxon signed-rank
-test over subjects, or with the exact McNemar test over trials when there are too few subjects
-for Wilcoxon to ever reach p < 0.05.
+test over subjects. With fewer than MIN_SUBJECTS_WILCOXON subjects no test over subjects can
+reach p < 0.05, and a test over trials would treat a subject's trials as independent (2 subjects
+x 40 trials with no true difference: McNemar over trials called 20.8 % of 2000 significant at a
+nominal 5 %), so there is no p-value then: `p` is None and the reports say "n/a, too few test
+subjects".
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap, wilcoxon
+from scipy.stats import bootstrap, wilcoxon
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -55,35 +58,36 @@ def wilcoxon_p(differences) -> float:
     return float(wilcoxon(d, zero_method="wilcox").pvalue)
 
 
-def mcnemar_p(correct_a, correct_b) -> float:
-    """Exact two-sided McNemar p-value of two models on the same trials: a binomial test of the
-    discordant trials against 1/2. correct_*: per trial, right or not, or over several seeds the
-    share of seeds it was right on (a trial then counts for the model right on more seeds)."""
-    a, b = np.asarray(correct_a, dtype=np.float64), np.asarray(correct_b, dtype=np.float64)
-    only_a, only_b = int(np.sum(a > b)), int(np.sum(b > a))
-    if only_a + only_b == 0:
-        return 1.0
-    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
-
-
-def paired_difference(a: dict, b: dict, seed: int, correct_a=None, correct_b=None) -> dict:
+def paired_difference(a: dict, b: dict, seed: int) -> dict:
     """B minus A over the subjects both scored: `a`, `b` map subject -> score. Returns the mean
-    difference, its bootstrap CI, the test used and its p-value: Wilcoxon over subjects, or with
-    fewer than MIN_SUBJECTS_WILCOXON subjects McNemar over trials (`correct_a`, `correct_b`:
-    per-trial correctness), when given."""
+    difference, its bootstrap CI, and the Wilcoxon signed-rank p-value over subjects (`test`
+    'wilcoxon'), or with fewer than MIN_SUBJECTS_WILCOXON subjects none (`test` 'none', `p` None)."""
     subjects = sorted(set(a) & set(b))
     d = np.array([b[s] - a[s] for s in subjects], dtype=np.float64)
-    out = {"delta": float(np.nanmean(d)) if len(d) else float("nan"), "ci": bootstrap_ci(d, seed),
-           "n_subjects": len(subjects)}
-    if len(subjects) >= MIN_SUBJECTS_WILCOXON or correct_a is None:
-        out |= {"test": "wilcoxon", "p": wilcoxon_p(d)}
-    else:
-        out |= {"test": "mcnemar", "p": mcnemar_p(correct_a, correct_b)}
-    return out
+    test, p = subject_level_test(d)
+    return {"delta": float(np.nanmean(d)) if len(d) else float("nan"), "ci": bootstrap_ci(d, seed),
+            "n_subjects": len(subjects), "test": test, "p": p}
 
 
-def verdict(p: float) -> str:
+def subject_level_test(differences) -> tuple[str, float | None]:
+    """('wilcoxon', p) over one paired difference per subject, or ('none', None) when they are
+    too few for any test over subjects to reach the level."""
+    if len(differences) < MIN_SUBJECTS_WILCOXON:
+        return "none", None
+    return "wilcoxon", wilcoxon_p(differences)
+
+
+def verdict(p: float | None) -> str:
+    if p is None:
+        return "no test"
     return "significant" if p < ALPHA else "not significant"
+
+
+def p_text(p: float | None, n_subjects: int) -> str:
+    """`p = 0.031`, or why there is no p-value."""
+    if p is None:
+        return f"p: n/a, too few test subjects ({n_subjects}; a test over subjects needs {MIN_SUBJECTS_WILCOXON})"
+    return f"p = {p:.2g}"
 
 
 def signed_interval(ci: list[float] | None, digits: int = 2) -> str:

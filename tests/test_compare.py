@@ -41,11 +41,14 @@ def test_better_on_every_subject_by_hand():
     assert row["ci"][0] >= 0.25 and row["ci"][1] <= 0.5
 
 
-def test_few_subjects_fall_back_to_mcnemar_over_trials():
+def test_few_subjects_get_no_p_value():
+    """Two subjects: no test over subjects can reach 0.05, and trials are not independent."""
     a = _predictions({"s0": [False] * 4, "s1": [False] * 4})
     b = _predictions({"s0": [True] * 4, "s1": [True, True, False, False]})
     (row,) = compare_runs(a, b, seed=0)
-    assert row["test"] == "mcnemar" and row["p"] == pytest.approx(2 / 64)  # 6 discordant, all for b
+    assert row["test"] == "none" and row["p"] is None and row["delta"] == pytest.approx(0.75)
+    table = render([row], [], ("A", "B"), md=True)
+    assert "| n/a | none, 2 subjects | no test |" in table
 
 
 def test_seeds_are_averaged_per_subject():

@@ -19,8 +19,8 @@ UNCERTAINTY = {
     "unit": "test subject: each metric is first averaged over the seeds (and folds) that tested the subject",
     "ci": f"{CONFIDENCE:.0%} percentile bootstrap over test subjects ({N_RESAMPLES} resamples, seeded by split.seed)",
     "std": "sample standard deviation (ddof=1) over test subjects; acc_seed_std: over seeds",
-    "gain_p": f"Wilcoxon signed-rank over test subjects; exact McNemar over test trials below "
-              f"{MIN_SUBJECTS_WILCOXON} test subjects (gain_test says which)",
+    "gain_p": f"Wilcoxon signed-rank over test subjects (gain_test wilcoxon); null below "
+              f"{MIN_SUBJECTS_WILCOXON} test subjects, where no test over subjects can reach 0.05 (gain_test none)",
 }
 
 

@@ -4,8 +4,8 @@ per-fold selection). The runs are independent tasks on `compute.*`'s workers (pi
 
 Per fold, on validation only: each branch is tested against chance (`drop_uninformative` leaves
 the views at chance out of that fold's fusion), and with `select: safe` the fold reports the
-fused model only if it beats the best branch by `select_margin`, else the best branch or the
-validation-weighted ensemble of branches, whichever is better on validation.
+best on validation of the fused model, the best branch and the validation-weighted ensemble of
+the branches it fused, where the fused model must beat both by more than `select_margin`.
 """
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ from pipeline.training import log_curves, run_device
 
 def fold_views(fp: FusionParams, tests: dict[str, tuple[float, float]], fold: int) -> list[str]:
     """The views fused on this fold: all, or with `drop_uninformative` those whose validation
-    accuracy beats chance (all of them if none does; film keeps its conditioning view)."""
+    accuracy beats chance (all of them if none does; film keeps its conditioning view beside an
+    informative one)."""
     views = list(fp.modalities)
-    if not fp.drop_uninformative:
+    informative = [m for m in views if tests[m][1] < INFORMATIVE_ALPHA]
+    if not fp.drop_uninformative or not informative:
         return views
-    kept = [m for m in views if tests[m][1] < INFORMATIVE_ALPHA or (fp.type == "film" and m == fp.film_condition)]
+    kept = [m for m in views if m in informative or (fp.type == "film" and m == fp.film_condition)]
     dropped = [m for m in views if m not in kept]
-    if not kept or not dropped:
+    if not dropped:
         return views
     print(f"fuse: fold {fold}: leaving out {', '.join(dropped)} (validation accuracy not above chance: "
           + ", ".join(f"{m} {tests[m][0]:.2f}, p = {tests[m][1]:.2f}" for m in dropped) + ")")
@@ -81,11 +83,11 @@ def run(params: Params) -> None:
             if len(views[fold]) == 1:  # one informative view: it stands in for the fusion on this fold
                 trained[fold] = branch_probs[views[fold][0]][fold]
             val_acc = {"fusion": accuracy(trained[fold][:, val], y_val), **{m: tests[fold][m][0] for m in fp.modalities}}
-            ensemble = ensemble_of_branches({m: branch_probs[m][fold] for m in fp.modalities}, val_acc)
+            ensemble = ensemble_of_branches({m: branch_probs[m][fold] for m in views[fold]}, val_acc)
             val_acc["ensemble"] = accuracy(ensemble[:, val], y_val)
             choice = "fusion"
             if fp.select == "safe":
-                choice = safe_choice(val_acc["fusion"], {m: val_acc[m] for m in fp.modalities}, val_acc["ensemble"],
+                choice = safe_choice(val_acc["fusion"], {m: val_acc[m] for m in views[fold]}, val_acc["ensemble"],
                                      fp.select_margin)
             if choice != "fusion":
                 print(f"fuse: fold {fold}: select safe reports {choice} (validation accuracy "

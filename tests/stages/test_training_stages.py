@@ -175,3 +175,17 @@ def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
     _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
     baselines.run(on_dask)
     _assert_identical(reference["baselines"], baseline_probs())
+
+
+@pytest.mark.parametrize("fusion_type,informative,expected", [
+    ("concat", [], ["eeg", "mel", "topo"]),          # none above chance: every view kept
+    ("concat", ["mel"], ["mel"]),                    # one: it stands in for the fusion
+    ("concat", ["eeg", "topo"], ["eeg", "topo"]),
+    ("film", [], ["eeg", "mel", "topo"]),            # film too keeps every view when none is informative
+    ("film", ["eeg"], ["eeg", "mel"]),               # its conditioning view (mel) beside the informative one
+    ("film", ["mel"], ["mel"]),                      # only the conditioning view: nothing to modulate
+])
+def test_fold_views_drop_only_views_at_chance(params, fusion_type, informative, expected):
+    fp = params.fusion.model_copy(update={"type": fusion_type, "drop_uninformative": True, "film_condition": "mel"})
+    tests = {m: (0.6, 0.001) if m in informative else (0.2, 0.5) for m in ("eeg", "mel", "topo")}
+    assert fuse.fold_views(fp, tests, fold=0) == expected
