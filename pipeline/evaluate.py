@@ -58,8 +58,9 @@ def collapse_share(y_pred: np.ndarray, n_classes: int) -> tuple[int, float]:
     return int(counts.argmax()), float(counts.max() / max(counts.sum(), 1))
 
 
-def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
-    """Everything evaluate reports about one model. probs: (n_folds, n_seeds, n_trials, n_classes).
+def score_model(name: str, probs: np.ndarray, trials: Trials, seeds, folds=None) -> dict:
+    """Everything evaluate reports about one model. probs: (n_folds, n_seeds, n_trials, n_classes);
+    `folds`: the folds to score (default all; the trained fusion has none on some).
 
     Returns test and val runs (one row per fold and seed), per-subject test rows (every metric
     on each test subject's trials, per fold and seed), the summed test confusion matrix, the
@@ -68,9 +69,9 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds) -> dict:
     n_classes = probs.shape[-1]
     out = {"test": [], "val": [], "subjects": [], "pairs": [],
            "confusion": np.zeros((n_classes, n_classes), dtype=np.int64)}
-    for fold, by_seed in enumerate(probs):
+    for fold in range(len(probs)) if folds is None else folds:
         parts = fold_indices(trials.subjects, trials.folds[fold])
-        for seed, p in zip(seeds, by_seed):
+        for seed, p in zip(seeds, probs[fold]):
             for part in ("test", "val"):
                 idx = parts[part]
                 y_true, y_pred = trials.labels[idx], p[idx].argmax(1)
@@ -134,18 +135,19 @@ def summarize_test(scored: dict, classes: list[str], seed: int) -> dict:
     return summary
 
 
-def prediction_table(name: str, probs: np.ndarray, trials: Trials, seeds) -> pd.DataFrame:
+def prediction_table(name: str, probs: np.ndarray, trials: Trials, seeds, folds=None) -> pd.DataFrame:
     """One row per fold, seed and test trial of one model: its subject, trial (manifest row),
-    true and predicted label and class probabilities. probs: (n_folds, n_seeds, n_trials, n_classes)."""
+    true and predicted label and class probabilities. probs: (n_folds, n_seeds, n_trials, n_classes);
+    `folds` as for `score_model`."""
     frames = []
-    for fold, by_seed in enumerate(probs):
+    for fold in range(len(probs)) if folds is None else folds:
         idx = fold_indices(trials.subjects, trials.folds[fold])["test"]
-        for seed, p in zip(seeds, by_seed):
+        for seed, p in zip(seeds, probs[fold]):
             frame = pd.DataFrame({"model": name, "fold": fold, "seed": seed, "subject": trials.subjects[idx],
                                   "trial": idx, "label": np.asarray(trials.classes)[trials.labels[idx]],
                                   "predicted": np.asarray(trials.classes)[p[idx].argmax(1)]})
             frames.append(frame.join(pd.DataFrame(p[idx], columns=[f"p_{c}" for c in trials.classes])))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _fmt(test: dict, key: str) -> str:
@@ -167,6 +169,17 @@ def gain_sentence(fusion: dict) -> str:
     if p is None:
         return f"fusion {verb} {best} by {gain:+.3f}{interval}, {p_text(p, n)}"
     return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} (Wilcoxon signed-rank over {n} test subjects): {verdict(p)}"
+
+
+def trained_sentence(trained: dict, n_folds: int) -> str:
+    """What summary.md says of the trained fused model alone, and of the folds that trained none."""
+    stand_in = trained.get("stand_in", {})
+    others = ("; on fold(s) " + ", ".join(f"{fold} {m}" for fold, m in stand_in.items())
+              + " one informative view was left, nothing was trained and that branch stood in") if stand_in else ""
+    if trained["test"] is None:
+        return f"No fused model was trained on any of the {n_folds} fold(s){others}."
+    return (f"The trained fused model alone, on the {trained['folds']} of {n_folds} fold(s) that trained one: "
+            f"{_fmt(trained['test'], 'acc')} test accuracy{others}.")
 
 
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
@@ -197,13 +210,13 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                      f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |")
     lines += ["", f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
                   f"subjects: **{gain_sentence(fusion)}**.", ""]
-    selected = fusion.get("selected", {})
+    selected, trained = fusion.get("selected", {}), fusion["trained"]
     if params.fusion.select == "safe":
         lines += [f"Selection (`fusion.select: safe`, margin {params.fusion.select_margin}): per fold, on validation, "
-                  "the fused model or, where it did not beat the best branch, the best branch or the "
-                  "validation-weighted ensemble; folds reporting each: "
-                  + ", ".join(f"{k} {v}" for k, v in selected.items())
-                  + f". The trained fused model alone: {fusion['trained']['test']['acc']:.3f} test accuracy.", ""]
+                  "the best of the fused model, the best branch and the validation-weighted ensemble of the fused "
+                  "branches, the fused model only if it beats both by more than the margin; folds reporting each: "
+                  + ", ".join(f"{k} {v}" for k, v in selected.items()) + ".", ""]
+    lines += [trained_sentence(trained, metrics["n_folds"]), ""]
     uninformative = [m for m, b in metrics["branches"].items() if not b.get("informative", True)]
     if uninformative:
         lines += [f"Views at chance on validation (binomial test, p >= {INFORMATIVE_ALPHA} in most folds): "
@@ -212,7 +225,8 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                      else "; `fusion.drop_uninformative: true` leaves them out of the fusion."), ""]
     robust = fusion.get("robust", {})
     if robust:
-        lines += ["Robustness of the fused model (test accuracy, mean over runs; `reports/robustness.json`): clean "
+        lines += [f"Robustness of the trained fused model (test accuracy, mean over the {robust['runs']} run(s) that "
+                  "fused every view; `reports/robustness.json`): clean "
                   f"{robust['clean']:.3f}; with a modality missing: "
                   + ", ".join(f"{m} {a:.3f}" for m, a in robust["missing"].items()) + ".", ""]
     drops = diagnostics.get("ablation_drop", {})
@@ -314,16 +328,15 @@ def selection_metrics(decisions: list[dict], fused: tuple[str, ...]) -> tuple[di
     return {k: v for k, v in selected.items() if v}, informative
 
 
-def robustness_summary(runs: dict[str, dict]) -> dict:
-    """Mean over the fusion runs of the test accuracy clean, with each modality missing, and with
-    noise of each std on each modality (a modality left out of a fold's fusion is averaged over
-    the runs that had it)."""
-    robust = [r["robustness"] for r in runs.values() if "robustness" in r]
+def robustness_summary(runs: dict[str, dict], fused: tuple[str, ...]) -> dict:
+    """Mean over the trained fusion runs that fused every view in `fused` of the test accuracy
+    clean, with each modality missing, and with noise of each std on each modality: every figure
+    over the same runs (runs of folds that left a view out are not among them; `runs` counts)."""
+    robust = [r["robustness"] for r in runs.values() if "robustness" in r and set(r["robustness"]["missing"]) == set(fused)]
     if not robust:
         return {}
-    modalities = dict.fromkeys(m for r in robust for m in r["missing"])
     stds = dict.fromkeys(s for r in robust for by_std in r["noise"].values() for s in by_std)
-    return {"clean": float(np.mean([r["clean"] for r in robust])),
-            "missing": {m: float(np.mean([r["missing"][m] for r in robust if m in r["missing"]])) for m in modalities},
-            "noise": {m: {s: float(np.mean([r["noise"][m][s] for r in robust if m in r["noise"]])) for s in stds}
-                      for m in modalities}}
+    return {"model": "the trained fused model", "runs": len(robust),
+            "clean": float(np.mean([r["clean"] for r in robust])),
+            "missing": {m: float(np.mean([r["missing"][m] for r in robust])) for m in fused},
+            "noise": {m: {s: float(np.mean([r["noise"][m][s] for r in robust])) for s in stds} for m in fused}}

@@ -52,6 +52,17 @@ def test_fit_on_fold_picks_c_on_validation_and_ignores_test():
     np.testing.assert_allclose(probs2[index["val"]], probs[index["val"]])
 
 
+def test_fit_on_fold_keeps_the_most_regularised_c_on_ties():
+    """Every C of the grid separates this problem perfectly on validation: the smallest C (the
+    most regularised) is kept, whatever the order of the grid."""
+    x, labels, index = _problem()
+    x[:, 0] = labels * 10.0  # far apart classes
+    for c in (1.0, 10.0, 100.0):
+        assert fit_on_fold(x, labels, index, 3, c_grid=(c,))[2] == 1.0  # the premise: a tie
+    _, c, val_acc = fit_on_fold(x, labels, index, 3, c_grid=(100.0, 1.0, 10.0))
+    assert (c, val_acc) == (1.0, 1.0)
+
+
 def test_fit_on_fold_standardises_on_train_only():
     """Making one validation trial an outlier leaves every train prediction as it was: the scaler
     and the classifier see train trials only (a scaler fitted on every trial would shift)."""

@@ -226,15 +226,19 @@ def test_selection_metrics_count_choices_and_flag_chance_views():
                            "mel": {"informative": True, "informative_folds": 2}}
 
 
-def test_robustness_summary_averages_runs_and_views_they_had():
-    runs = {"r0": {"robustness": {"clean": 0.8, "missing": {"eeg": 0.7, "mel": 0.2},
-                                  "noise": {"eeg": {"1": 0.6}, "mel": {"1": 0.3}}}},
-            "r1": {"robustness": {"clean": 0.6, "missing": {"mel": 0.4}, "noise": {"mel": {"1": 0.5}}}}}
-    out = robustness_summary(runs)
+def test_robustness_summary_compares_like_with_like():
+    """Clean, missing and noisy figures all over the same runs: those that fused every view (a
+    run of a fold that left eeg out would otherwise count in clean and mel but not in eeg)."""
+    both = {"clean": 0.8, "missing": {"eeg": 0.7, "mel": 0.2}, "noise": {"eeg": {"1": 0.6}, "mel": {"1": 0.3}}}
+    runs = {"r0": {"robustness": both},
+            "r1": {"robustness": {**both, "clean": 0.6, "missing": {"eeg": 0.5, "mel": 0.4}}},
+            "r2": {"robustness": {"clean": 0.1, "missing": {"mel": 0.1}, "noise": {"mel": {"1": 0.1}}}}}
+    out = robustness_summary(runs, ("eeg", "mel"))
+    assert out["runs"] == 2 and out["model"] == "the trained fused model"
     assert out["clean"] == pytest.approx(0.7)
-    assert out["missing"] == pytest.approx({"eeg": 0.7, "mel": 0.3})
-    assert out["noise"]["mel"]["1"] == pytest.approx(0.4)
-    assert robustness_summary({}) == {}
+    assert out["missing"] == pytest.approx({"eeg": 0.6, "mel": 0.3})
+    assert out["noise"]["mel"]["1"] == pytest.approx(0.3)
+    assert robustness_summary({"r2": runs["r2"]}, ("eeg", "mel")) == {}
 
 
 def test_baseline_flags_take_the_views_best_baseline_on_validation():

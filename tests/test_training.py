@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, predict_proba,
-                               resolve_device, seed_everything)
+from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
+                               predict_proba, resolve_device, seed_everything)
 
 
 def _logits_targets(n: int = 16, c: int = 5, scale: float = 3.0, seed: int = 0):
@@ -196,6 +196,21 @@ def test_fit_restores_the_best_validation_epoch():
     assert history[-1]["val_acc"] < best - 0.2  # the last epoch is not the one to keep
     kept = (predict_proba(model, val[0], torch.device("cpu")).argmax(1) == val[1].numpy()).mean()
     assert kept == pytest.approx(best)
+
+
+def test_fit_breaks_validation_accuracy_ties_on_the_lower_validation_loss():
+    """Once validation accuracy is perfect it stays so, and the loss keeps falling: of the epochs
+    tied at the best accuracy, the kept weights are those of the lowest validation loss, not the
+    first (or last) epoch to reach that accuracy."""
+    train, val = _problem()
+    model, history = _run(0, epochs=12, lr=0.05)
+    best = max(h["val_acc"] for h in history)
+    tied = [h["val_loss"] for h in history if h["val_acc"] == best]
+    assert len(tied) >= 3 and len(set(tied)) == len(tied)  # the premise: a tie, with losses that differ
+    assert history.index(next(h for h in history if h["val_acc"] == best)) < len(history) - 1
+    kept_loss, kept_acc = loss_and_accuracy(model, ClassificationLoss("ce", 1.0), *val, torch.device("cpu"))
+    assert kept_acc == best and kept_loss == pytest.approx(min(tied), rel=1e-6)
+    assert kept_loss < max(tied) - 1e-4
 
 
 class RecordBatches(Callback):

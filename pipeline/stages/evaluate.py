@@ -56,13 +56,18 @@ def run(params: Params) -> None:
         message = below_baseline_message(m, metrics["branches"][m])
         if message:
             warn(message)
-    trained = score_model("fusion_trained", probs["fusion_trained"], trials, seeds)
+    trained_folds = [d["fold"] for d in decisions if d["trained"]]
+    trained = score_model("fusion_trained", probs["fusion_trained"], trials, seeds, trained_folds)
     runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
-    robust = robustness_summary(runs)
-    metrics["fusion"] |= {"selected": selected, "trained": {"test": {k: v for k, v in summarize_test(
-        trained, trials.classes, seed).items() if k in ("acc", "acc_ci", "acc_std")}}}
+    robust = robustness_summary(runs, fused)
+    metrics["fusion"] |= {"selected": selected, "trained": {
+        "test": {k: v for k, v in summarize_test(trained, trials.classes, seed).items()
+                 if k in ("acc", "acc_ci", "acc_std")} if trained_folds else None,
+        "folds": len(trained_folds),
+        **({"stand_in": {str(d["fold"]): d["selected"] for d in decisions if not d["trained"]}}
+           if len(trained_folds) < len(decisions) else {})}}
     if robust:
-        metrics["fusion"]["robust"] = {"clean": robust["clean"], "missing": robust["missing"]}
+        metrics["fusion"]["robust"] = {k: robust[k] for k in ("runs", "clean", "missing")}
     message = below_best_message(metrics["fusion"])
     if message:
         warn(message)
@@ -93,7 +98,8 @@ def run(params: Params) -> None:
     plots.plot_robustness(io.FIGURES / "robustness.png", robust)
     all_scored = scored | scored_baselines
     with io.atomic_path(io.PREDICTIONS) as tmp:
-        pd.concat([prediction_table(name, p, trials, seeds) for name, p in probs.items()]
+        pd.concat([prediction_table(name, p, trials, seeds, trained_folds if name == "fusion_trained" else None)
+                   for name, p in probs.items()]
                   + [prediction_table(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
         pd.DataFrame([r for s in all_scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)

@@ -1,6 +1,8 @@
 """fuse: pretrained branches + a fusion head, fine-tuned (or combined without training) for
 every fold and seed -> models/fusion/ (checkpoints, probabilities, history, diagnostics, the
 per-fold selection). The runs are independent tasks on `compute.*`'s workers (pipeline.parallel).
+trained_probabilities.npy holds the trained fused model's outputs, NaN on folds that trained none
+(one view left: its branch is what such a fold reports, `trained: false` in selection.json).
 
 Per fold, on validation only: each branch is tested against chance (`drop_uninformative` leaves
 the views at chance out of that fold's fusion), and with `select: safe` the fold reports the
@@ -80,22 +82,27 @@ def run(params: Params) -> None:
             (out / f"{run_id}.pt").write_bytes(checkpoint)
         for fold in range(n_folds):
             val, y_val = vals[fold], trials.labels[vals[fold]]
-            if len(views[fold]) == 1:  # one informative view: it stands in for the fusion on this fold
-                trained[fold] = branch_probs[views[fold][0]][fold]
-            val_acc = {"fusion": accuracy(trained[fold][:, val], y_val), **{m: tests[fold][m][0] for m in fp.modalities}}
+            was_trained = len(views[fold]) > 1
+            val_acc = {"fusion": accuracy(trained[fold][:, val], y_val) if was_trained else None,
+                       **{m: tests[fold][m][0] for m in fp.modalities}}
             ensemble = ensemble_of_branches({m: branch_probs[m][fold] for m in views[fold]}, val_acc)
             val_acc["ensemble"] = accuracy(ensemble[:, val], y_val)
-            choice = "fusion"
-            if fp.select == "safe":
+            if not was_trained:  # one informative view: nothing to fuse, its branch stands in
+                choice = views[fold][0]
+                trained[fold] = np.nan
+            elif fp.select == "safe":
                 choice = safe_choice(val_acc["fusion"], {m: val_acc[m] for m in views[fold]}, val_acc["ensemble"],
                                      fp.select_margin)
+            else:
+                choice = "fusion"
             if choice != "fusion":
-                print(f"fuse: fold {fold}: select safe reports {choice} (validation accuracy "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in val_acc.items()) + ")")
+                print(f"fuse: fold {fold}: " + ("select safe reports" if was_trained else "no fusion trained, reports")
+                      + f" {choice} (validation accuracy "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in val_acc.items() if v is not None) + ")")
             probs[fold] = {"fusion": trained[fold], "ensemble": ensemble,
                            **{m: p[fold] for m, p in branch_probs.items()}}[choice]
-            decisions.append({"fold": fold, "views": views[fold], "selected": choice, "val_acc": val_acc,
-                              "informative_p": {m: tests[fold][m][1] for m in fp.modalities}})
+            decisions.append({"fold": fold, "views": views[fold], "trained": was_trained, "selected": choice,
+                              "val_acc": val_acc, "informative_p": {m: tests[fold][m][1] for m in fp.modalities}})
         np.save(out / "probabilities.npy", probs)
         np.save(out / "trained_probabilities.npy", trained)
         io.write_json(out / "selection.json", decisions)

@@ -189,3 +189,30 @@ def test_fold_views_drop_only_views_at_chance(params, fusion_type, informative, 
     fp = params.fusion.model_copy(update={"type": fusion_type, "drop_uninformative": True, "film_condition": "mel"})
     tests = {m: (0.6, 0.001) if m in informative else (0.2, 0.5) for m in ("eeg", "mel", "topo")}
     assert fuse.fold_views(fp, tests, fold=0) == expected
+
+
+def test_a_fold_that_trains_no_fusion_is_reported_as_its_stand_in(workdir, monkeypatch):
+    """Fold 0 keeps one view (as drop_uninformative does when one view is informative): nothing
+    is trained there, its branch is what the fold reports, and the trained fused model's figures
+    come from fold 1 alone, with the stand-in named."""
+    tmp, p, labels = workdir
+    _prepare(p)
+    baselines.run(p)
+    monkeypatch.setattr(fuse, "fold_views", lambda fp, tests, fold: ["eeg"] if fold == 0 else list(fp.modalities))
+    fuse.run(p)
+    trained = np.load(io.FUSION_DIR / "trained_probabilities.npy")
+    assert np.isnan(trained[0]).all() and np.isfinite(trained[1]).all()
+    np.testing.assert_array_equal(np.load(io.FUSION_DIR / "probabilities.npy")[0],
+                                  np.load(io.branch_dir("eeg") / "probabilities.npy")[0])
+    decisions = io.read_json(io.FUSION_DIR / "selection.json")
+    assert [(d["trained"], d["selected"]) for d in decisions][0] == (False, "eeg")
+    assert decisions[0]["val_acc"]["fusion"] is None
+    evaluate.run(p)
+    fusion = json.loads((tmp / "reports" / "metrics.json").read_text())["fusion"]
+    assert fusion["trained"]["folds"] == 1 and fusion["trained"]["stand_in"] == {"0": "eeg"}
+    assert fusion["selected"]["eeg"] >= 1
+    predictions = pd.read_csv(io.PREDICTIONS)
+    assert set(predictions.loc[predictions["model"] == "fusion_trained", "fold"]) == {1}
+    assert "on fold(s) 0 eeg one informative view was left" in (tmp / "reports" / "summary.md").read_text()
+    robust = json.loads((tmp / "reports" / "robustness.json").read_text())
+    assert robust["runs"] == 2  # fold 1's two seeds fused every view; fold 0 trained none
