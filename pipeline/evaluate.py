@@ -171,6 +171,22 @@ def gain_sentence(fusion: dict) -> str:
     return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} (Wilcoxon signed-rank over {n} test subjects): {verdict(p)}"
 
 
+def nondeterministic_kernels(histories: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Every kernel any training epoch of any model ran without a deterministic implementation
+    (`training.fit` records them; none on CPU). histories: model -> run -> epochs."""
+    return sorted({op for runs in histories.values() for epochs in runs.values() for epoch in epochs
+                   for op in epoch.get("nondeterministic", [])})
+
+
+def reproducibility_note(metrics: dict) -> str | None:
+    """The warning when a run cannot be reproduced bit for bit, else None."""
+    if metrics["bit_reproducible"]:
+        return None
+    return ("this run is not bit-reproducible: training ran kernels without a deterministic implementation "
+            f"({', '.join(metrics['nondeterministic_kernels'])}; CUDA), so the same params and seed can give "
+            "other last bits and other metrics; run on CPU (train.device: cpu) for bit-identical results")
+
+
 def trained_sentence(trained: dict, n_folds: int) -> str:
     """What summary.md says of the trained fused model alone, and of the folds that trained none."""
     stand_in = trained.get("stand_in", {})
@@ -186,8 +202,10 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it."""
     fusion = metrics["fusion"]
     warning = below_best_message(fusion)
+    not_reproducible = reproducibility_note(metrics)
     lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
              *([f"> **Warning:** {warning}.", ""] if warning else []),
+             *([f"> **Warning:** {not_reproducible}.", ""] if not_reproducible else []),
              f"Protocol: `{params.split.scheme}`, {metrics['n_folds']} fold(s) x {metrics['n_seeds']} seed(s), "
              f"subject-disjoint, **{metrics['n_subjects_test']} test subjects**. Each test metric is the mean over "
              "test subjects of the subject's score (itself the mean over seeds), with its 95% bootstrap interval "

@@ -7,8 +7,11 @@ seed fixes initialisation, shuffling and dropout.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,12 +42,37 @@ def run_device(name: str, k: int) -> str:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed every RNG a run touches; returns the generator that orders batches."""
+    """Seed every RNG a run touches and ask for deterministic kernels; returns the generator that
+    orders batches. On CUDA, cuBLAS gets the workspace its deterministic mode needs (before the
+    run's first matrix product creates its handle); a kernel with no deterministic implementation
+    still runs, with a warning that `fit` records (`nondeterministic_ops`)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
+
+
+NONDETERMINISTIC = " does not have a deterministic implementation"  # torch's warning under warn_only
+
+
+@contextlib.contextmanager
+def nondeterministic_ops(found: set):
+    """Add to `found` the kernels torch ran without a deterministic implementation inside the
+    block (on CPU none here; on CUDA e.g. adaptive_avg_pool2d_backward_cuda); other warnings
+    pass through as they came."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = str(w.message)
+        if NONDETERMINISTIC in text:
+            found.add(text.split(NONDETERMINISTIC)[0].strip())
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -170,7 +198,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
     (ties: lower validation loss). Stops after `cfg.patience` epochs without improvement (not
     before every callback's `min_epochs`). Batches are drawn with `generator`.
 
-    Returns one dict per epoch: train_loss, train_acc, val_loss, val_acc (+ what callbacks add).
+    Returns one dict per epoch: train_loss, train_acc, val_loss, val_acc (+ what callbacks add,
+    and `nondeterministic`: the kernels of the epoch that had no deterministic implementation).
     """
     model.to(device)
     loss_fn.to(device)
@@ -181,30 +210,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         model.train()
         for cb in callbacks:
             cb.on_epoch_start(epoch)
-        total, correct, seen = 0.0, 0, 0
+        found = set()
         pool = next((p for cb in callbacks if (p := cb.epoch_pool(epoch, len(y_train))) is not None), None)
-        for idx in _batches(len(y_train), cfg.batch_size, generator, pool):
-            xb, yb = take(x_train, idx, device), y_train[idx].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            for cb in callbacks:
-                extra = cb.extra_loss(yb)
-                if extra is not None:
-                    loss = loss + extra
-            if not torch.isfinite(loss):
-                raise PipelineError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
-                                    "lower the learning rate or raise loss_temperature")
-            loss.backward()
-            for cb in callbacks:
-                cb.after_backward(yb)
-            optimizer.step()
-            total += loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(idx)
-        val_loss, val_acc = loss_and_accuracy(model, loss_fn, x_val, y_val, device)
+        with nondeterministic_ops(found):
+            total, correct, seen = _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg, generator, device,
+                                                pool, callbacks, epoch)
+            val_loss, val_acc = loss_and_accuracy(model, loss_fn, x_val, y_val, device)
         history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1),
-                        "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc})
+                        "train_acc": correct / max(seen, 1), "val_loss": val_loss, "val_acc": val_acc,
+                        **({"nondeterministic": sorted(found)} if found else {})})
         for cb in callbacks:
             cb.on_epoch_end(history[-1])
         key = (val_acc, -val_loss)
@@ -216,6 +230,32 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                 break
     model.load_state_dict(best)
     return history
+
+
+def _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg: FitConfig, generator, device, pool,
+                 callbacks, epoch: int) -> tuple[float, int, int]:
+    """One pass over the train batches; returns the summed loss, the correct count and the count."""
+    total, correct, seen = 0.0, 0, 0
+    for idx in _batches(len(y_train), cfg.batch_size, generator, pool):
+        xb, yb = take(x_train, idx, device), y_train[idx].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(xb)
+        loss = loss_fn(logits, yb)
+        for cb in callbacks:
+            extra = cb.extra_loss(yb)
+            if extra is not None:
+                loss = loss + extra
+        if not torch.isfinite(loss):
+            raise PipelineError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
+                                "lower the learning rate or raise loss_temperature")
+        loss.backward()
+        for cb in callbacks:
+            cb.after_backward(yb)
+        optimizer.step()
+        total += loss.item() * len(idx)
+        correct += (logits.argmax(1) == yb).sum().item()
+        seen += len(idx)
+    return total, correct, seen
 
 
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc")

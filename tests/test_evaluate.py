@@ -9,8 +9,9 @@ import pytest
 
 from pipeline.dataset import Trials
 from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, baseline_flags, below_baseline_message, below_best_message, classification_metrics, gain_sentence,
-                               model_metrics, prediction_entropy, prediction_table, robustness_summary, score_model,
-                               selection_metrics, subject_scores, summarize_test)
+                               model_metrics, nondeterministic_kernels, prediction_entropy, prediction_table,
+                               reproducibility_note, robustness_summary, score_model, selection_metrics, subject_scores,
+                               summarize_test)
 
 
 def test_binary_by_hand():
@@ -254,3 +255,14 @@ def test_baseline_flags_take_the_views_best_baseline_on_validation():
     branches["eeg"]["test"]["acc"] = 0.55
     assert not baseline_flags(branches, baselines)["eeg"]["below_baseline"]
     assert below_baseline_message("mel", branches["mel"]) is None
+
+
+def test_a_run_with_nondeterministic_kernels_says_it_is_not_bit_reproducible():
+    histories = {"eeg": {"fold0_seed0": [{"val_acc": 0.5}, {"val_acc": 0.6, "nondeterministic": ["b_cuda"]}]},
+                 "fusion": {"fold0_seed0": [{"val_acc": 0.5, "nondeterministic": ["a_cuda", "b_cuda"]}]}}
+    kernels = nondeterministic_kernels(histories)
+    assert kernels == ["a_cuda", "b_cuda"]
+    note = reproducibility_note({"bit_reproducible": False, "nondeterministic_kernels": kernels})
+    assert "not bit-reproducible" in note and "a_cuda, b_cuda" in note and "train.device: cpu" in note
+    assert nondeterministic_kernels({"eeg": {"r": [{"val_acc": 0.5}]}}) == []
+    assert reproducibility_note({"bit_reproducible": True}) is None

@@ -213,6 +213,26 @@ def test_fit_breaks_validation_accuracy_ties_on_the_lower_validation_loss():
     assert kept_loss < max(tied) - 1e-4
 
 
+class Nondeterministic(Tiny):
+    """Tiny with a kernel that has no deterministic implementation (`put_` without accumulate),
+    standing in for such a CUDA kernel (adaptive_avg_pool2d_backward_cuda, say)."""
+
+    def forward(self, inputs):
+        torch.zeros(2).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+        return super().forward(inputs)
+
+
+def test_fit_records_kernels_without_a_deterministic_implementation():
+    train, val = _problem()
+    generator = seed_everything(0)
+    model = Nondeterministic()
+    history = fit(model, torch.optim.AdamW(model.parameters(), lr=0.01), ClassificationLoss("ce", 1.0), train, val,
+                  FitConfig(epochs=2, patience=5, batch_size=8), generator, torch.device("cpu"))
+    assert [h["nondeterministic"] for h in history] == [["put_"], ["put_"]]
+    _, history = _run(0, epochs=2)
+    assert not any("nondeterministic" in h for h in history)  # every kernel of the branches on CPU is
+
+
 class RecordBatches(Callback):
     """Keeps the labels of every batch, i.e. the batch order."""
 

@@ -9,8 +9,9 @@ from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
 from pipeline.errors import warn
 from pipeline.evaluate import (baseline_flags, baseline_metrics, below_baseline_message, below_best_message,
-                               gain_sentence, model_metrics, prediction_table, robustness_summary, score_model,
-                               selection_metrics, summarize_test, summary_markdown)
+                               gain_sentence, model_metrics, nondeterministic_kernels, prediction_table,
+                               reproducibility_note, robustness_summary, score_model, selection_metrics,
+                               summarize_test, summary_markdown)
 from pipeline.params import Params
 from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
 
@@ -73,8 +74,13 @@ def run(params: Params) -> None:
         warn(message)
     for row in scored["fusion"]["test"] + scored["fusion"]["val"]:
         row["selected"] = decisions[row["fold"]]["selected"]
+    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
+    histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
+    kernels = nondeterministic_kernels(histories)
     metrics = {
         **metrics,
+        "bit_reproducible": not kernels,
+        **({"nondeterministic_kernels": kernels} if kernels else {}),
         "n_subjects_test": len({s for f in trials.folds for s in f["test"]}),
         "n_seeds": len(seeds),
         "n_folds": len(trials.folds),
@@ -90,8 +96,8 @@ def run(params: Params) -> None:
         "fusion_runs": runs,
         **per_run,
     }
-    histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
-    histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
+    if reproducibility_note(metrics):
+        warn(reproducibility_note(metrics))
 
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
     io.write_json(io.REPORTS / "robustness.json", robust)

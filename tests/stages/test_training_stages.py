@@ -86,6 +86,7 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     assert cost["train_s_per_epoch"] > 0 and cost["infer_ms_per_trial"] > 0
     summary = (tmp / "reports" / "summary.md").read_text()
     assert "`reports/cost.json`" in summary and " s per training epoch" not in summary  # no wall times
+    assert metrics["bit_reproducible"] is True and "nondeterministic_kernels" not in metrics  # CPU
     assert summary.startswith("# Results") and "**6 test subjects**" in summary and "p = " in summary
     # every model's test predictions: each trial once per seed (kfold tests every subject once)
     predictions = pd.read_csv(tmp / "reports" / "predictions.csv")
