@@ -46,13 +46,18 @@ class DispatchError(PipelineError):
     """A process would compute with other kernels than portable numerics promise."""
 
 
+def _unset() -> list[str]:
+    """The PORTABLE_ENV variables this process's environment does not hold as pinned."""
+    return [key for key, value in PORTABLE_ENV.items() if os.environ.get(key) != value]
+
+
 def pin_cpu_dispatch() -> None:
     """Set PORTABLE_ENV in this process (and so in every process it starts). Must run before
     numpy, scipy or torch load: they read these variables once, when they load. A no-op off x86-64."""
     if not X86_64:
         return
     loaded = [name for name in _LIBRARIES if name in sys.modules]
-    if loaded and any(os.environ.get(key) != value for key, value in PORTABLE_ENV.items()):
+    if loaded and _unset():
         raise DispatchError(f"portable numerics: {', '.join(loaded)} already loaded in this process; "
                             "pin_cpu_dispatch() must run before them")
     os.environ.update(PORTABLE_ENV)
@@ -63,7 +68,7 @@ def unpinned() -> list[str]:
     variables not set as PORTABLE_ENV, and the live state of numpy and torch if loaded."""
     if not X86_64:
         return []
-    problems = [f"{key} is not {value}" for key, value in PORTABLE_ENV.items() if os.environ.get(key) != value]
+    problems = [f"{key} is not {PORTABLE_ENV[key]}" for key in _unset()]
     if "numpy" in sys.modules:
         from numpy.core._multiarray_umath import __cpu_features__
 

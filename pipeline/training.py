@@ -60,13 +60,14 @@ NONDETERMINISTIC = " does not have a deterministic implementation"  # torch's wa
 
 
 @contextlib.contextmanager
-def nondeterministic_ops(found: set):
-    """Add to `found` the kernels torch ran without a deterministic implementation inside the
-    block (on CPU none here; on CUDA e.g. adaptive_avg_pool2d_backward_cuda); other warnings
-    pass through as they came."""
+def nondeterministic_ops():
+    """Yields a set that receives, when the block ends, the kernels torch ran without a
+    deterministic implementation inside it (on CPU none here; on CUDA e.g.
+    adaptive_avg_pool2d_backward_cuda); other warnings pass through as they came."""
+    found: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
+        yield found
     for w in caught:
         text = str(w.message)
         if NONDETERMINISTIC in text:
@@ -210,9 +211,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
         model.train()
         for cb in callbacks:
             cb.on_epoch_start(epoch)
-        found = set()
         pool = next((p for cb in callbacks if (p := cb.epoch_pool(epoch, len(y_train))) is not None), None)
-        with nondeterministic_ops(found):
+        with nondeterministic_ops() as found:
             total, correct, seen = _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg, generator, device,
                                                 pool, callbacks, epoch)
             val_loss, val_acc = loss_and_accuracy(model, loss_fn, x_val, y_val, device)

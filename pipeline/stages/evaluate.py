@@ -96,8 +96,8 @@ def run(params: Params) -> None:
         "fusion_runs": runs,
         **per_run,
     }
-    if reproducibility_note(metrics):
-        warn(reproducibility_note(metrics))
+    if not_reproducible := reproducibility_note(metrics):
+        warn(not_reproducible)
 
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
     io.write_json(io.REPORTS / "robustness.json", robust)
