@@ -22,4 +22,4 @@ test: install
 	python -m pytest -q -n 2 --dist loadfile  # two workers; one test file per worker at a time
 
 clean:
-	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/fusion
+	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/acoustic models/fusion

@@ -3,7 +3,8 @@
 Per view, a scikit-learn logistic regression on simple handcrafted features of the pipeline's
 own feature arrays: EEG log band power per channel and band; the EEG covariance matrix in its
 tangent space (pyriemann); log-mel mean and std per mel bin over time; the persistence images
-pooled to 8 x 8 bins and flattened; and early fusion (all the fixed features side by side).
+pooled to 8 x 8 bins and flattened; each openSMILE set's functionals (eGeMAPS, ComParE: the
+speech field's standard); and early fusion (all the fixed features side by side).
 Every fitted step (standardisation, the tangent space's reference point, the classifier) sees
 the fold's train trials only, and the regularisation C is the one with the best validation
 accuracy (the most regularised on ties).
@@ -19,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.params import BaselinesParams
+from pipeline.params import Params
 
 
 def log_band_power(eeg: np.ndarray, sfreq: float, bands: dict[str, tuple[float, float]]) -> np.ndarray:
@@ -61,36 +62,47 @@ def tangent_space_steps() -> list:
 @dataclass(frozen=True)
 class Baseline:
     """One baseline: the view it stands for (None: several), the views it reads, how it turns
-    their feature arrays into a (n, d) input, and steps fitted before scaling (e.g. tangent space)."""
+    their feature arrays into a (n, d) input, steps fitted before scaling (e.g. tangent space),
+    and whether this run's params offer it (the speech sets: when the acoustic view computes them)."""
     view: str | None
     reads: tuple[str, ...]
-    features: Callable[[dict[str, np.ndarray], float, BaselinesParams], np.ndarray]
+    features: Callable[[dict[str, np.ndarray], Params], np.ndarray]
     fitted_steps: Callable[[], list] = list
+    offered: Callable[[Params], bool] = lambda params: True
+
+
+def acoustic_set(name: str) -> Baseline:
+    """Logistic regression on one openSMILE set's functionals: the standard speech baseline."""
+    return Baseline("acoustic", ("acoustic",), lambda x, params: x["acoustic"][:, params.acoustic.columns()[name]],
+                    offered=lambda params: name in params.acoustic.feature_sets)
 
 
 BASELINES = {
-    "eeg_band_power": Baseline("eeg", ("eeg",), lambda x, sfreq, p: log_band_power(x["eeg"], sfreq, p.bands)),
-    "eeg_tangent_space": Baseline("eeg", ("eeg",), lambda x, sfreq, p: x["eeg"].astype(np.float64),
-                                  tangent_space_steps),
-    "mel_stats": Baseline("mel", ("mel",), lambda x, sfreq, p: mel_statistics(x["mel"])),
-    "topo_images": Baseline("topo", ("topo",), lambda x, sfreq, p: pooled_images(x["topo"])),
+    "eeg_band_power": Baseline("eeg", ("eeg",), lambda x, params: log_band_power(x["eeg"], params.eeg.sfreq,
+                                                                                  params.baselines.bands)),
+    "eeg_tangent_space": Baseline("eeg", ("eeg",), lambda x, params: x["eeg"].astype(np.float64),
+                                  tangent_space_steps, lambda params: params.baselines.tangent_space),
+    "mel_stats": Baseline("mel", ("mel",), lambda x, params: mel_statistics(x["mel"])),
+    "topo_images": Baseline("topo", ("topo",), lambda x, params: pooled_images(x["topo"])),
+    "speech_egemaps": acoustic_set("eGeMAPSv02"),
+    "speech_compare": acoustic_set("ComParE_2016"),
 }
-FIXED = ("eeg_band_power", "mel_stats", "topo_images")  # what early fusion concatenates
+# What early fusion concatenates: every fixed-feature baseline (not the tangent space, which is fitted)
+FIXED = ("eeg_band_power", "mel_stats", "topo_images", "speech_egemaps", "speech_compare")
 
 
-def early_fusion_features(x: dict[str, np.ndarray], sfreq: float, p: BaselinesParams) -> np.ndarray:
-    return np.concatenate([BASELINES[name].features(x, sfreq, p) for name in FIXED
-                           if set(BASELINES[name].reads) <= set(x)], axis=1)
+def early_fusion_features(x: dict[str, np.ndarray], params: Params) -> np.ndarray:
+    return np.concatenate([BASELINES[name].features(x, params) for name in FIXED
+                           if set(BASELINES[name].reads) <= set(x) and BASELINES[name].offered(params)], axis=1)
 
 
-BASELINES["early_fusion"] = Baseline(None, ("eeg", "mel", "topo"), early_fusion_features)
+BASELINES["early_fusion"] = Baseline(None, ("eeg", "mel", "topo", "acoustic"), early_fusion_features)
 
 
-def chosen(p: BaselinesParams, available: list[str]) -> list[str]:
+def chosen(params: Params, available: list[str]) -> list[str]:
     """The baselines to run on data with the `available` views (early fusion: of what is there,
     when that is at least two views)."""
-    names = [n for n, b in BASELINES.items() if b.view is not None and b.view in available]
-    names = [n for n in names if n != "eeg_tangent_space" or p.tangent_space]
+    names = [n for n, b in BASELINES.items() if b.view is not None and b.view in available and b.offered(params)]
     if len([m for m in available if m in BASELINES["early_fusion"].reads]) >= 2:
         names.append("early_fusion")
     return names

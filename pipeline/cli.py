@@ -108,6 +108,21 @@ def portable_env():
     typer.echo("".join(f"{key}={value}\n" for key, value in PORTABLE_ENV.items()), nl=False)
 
 
+@app.command("speech-study")
+def speech_study(out: str = typer.Argument(..., help="folder for the clips, clips.csv and manifest.csv"),
+                 eeg: str = typer.Option("../shared/realdata/eeg/test_raw.set", help="the real EEG recording to pair with"),
+                 voices: int = typer.Option(8, help="espeak-ng voices, one subject each"),
+                 clips_per_class: int = typer.Option(12, help="clips per class and voice"),
+                 seed: int = typer.Option(0, help="prosody jitter, sentences and EEG windows")):
+    """Write a real-speech study (espeak-ng voices as subjects, five prosody-acted classes, each
+    clip paired with a class-free window of a real EEG recording) for `data.source: manifest`."""
+    from pathlib import Path
+
+    studies = importlib.import_module("pipeline.data.studies")  # by name, as compare: no stage depends on it
+    clips = studies.write_speech_clips(Path(out), voices, clips_per_class, seed=seed)
+    typer.echo(studies.write_speech_study(clips, Path(eeg), Path(out), seed=seed))
+
+
 @app.command()
 def compare(a: str = typer.Argument("HEAD", help="git revision or DVC experiment name, or 'workspace'"),
             b: str = typer.Argument("workspace", help="git revision or DVC experiment name, or 'workspace'"),

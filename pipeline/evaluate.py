@@ -11,6 +11,7 @@ from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix
                              recall_score, roc_auc_score)
 
 from pipeline.dataset import Trials
+from pipeline.modalities import MODALITIES
 from pipeline.params import Params
 from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
@@ -299,12 +300,20 @@ def baseline_metrics(scored: dict[str, dict], views: dict[str, str | None], clas
             for name, s in scored.items()}
 
 
+def rival_views(modality: str) -> set[str]:
+    """The views whose baselines a branch of `modality` must beat: its own, and for a speech view
+    every speech view's (a log-mel branch below openSMILE's features is a weak speech model)."""
+    speech = {m for m, spec in MODALITIES.items() if spec.needs_audio}
+    return speech if modality in speech else {modality}
+
+
 def baseline_flags(branches: dict, baselines: dict) -> dict[str, dict]:
-    """Per branch whose view has a baseline: the view's best baseline (chosen on validation),
-    its test accuracy and `below_baseline` when the branch scores below it on test."""
+    """Per branch with a baseline among its rival views (rival_views): the best of those baselines
+    (chosen on validation), its test accuracy and `below_baseline` when the branch scores below
+    it on test."""
     flags = {}
     for m, branch in branches.items():
-        mine = {n: b for n, b in baselines.items() if b["view"] == m}
+        mine = {n: b for n, b in baselines.items() if b["view"] in rival_views(m)}
         if mine:
             best = max(mine, key=lambda n: mine[n]["val_acc"])
             acc = mine[best]["test"]["acc"]

@@ -17,7 +17,7 @@ class Modality:
     features: str                # module whose `compute(params)` makes the feature array
     norm_axes: tuple[int, ...]   # axes the train statistics pool over (0: trials)
     encoders: tuple[str, ...]    # branch encoders it accepts (names in pipeline.nets.ENCODERS); first: default
-    needs_audio: bool            # only data with audio has this view
+    needs_audio: bool            # only data with audio has this view: a speech view
 
 
 # (n, channels, times) encoders: the package's own two and braindecode's models
@@ -30,5 +30,7 @@ MODALITIES: dict[str, Modality] = {
     "mel": Modality("mel", "mel", "pipeline.features.mel", (0, 1, 3), ("image_cnn",), True),
     # persistence images: per image channel (band x homology dimension); (n, c, bins, bins)
     "topo": Modality("topo", "topo", "pipeline.features.topo", (0, 2, 3), ("image_cnn",), False),
+    # openSMILE functionals (eGeMAPS, ComParE): per feature; (n, features)
+    "acoustic": Modality("acoustic", "acoustic", "pipeline.features.acoustic", (0,), ("mlp", "linear"), True),
 }
 NAMES: tuple[str, ...] = tuple(MODALITIES)

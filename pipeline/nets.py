@@ -96,6 +96,31 @@ class ImageEncoder(nn.Module):
         return self.project(self.features(x))
 
 
+class LinearEncoder(nn.Module):
+    """Dropout on the inputs, then one linear projection: for thousands of correlated features
+    (openSMILE's functionals) and a few hundred trials, a regularised linear model is the strong
+    choice (the INTERSPEECH baselines are linear), and input dropout acts as feature bagging.
+
+    (batch, features) -> (batch, embed_dim).
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int, dropout: float):
+        super().__init__()
+        (n_features,) = in_shape
+        self.project = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_features, embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x)
+
+
+class MLPEncoder(LinearEncoder):
+    """LinearEncoder followed by one hidden ReLU layer: (batch, features) -> (batch, embed_dim)."""
+
+    def __init__(self, in_shape: tuple[int, ...], embed_dim: int, dropout: float):
+        super().__init__(in_shape, embed_dim, dropout)
+        self.project.extend([nn.ReLU(), nn.Dropout(dropout), nn.Linear(embed_dim, embed_dim), nn.ReLU()])
+
+
 class BraindecodeEncoder(nn.Module):
     """A braindecode model as an encoder: its last layer gives `embed_dim` outputs instead of
     class scores (the branch's own head classifies). Imported on use: braindecode pulls in MNE.
@@ -137,7 +162,7 @@ class EEGNetEncoder(BraindecodeEncoder):
 # Encoder registry: name -> class; each modality lists the ones it accepts in pipeline.modalities.
 ENCODERS: dict[str, type[nn.Module]] = {
     "log_power": LogPowerEncoder, "filterbank": EEGEncoder, "shallow_fbcsp": ShallowFBCSPEncoder,
-    "eegnet": EEGNetEncoder, "image_cnn": ImageEncoder,
+    "eegnet": EEGNetEncoder, "image_cnn": ImageEncoder, "linear": LinearEncoder, "mlp": MLPEncoder,
 }
 
 

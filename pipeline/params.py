@@ -154,6 +154,36 @@ def check_bands(bands: dict[str, tuple[float, float]]) -> None:
             raise Rule(f"bands.{name}", [low, high], "[low, high] with 0 < low < high")
 
 
+# openSMILE feature sets of the acoustic view: functionals per clip (its column count).
+ACOUSTIC_FEATURE_SETS = {"eGeMAPSv02": 88, "ComParE_2016": 6373}
+AcousticFeatureSet = Literal[tuple(ACOUSTIC_FEATURE_SETS)]
+
+
+class AcousticParams(Section):
+    """The acoustic view: openSMILE functionals of each trial's whole audio window, the sets
+    side by side in this order (eGeMAPSv02: the minimal set recommended for affective computing,
+    Eyben et al. 2016; ComParE_2016: the INTERSPEECH challenge baselines' set)."""
+
+    sr: StrictInt = allowed(">= 8000", ge=8000)  # audio is resampled to this rate first
+    feature_sets: tuple[AcousticFeatureSet, ...] = allowed("a non-empty list of distinct openSMILE sets",
+                                                            min_length=1)
+
+    @field_validator("feature_sets")
+    @classmethod
+    def _distinct(cls, sets):
+        if len(set(sets)) < len(sets):
+            raise Rule("", list(sets), f"distinct names of {', '.join(ACOUSTIC_FEATURE_SETS)}")
+        return sets
+
+    def columns(self) -> dict[str, slice]:
+        """Each set's columns in the view's feature array."""
+        out, start = {}, 0
+        for name in self.feature_sets:
+            out[name] = slice(start, start + ACOUSTIC_FEATURE_SETS[name])
+            start += ACOUSTIC_FEATURE_SETS[name]
+        return out
+
+
 class TopoParams(Section):
     source: Literal["connectivity"]
     bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)
@@ -230,7 +260,7 @@ class FusionParams(Section):
     def _rules(self):
         mods = self.modalities
         if len(mods) < 2 or len(set(mods)) < len(mods):
-            raise Rule("modalities", list(mods), f"2 or 3 distinct of {', '.join(MODALITIES)}")
+            raise Rule("modalities", list(mods), f"2 or more distinct of {', '.join(MODALITIES)}")
         if self.hidden % self.heads:
             raise Rule("heads", self.heads, f"an integer >= 1 that divides fusion.hidden ({self.hidden})")
         if self.type == "film" and self.film_condition not in mods:
@@ -305,6 +335,7 @@ class Params(Section):
     eeg: EEGParams
     mel: MelParams
     topo: TopoParams
+    acoustic: AcousticParams
     train: TrainParams
     branches: dict[str, TrainParams]  # every modality: `train` with `branches.<m>` on top (parse_params)
     fusion: FusionParams
@@ -323,7 +354,7 @@ class Params(Section):
         return self.branches[modality]
 
 
-SECTIONS = ("data", "split", "eeg", "mel", "topo", "train", "fusion", "baselines", "compute")
+SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
               "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
 FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values

@@ -89,27 +89,41 @@ def test_tangent_space_baseline_fits_on_eeg():
     eeg[labels == 1, 0] *= 3  # class 1: channel 0 louder
     index = {"train": np.arange(40), "val": np.arange(40, 50), "test": np.arange(50, 60)}
     baseline = BASELINES["eeg_tangent_space"]
-    probs, _, val_acc = fit_on_fold(baseline.features({"eeg": eeg}, 128.0, None), labels, index, 2, (1.0,),
+    probs, _, val_acc = fit_on_fold(baseline.features({"eeg": eeg}, None), labels, index, 2, (1.0,),
                                     baseline.fitted_steps)
     assert val_acc == 1.0 and (probs[index["test"]].argmax(1) == labels[index["test"]]).all()
 
 
 def test_chosen_follows_the_views_and_params(params):
-    p = params.baselines
-    assert chosen(p, ["eeg", "mel", "topo"]) == ["eeg_band_power", "eeg_tangent_space", "mel_stats", "topo_images",
-                                                 "early_fusion"]
-    assert chosen(p, ["eeg", "topo"]) == ["eeg_band_power", "eeg_tangent_space", "topo_images", "early_fusion"]
-    assert "eeg_tangent_space" not in chosen(p.model_copy(update={"tangent_space": False}), ["eeg", "topo"])
+    assert chosen(params, ["eeg", "mel", "topo", "acoustic"]) == [
+        "eeg_band_power", "eeg_tangent_space", "mel_stats", "topo_images", "speech_egemaps", "speech_compare",
+        "early_fusion"]
+    assert chosen(params, ["eeg", "topo"]) == ["eeg_band_power", "eeg_tangent_space", "topo_images", "early_fusion"]
+    no_ts = params.model_copy(update={"baselines": params.baselines.model_copy(update={"tangent_space": False})})
+    assert "eeg_tangent_space" not in chosen(no_ts, ["eeg", "topo"])
+    compare_only = params.model_copy(update={"acoustic": params.acoustic.model_copy(
+        update={"feature_sets": ("ComParE_2016",)})})
+    assert [n for n in chosen(compare_only, ["eeg", "acoustic"]) if n.startswith("speech")] == ["speech_compare"]
 
 
-@pytest.mark.parametrize("views", [("eeg", "mel", "topo"), ("eeg", "topo")])
-def test_early_fusion_concatenates_the_fixed_features_of_the_views_there(views):
+def test_speech_baselines_read_their_own_set_columns(params):
+    """eGeMAPS and ComParE sit side by side in the acoustic array in feature_sets order; each
+    baseline must read its own columns, whichever order the sets are listed in."""
+    x = np.arange(2 * 6461, dtype=np.float32).reshape(2, 6461)
+    np.testing.assert_array_equal(BASELINES["speech_egemaps"].features({"acoustic": x}, params), x[:, :88])
+    np.testing.assert_array_equal(BASELINES["speech_compare"].features({"acoustic": x}, params), x[:, 88:])
+    swapped = params.model_copy(update={"acoustic": params.acoustic.model_copy(
+        update={"feature_sets": ("ComParE_2016", "eGeMAPSv02")})})
+    np.testing.assert_array_equal(BASELINES["speech_egemaps"].features({"acoustic": x}, swapped), x[:, 6373:])
+
+
+@pytest.mark.parametrize("views", [("eeg", "mel", "topo", "acoustic"), ("eeg", "mel", "topo"), ("eeg", "topo")])
+def test_early_fusion_concatenates_the_fixed_features_of_the_views_there(params, views):
     rng = np.random.default_rng(0)
     x = {"eeg": rng.standard_normal((2, 3, 128)), "mel": rng.standard_normal((2, 1, 4, 6)),
-         "topo": rng.standard_normal((2, 2, 16, 16))}
+         "topo": rng.standard_normal((2, 2, 16, 16)), "acoustic": rng.standard_normal((2, 6461))}
     x = {m: x[m] for m in views}
-
-    class P:
-        bands = {"alpha": (8.0, 13.0)}
-    width = BASELINES["early_fusion"].features(x, 128.0, P).shape[1]
-    assert width == 3 + (8 if "mel" in views else 0) + 2 * 64
+    p = params.model_copy(update={"baselines": params.baselines.model_copy(update={"bands": {"alpha": (8.0, 13.0)}}),
+                                  "eeg": params.eeg.model_copy(update={"sfreq": 128.0})})
+    width = BASELINES["early_fusion"].features(x, p).shape[1]
+    assert width == 3 + (8 if "mel" in views else 0) + 2 * 64 + (6461 if "acoustic" in views else 0)

@@ -42,7 +42,7 @@ def test_repro_writes_design_metrics(project):
         assert 0.0 <= fusion[key] <= 1.0
     assert -1.0 <= fusion["kappa"] <= 1.0
     assert all(f"{key}_std" in fusion for key in ("acc", "f1_macro", "kappa", "auc"))
-    for modality in ("eeg", "mel", "topo"):
+    for modality in ("eeg", "mel", "topo", "acoustic"):
         branch = metrics["branches"][modality]["test"]
         assert 0.0 <= branch["acc"] <= 1.0 and 0.0 <= branch["f1_macro"] <= 1.0
         assert "acc_std" in branch
@@ -51,12 +51,12 @@ def test_repro_writes_design_metrics(project):
     assert gain == pytest.approx(metrics["fusion"]["test"]["acc"] - metrics["branches"][best]["test"]["acc"])
     assert "| **fusion (concat)** |" in (project / "reports" / "summary.md").read_text()
     diagnostics = json.loads((project / "reports" / "diagnostics.json").read_text())
-    assert set(diagnostics["inputs"]) == {"eeg", "mel", "topo"}
-    assert set(diagnostics["ablation_drop"]) == {"eeg", "mel", "topo"}
+    assert set(diagnostics["inputs"]) == {"eeg", "mel", "topo", "acoustic"}
+    assert set(diagnostics["ablation_drop"]) == {"eeg", "mel", "topo", "acoustic"}
     for figure in ("confusion_matrices", "training_curves", "modality_contributions", "fusion_dynamics",
                    "persistence_images"):
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
-    for stage in ("pretrain_eeg", "pretrain_mel", "pretrain_topo", "fuse"):
+    for stage in ("pretrain_eeg", "pretrain_mel", "pretrain_topo", "pretrain_acoustic", "fuse"):
         live = json.loads((project / "reports" / "live" / stage / "metrics.json").read_text())
         assert {"train_loss", "val_acc"} <= set(live)
     # Generated recordings are real files that MNE and soundfile read.

@@ -22,8 +22,9 @@ from dvc_project import ENV, ROOT, TINY, merge
 
 pytestmark = pytest.mark.slow  # seconds each, not minutes; kept with the end-to-end tests
 
-STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in ("eeg", "mel", "topo")],
-          ("baselines",), *[("pretrain", m) for m in ("eeg", "mel", "topo")], ("fuse",), ("evaluate",)]
+VIEWS = ("eeg", "mel", "topo", "acoustic")
+STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in VIEWS],
+          ("baselines",), *[("pretrain", m) for m in VIEWS], ("fuse",), ("evaluate",)]
 
 
 def _tiny_params(override: dict) -> dict:
@@ -68,6 +69,7 @@ def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, re
     _run_stages(raw, STAGES)
     out = capsys.readouterr().out
     assert "features mel: skipped: the data has no audio" in out and "pretrain mel: skipped" in out
+    assert "features acoustic: skipped: the data has no audio" in out and "pretrain acoustic: skipped" in out
     report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
     assert report["modalities"] == ["eeg", "topo"] and report["classes"] == ["rt", "square"]
     assert report["subjects_kept"] == 4 and report["trials_dropped"] == 0
@@ -115,7 +117,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
         "data": {"source": "manifest", "root": "data/study"},
         "split": {"scheme": "loso", "val_subjects": 1},
         "train": {"epochs": 8, "patience": 8},
-        "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0],
+        "fusion": {"type": "ensemble", "ensemble_weighting": "fixed", "ensemble_weights": [1.0, 0.0, 0.0, 0.0],
                    "select": "fusion"},
     })
     monkeypatch.chdir(tmp_path)
@@ -127,7 +129,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
     assert (tmp_path / "reports" / "summary.md").read_text().split("\n")[2].startswith("> **Warning:**")
     assert metrics["fusion"]["selected"] == {"fusion": 4}
     robust = json.loads((tmp_path / "reports" / "robustness.json").read_text())
-    assert set(robust["missing"]) == {"eeg", "mel", "topo"}
+    assert set(robust["missing"]) == set(VIEWS)
 
     raw["fusion"].update(select="safe", select_margin=1.0)
     _run_stages(raw, [("fuse",), ("evaluate",)])
@@ -136,3 +138,27 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
     assert "fusion" not in metrics["fusion"]["selected"] and sum(metrics["fusion"]["selected"].values()) == 4
     per_fold = (tmp_path / "reports" / "per_fold.csv").read_text()
     assert "selected" in per_fold.splitlines()[0]
+
+
+def test_real_speech_study_through_the_acoustic_view(tmp_path, monkeypatch, capsys, realdata):
+    """Real speech (the committed espeak-ng clips: 4 voices as subjects, 5 prosody-acted classes,
+    clips of different lengths) paired with class-free real EEG: the acoustic view's features are
+    openSMILE's, its baselines run on each set, and both speech branches answer to the best
+    speech baseline, whichever speech view it reads."""
+    from pipeline.data.studies import write_speech_study
+
+    write_speech_study(ROOT / "tests" / "fixtures" / "speech_clips" / "clips.csv", realdata / "eeg" / "test_raw.set",
+                       tmp_path / "data" / "speech")
+    raw = _tiny_params({"data": {"source": "manifest", "root": "data/speech"},
+                        "split": {"scheme": "loso", "val_subjects": 1}, "eeg": {"epoch_seconds": 4.0},
+                        "mel": {"clip_seconds": 4.0}, "train": {"epochs": 4}})
+    monkeypatch.chdir(tmp_path)
+    _run_stages(raw, STAGES)
+    acoustic = np.load(tmp_path / "data" / "features" / "acoustic.npy")
+    assert acoustic.shape == (40, 88 + 6373) and np.isfinite(acoustic).all()
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    speech = {n: metrics["baselines"][n] for n in ("mel_stats", "speech_egemaps", "speech_compare")}
+    best = max(speech, key=lambda n: speech[n]["val_acc"])
+    assert metrics["branches"]["mel"]["best_baseline"] == metrics["branches"]["acoustic"]["best_baseline"] == best
+    # prosody carries the class: openSMILE's sets find it on unseen voices (chance: 0.2)
+    assert max(speech[n]["test"]["acc"] for n in ("speech_egemaps", "speech_compare")) >= 0.45, speech

@@ -11,7 +11,7 @@ from pipeline.fusion import load_fusion
 from pipeline.modalities import EEG_ENCODERS
 from pipeline.nets import ENCODERS, BranchClassifier, EEGEncoder, ImageEncoder, load_branch, save_branch
 
-SHAPES = {"eeg": (16, 512), "mel": (1, 64, 128), "topo": (6, 32, 32)}
+SHAPES = {"eeg": (16, 512), "mel": (1, 64, 128), "topo": (6, 32, 32), "acoustic": (300,)}
 N_CLASSES, EMBED = 5, 24
 
 
@@ -33,6 +33,27 @@ def test_branch_output_shapes(modality, batch):
     model.eval()
     assert model(x).shape == (batch, N_CLASSES)
     assert torch.isfinite(model(x)).all()
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp"])
+def test_feature_vector_encoders_learn_a_few_informative_columns_among_many(name):
+    """openSMILE's case: 8 informative columns among 200 (class means 1 std apart: about 0.92 at
+    best), 400 train trials. Held-out trials must be classified well above chance (0.5); over
+    seeds 0-5 both encoders reached 0.78-0.85, with the input dropout on in training."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(800, 200, generator=g)
+    y = torch.arange(800) % 2
+    x[:, ::25] += y[:, None]
+    torch.manual_seed(0)
+    model = BranchClassifier("acoustic", (200,), 2, 16, dropout=0.2, encoder=name)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.01)
+    for _ in range(100):
+        model.train()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model({"acoustic": x[:400]}), y[:400]).backward()
+        opt.step()
+    model.eval()
+    assert (model({"acoustic": x[400:]}).argmax(1) == y[400:]).float().mean() > 0.7
 
 
 @pytest.mark.parametrize("shape", [(16, 256), (32, 512), (4, 128)])

@@ -9,7 +9,7 @@ from pipeline.normalize import apply_normalizer, fit_normalizer, fold_normalizer
 
 NORM_AXES = {m: spec.norm_axes for m, spec in MODALITIES.items()}
 
-SHAPES = {"eeg": (20, 4, 50), "mel": (20, 1, 6, 10), "topo": (20, 3, 5, 5)}
+SHAPES = {"eeg": (20, 4, 50), "mel": (20, 1, 6, 10), "topo": (20, 3, 5, 5), "acoustic": (20, 7)}
 
 
 def _data(modality: str, seed: int = 0) -> np.ndarray:

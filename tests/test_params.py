@@ -169,7 +169,7 @@ def test_ensemble_fixed_weights_one_per_modality(raw):
     bad = _with(raw, "fusion.type", "ensemble")
     bad = _with(_with(bad, "fusion.ensemble_weighting", "fixed"), "fusion.ensemble_weights", [1.0, 1.0])
     message = _error(bad)
-    assert "fusion.ensemble_weights" in message and "3 non-negative numbers" in message
+    assert "fusion.ensemble_weights" in message and "4 non-negative numbers" in message
 
 
 @pytest.mark.parametrize("key,value,allowed", [
@@ -186,6 +186,21 @@ def test_ensemble_fixed_weights_one_per_modality(raw):
 def test_other_fusion_knobs(raw, key, value, allowed):
     message = _error(_with(raw, key, value))
     assert key in message and allowed in message
+
+
+@pytest.mark.parametrize("value,allowed", [
+    (["eGeMAPS"], "allowed: eGeMAPSv02, ComParE_2016"),
+    ([], "a non-empty list of distinct openSMILE sets"),
+    (["eGeMAPSv02", "eGeMAPSv02"], "distinct names of eGeMAPSv02, ComParE_2016"),
+])
+def test_acoustic_feature_sets(raw, value, allowed):
+    message = _error(_with(raw, "acoustic.feature_sets", value))
+    assert "acoustic.feature_sets" in message and allowed in message, message
+
+
+def test_acoustic_columns_follow_the_listed_order(raw):
+    p = parse_params(_with(raw, "acoustic.feature_sets", ["ComParE_2016", "eGeMAPSv02"]))
+    assert p.acoustic.columns() == {"ComParE_2016": slice(0, 6373), "eGeMAPSv02": slice(6373, 6461)}
 
 
 # ------------------------------------------------------------------ branch overrides

@@ -131,8 +131,12 @@ def check_eeg_windows(path: str, windows: list[tuple[int, float, float]], read_k
     return list(raw.ch_names), out
 
 
+MIN_AUDIO_SECONDS = 0.06  # openSMILE's functionals are NaN for a clip shorter than one 60 ms frame
+
+
 def check_audio_windows(path: str, windows: list[tuple[int, float, float]]) -> tuple[None, list[tuple]]:
-    """Check audio trial windows of one file: readable, inside the file, not empty or silent."""
+    """Check audio trial windows of one file: readable, inside the file, long enough for
+    openSMILE, not empty or silent."""
     try:
         length = audio_seconds(path)
     except PipelineError as exc:
@@ -150,6 +154,11 @@ def check_audio_windows(path: str, windows: list[tuple[int, float, float]]) -> t
         if y.size == 0 or not np.any(y):
             out.append((i, onset, duration, "empty_audio",
                         f"{path}: audio window {span} is empty ({'no samples' if y.size == 0 else 'every sample is 0'})"))
+            continue
+        if duration < MIN_AUDIO_SECONDS:
+            out.append((i, onset, duration, "short_audio",
+                        f"{path}: audio window {span} is {duration * 1000:.0f} ms, shorter than openSMILE's "
+                        f"{MIN_AUDIO_SECONDS * 1000:.0f} ms analysis window (the acoustic view has no features for it)"))
             continue
         out.append((i, onset, duration, None, ""))
     return None, out

@@ -1,10 +1,14 @@
-"""A one-informative-view study: speech carries the class, the EEG views carry none.
+"""Studies where one view carries the class and the EEG views carry none.
 
 The failure fusion must survive, as real studies show it: one strong view next to empty ones.
-Each subject's speech is the synthetic voice (source-filter, pitch/energy/rate) at a level set
-by the class; its EEG windows are cut from one real recording at onsets drawn independently of
-the labels (each subject gets its own stretch of the recording, so subjects still differ).
-Written as a `manifest` study: WAVs and a manifest.csv that points at the EEG file in place.
+In both, the EEG windows are cut from one real recording at onsets drawn independently of the
+labels (each subject gets its own stretch of the recording, so subjects still differ), and the
+study is written as a `manifest` study whose manifest.csv points at the EEG file in place.
+
+* write_one_view_study: each subject's speech is the synthetic voice (source-filter,
+  pitch/energy/rate) at a level set by the class.
+* write_speech_clips + write_speech_study: real speech, espeak-ng voices as subjects and five
+  classes acted by pitch, rate and amplitude (`python -m pipeline speech-study`).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import mne
 import numpy as np
+import pandas as pd
 import soundfile as sf
 
 from pipeline.data.synthetic import CLASSES, draw_subject, voice_clip, write_manifest
@@ -48,4 +53,94 @@ def write_one_view_study(out_dir: Path, eeg_file: Path, n_subjects: int = 6, tri
                          "eeg_onset": round(float(onset), 4), "eeg_duration": trial_seconds,
                          "audio_path": f"{name}_audio.wav", "audio_onset": i * trial_seconds,
                          "audio_duration": trial_seconds})
+    return write_manifest(out_dir / "manifest.csv", rows)
+
+
+# A real-speech study: espeak-ng voices as subjects, classes acted by prosody. espeak-ng takes
+# pitch 0-99, rate in words per minute and amplitude 0-200; each class sits at its own point,
+# and every clip is jittered around it (SPEECH_JITTER) so the classes overlap a little.
+SPEECH_PROSODY = {  # class: (pitch, rate, amplitude)
+    "neutral": (50, 160, 100),
+    "anger": (40, 210, 170),
+    "happiness": (80, 200, 120),
+    "sadness": (25, 115, 60),
+    "calmness": (50, 120, 85),
+}
+SPEECH_JITTER = (4, 8, 8)
+# Accent x voice variant: distinct speakers (formants, base pitch, timbre) from espeak-ng's own data
+SPEECH_VOICES = ("en-gb+m1", "en-us+f2", "en-gb-scotland+m3", "en-us+f4", "en-gb-x-rp+m7", "en-029+f1",
+                 "en-gb-x-gbclan+m5", "en-us+f3", "en-gb+m4", "en-gb-x-rp+f5")
+SPEECH_SENTENCES = (
+    "The meeting starts at nine.", "Please put the chairs back where you found them after the lesson.",
+    "The train leaves from the second platform.", "We walked along the river until the road turned north.",
+    "Bring the blue folder to the office.", "The old clock on the wall stopped again yesterday afternoon.",
+    "He opened the window and looked at the street below for a long time.", "It is raining again in the city.",
+    "The shop on the corner sells bread, milk and newspapers every morning from six.",
+    "She wrote the numbers down.", "The parcel arrived on Tuesday.",
+    "They painted the fence white, then green, and finally left it as it was before.",
+)
+
+
+def espeak_clip(text: str, voice: str, pitch: int, rate: int, amplitude: int, sr: int) -> np.ndarray:
+    """One utterance from espeak-ng (a Debian package; only generating a study needs it), mono
+    float32 at `sr`."""
+    import io
+    import shutil
+    import subprocess
+
+    import librosa
+
+    if shutil.which("espeak-ng") is None:
+        raise FileNotFoundError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "-a", str(amplitude),
+                          "--stdout", text], check=True, capture_output=True).stdout
+    y, native = sf.read(io.BytesIO(wav), dtype="float32")
+    return librosa.resample(y, orig_sr=native, target_sr=sr)
+
+
+def write_speech_clips(out_dir: Path, n_voices: int = 8, clips_per_class: int = 12, sr: int = 16000,
+                       seed: int = 0) -> Path:
+    """Synthesise the study's clips into `out_dir`: one FLAC per clip and clips.csv (subject,
+    label, file, voice, pitch, rate, amplitude, text). Returns clips.csv."""
+    if not 1 <= n_voices <= len(SPEECH_VOICES):
+        raise ValueError(f"n_voices = {n_voices}: between 1 and {len(SPEECH_VOICES)}")
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s, voice in enumerate(SPEECH_VOICES[:n_voices]):
+        labels = rng.permutation(np.repeat(list(SPEECH_PROSODY), clips_per_class))
+        for i, label in enumerate(labels):
+            prosody = [int(round(c + rng.uniform(-j, j))) for c, j in zip(SPEECH_PROSODY[label], SPEECH_JITTER)]
+            text = SPEECH_SENTENCES[rng.integers(len(SPEECH_SENTENCES))]
+            name = f"sub-{s + 1:02d}_clip-{i + 1:03d}.flac"
+            sf.write(out_dir / name, espeak_clip(text, voice, *prosody, sr), sr, subtype="PCM_16")
+            rows.append({"subject": f"sub-{s + 1:02d}", "label": label, "file": name, "voice": voice,
+                         "pitch": prosody[0], "rate": prosody[1], "amplitude": prosody[2], "text": text})
+    return write_manifest(out_dir / "clips.csv", rows)
+
+
+def write_speech_study(clips_csv: Path, eeg_file: Path, out_dir: Path, eeg_seconds: float = 4.0,
+                       seed: int = 0) -> Path:
+    """Pair each clip of `clips_csv` (write_speech_clips) with a class-free window of a real EEG
+    recording, as write_one_view_study does; writes out_dir/manifest.csv and returns it.
+
+    The audio window is the whole clip; the EEG window (`eeg_seconds`) is drawn from its
+    subject's own stretch of the recording, independently of the label.
+    """
+    clips = pd.read_csv(clips_csv)
+    subjects = list(dict.fromkeys(clips["subject"]))
+    raw = mne.io.read_raw(eeg_file, preload=False, verbose="error")
+    stretch = raw.n_times / raw.info["sfreq"] / len(subjects)
+    if stretch < eeg_seconds + 0.5:
+        raise ValueError(f"{eeg_file}: too short for {len(subjects)} subjects of {eeg_seconds} s windows")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _, clip in clips.iterrows():
+        s = subjects.index(clip["subject"])
+        audio = Path(clips_csv).parent.resolve() / clip["file"]
+        rows.append({"subject": clip["subject"], "label": clip["label"], "eeg_path": str(Path(eeg_file).resolve()),
+                     "eeg_onset": round(float(rng.uniform(s * stretch, (s + 1) * stretch - eeg_seconds - 0.5)), 4),
+                     "eeg_duration": eeg_seconds, "audio_path": str(audio), "audio_onset": 0.0,
+                     "audio_duration": round(sf.info(str(audio)).duration, 4)})
+    out_dir.mkdir(parents=True, exist_ok=True)
     return write_manifest(out_dir / "manifest.csv", rows)

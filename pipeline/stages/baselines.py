@@ -19,10 +19,10 @@ def run(params: Params) -> None:
     trials = load_trials()
     views = available_modalities()
     features = {m: load_features(m) for m in views}
-    names = chosen(p, views)
+    names = chosen(params, views)
     n_classes = len(trials.classes)
     folds = [fold_indices(trials.subjects, f) for f in trials.folds]
-    inputs = {n: BASELINES[n].features({m: features[m] for m in views if m in BASELINES[n].reads}, params.eeg.sfreq, p)
+    inputs = {n: BASELINES[n].features({m: features[m] for m in views if m in BASELINES[n].reads}, params)
               for n in names}
     grid = [(name, fold) for name in names for fold in range(len(folds))]
     tasks = ((inputs[name], trials.labels, folds[fold], n_classes, p.c_grid, BASELINES[name].fitted_steps)

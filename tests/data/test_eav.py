@@ -67,7 +67,7 @@ def test_speaking_two_segments_per_trial(params, eav):
     assert len(manifest) == 3 * 5 * 2  # 5 speaking trials per subject, 2 segments of 1 s each
     assert _rows(manifest) == _expected_rows(labels, "speaking", 2, 1.0)
     assert set(manifest["label"]) == set(EMOTIONS) and classes == sorted(EMOTIONS)
-    assert report["modalities"] == ["eeg", "mel", "topo"] and report["dropped"] == []
+    assert report["modalities"] == ["eeg", "mel", "topo", "acoustic"] and report["dropped"] == []
     assert list(manifest["eeg_path"].unique()) == [f"subject{s:02d}/EEG/subject{s:02d}_eeg.mat" for s in (1, 2, 3)]
     # audio windows: segment j of a trial is [j, j + 1) s of its clip
     assert list(manifest["audio_onset"]) == [0.0, 1.0] * 15

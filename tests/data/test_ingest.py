@@ -98,7 +98,7 @@ def test_good_manifest_keeps_every_trial(params, dataset):
     assert report["trials_dropped"] == report["problems"] == 0
     assert report["dropped"] == [] and report["dropped_by_kind"] == {}
     assert report["subjects_in"] == report["subjects_kept"] == 3 and report["subjects_dropped"] == []
-    assert report["modalities"] == ["eeg", "mel", "topo"]
+    assert report["modalities"] == ["eeg", "mel", "topo", "acoustic"]
     assert report["source"] == "manifest" and report["on_error"] == "fail"
 
 
@@ -226,6 +226,8 @@ CASES = {
     "zero_frame_audio": (_then(lambda r, d: sf.write(r / "empty.wav", np.zeros(0), SR),
                                _set(2, audio_path="empty.wav", audio_onset="", audio_duration="")),
                          2, "empty_audio", ["empty.wav", "no samples"], None),
+    "short_audio": (_set(3, audio_duration=0.05), 3, "short_audio",
+                    ["_audio.wav", "audio window", "is 50 ms", "openSMILE's 60 ms analysis window"], None),
     "bad_onset": (_set(0, eeg_onset="abc"), 0, "bad_time", ["eeg_onset", "'abc'", "not allowed"], None),
     "negative_onset": (_set(4, audio_onset=-1.0), 4, "bad_time", ["audio_onset", "-1.0", "onset >= 0"], None),
     "zero_duration": (_set(11, eeg_duration=0), 11, "bad_time", ["eeg_duration", "'0'", "duration > 0"], None),

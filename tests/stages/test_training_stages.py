@@ -23,7 +23,7 @@ CLASSES = ["a", "b", "c"]
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, params):
     """A project folder with the manifest, classes, features and ingest report of 6 subjects x
-    9 trials; eeg and topo carry the class, mel does not."""
+    9 trials; eeg and topo carry the class, mel and acoustic (eGeMAPS' 88 columns) do not."""
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     labels = np.tile(np.repeat(np.arange(3), 3), len(SUBJECTS))
@@ -38,20 +38,25 @@ def workdir(tmp_path, monkeypatch, params):
     eeg[:, 0] *= (1 + labels)[:, None]
     topo = (rng.standard_normal((len(labels), 2, 8, 8)) + labels[:, None, None, None]).astype(np.float32)
     mel = rng.standard_normal((len(labels), 1, 8, 8)).astype(np.float32)
-    for m, x in {"eeg": eeg, "mel": mel, "topo": topo}.items():
+    acoustic = rng.standard_normal((len(labels), 88)).astype(np.float32)
+    for m, x in {"eeg": eeg, "mel": mel, "topo": topo, "acoustic": acoustic}.items():
         io.save_array(io.feature_path(m), x)
     raw = params.model_dump(mode="json")
     raw.pop("branches")
     raw["split"].update(scheme="kfold", folds=2, val_subjects=1, seed=3)
+    raw["acoustic"].update(feature_sets=["eGeMAPSv02"])
     raw["train"].update(seeds=[0, 1], epochs=2, batch_size=8, embed_dim=8)
     raw["fusion"].update(epochs=2, hidden=8, heads=2)
     raw["compute"].update(n_jobs=1, backend="local")
     return tmp_path, parse_params(raw), labels
 
 
+VIEWS = ("eeg", "mel", "topo", "acoustic")
+
+
 def _prepare(p):
     split.run(p)
-    for m in ("eeg", "mel", "topo"):
+    for m in VIEWS:
         normalize.run(p, m)
         pretrain.run(p, m)
 
@@ -61,7 +66,7 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     _prepare(p)
     folds = io.read_json(io.SPLIT)["folds"]
     assert len(folds) == 2
-    for m in ("eeg", "mel", "topo"):
+    for m in VIEWS:
         probs = np.load(io.branch_dir(m) / "probabilities.npy")
         assert probs.shape == (2, 2, len(labels), 3)
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
@@ -75,7 +80,7 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     evaluate.run(p)
     metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
     assert metrics["n_folds"] == 2 and metrics["n_seeds"] == 2 and metrics["n_subjects_test"] == 6
-    assert set(metrics["branches"]) == {"eeg", "mel", "topo"}
+    assert set(metrics["branches"]) == set(VIEWS)
     fusion = metrics["fusion"]
     low, high = fusion["test"]["acc_ci"]
     assert low <= fusion["test"]["acc"] <= high
@@ -90,12 +95,16 @@ def test_pretrain_then_fuse_then_evaluate(workdir):
     assert summary.startswith("# Results") and "**6 test subjects**" in summary and "p = " in summary
     # every model's test predictions: each trial once per seed (kfold tests every subject once)
     predictions = pd.read_csv(tmp / "reports" / "predictions.csv")
-    assert set(predictions["model"]) == {"eeg", "mel", "topo", "fusion", "fusion_trained", "eeg_band_power",
-                                         "eeg_tangent_space", "mel_stats", "topo_images", "early_fusion"}
-    # eeg and topo carry the class here, mel does not: their baselines are flagged per view
+    assert set(predictions["model"]) == {*VIEWS, "fusion", "fusion_trained", "eeg_band_power", "eeg_tangent_space",
+                                         "mel_stats", "topo_images", "speech_egemaps", "early_fusion"}
+    # eeg and topo carry the class here, mel does not: their baselines are flagged per view, and
+    # both speech views answer to the best speech baseline, whichever view it reads
     assert set(metrics["baselines"]) == {"eeg_band_power", "eeg_tangent_space", "mel_stats", "topo_images",
-                                         "early_fusion"}
-    assert metrics["branches"]["mel"]["best_baseline"] == "mel_stats"
+                                         "speech_egemaps", "early_fusion"}
+    assert metrics["branches"]["eeg"]["best_baseline"] in ("eeg_band_power", "eeg_tangent_space")
+    assert metrics["branches"]["topo"]["best_baseline"] == "topo_images"
+    speech = max(("mel_stats", "speech_egemaps"), key=lambda n: metrics["baselines"][n]["val_acc"])
+    assert metrics["branches"]["mel"]["best_baseline"] == metrics["branches"]["acoustic"]["best_baseline"] == speech
     assert metrics["baselines"]["early_fusion"]["view"] is None
     eeg = predictions[predictions["model"] == "eeg"]
     assert len(eeg) == 2 * len(labels) and sorted(set(eeg["trial"])) == list(range(len(labels)))
@@ -179,16 +188,16 @@ def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
 
 
 @pytest.mark.parametrize("fusion_type,informative,expected", [
-    ("concat", [], ["eeg", "mel", "topo"]),          # none above chance: every view kept
+    ("concat", [], ["eeg", "mel", "topo", "acoustic"]),  # none above chance: every view kept
     ("concat", ["mel"], ["mel"]),                    # one: it stands in for the fusion
     ("concat", ["eeg", "topo"], ["eeg", "topo"]),
-    ("film", [], ["eeg", "mel", "topo"]),            # film too keeps every view when none is informative
+    ("film", [], ["eeg", "mel", "topo", "acoustic"]),  # film too keeps every view when none is informative
     ("film", ["eeg"], ["eeg", "mel"]),               # its conditioning view (mel) beside the informative one
     ("film", ["mel"], ["mel"]),                      # only the conditioning view: nothing to modulate
 ])
 def test_fold_views_drop_only_views_at_chance(params, fusion_type, informative, expected):
     fp = params.fusion.model_copy(update={"type": fusion_type, "drop_uninformative": True, "film_condition": "mel"})
-    tests = {m: (0.6, 0.001) if m in informative else (0.2, 0.5) for m in ("eeg", "mel", "topo")}
+    tests = {m: (0.6, 0.001) if m in informative else (0.2, 0.5) for m in VIEWS}
     assert fuse.fold_views(fp, tests, fold=0) == expected
 
 
