@@ -202,7 +202,7 @@ def trained_sentence(trained: dict, n_folds: int) -> str:
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it."""
     fusion = metrics["fusion"]
-    warning = below_best_message(fusion)
+    warning = below_best_message(fusion, params.fusion.select)
     not_reproducible = reproducibility_note(metrics)
     lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
              *([f"> **Warning:** {warning}.", ""] if warning else []),
@@ -330,8 +330,9 @@ def below_baseline_message(modality: str, branch: dict) -> str | None:
             "a fusion gain over it partly measures a weak branch")
 
 
-def below_best_message(fusion: dict) -> str | None:
-    """The warning when the fused model loses to the branch chosen on validation, else None."""
+def below_best_message(fusion: dict, select: str) -> str | None:
+    """The warning when the fused model loses to the branch chosen on validation, else None;
+    it suggests safe selection only where `fusion.select` is not already safe."""
     if not fusion["below_best_branch"]:
         return None
     best = fusion["best_branch_on_val"]
@@ -339,8 +340,9 @@ def below_best_message(fusion: dict) -> str | None:
             f"{best} (best on validation) {fusion['test']['acc'] - fusion['gain_over_best_branch']:.3f}, "
             f"gap {fusion['gain_over_best_branch']:+.3f}"
             + signed_interval(fusion["gain_ci"])
-            + f", {p_text(fusion['gain_p'], fusion['gain_n_subjects'])} ({verdict(fusion['gain_p'])}); "
-            "consider fusion.select: safe")
+            + f", {p_text(fusion['gain_p'], fusion['gain_n_subjects'])} ({verdict(fusion['gain_p'])})"
+            + ("; consider fusion.select: safe" if select != "safe" else
+               " (safe selection's choice on validation did not hold on test)"))
 
 
 def selection_metrics(decisions: list[dict], fused: tuple[str, ...]) -> tuple[dict, dict]:

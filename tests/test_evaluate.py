@@ -205,8 +205,10 @@ def test_below_best_branch_flag_and_warning():
               "fusion": score_model("fusion", _onehot(np.where(np.arange(16) < 2, y, wrong))[None, None], trials, (0,))}
     fusion = model_metrics(scored, "gated", ("a",), trials.classes, 0)["fusion"]
     assert fusion["below_best_branch"] and fusion["gain_over_best_branch"] == pytest.approx(0.25 - 1.0)
-    message = below_best_message(fusion)
+    message = below_best_message(fusion, "fusion")
     assert "gated" in message and "a (best on validation) 1.000" in message and "-0.750" in message
+    assert message.endswith("consider fusion.select: safe")
+    assert "consider" not in below_best_message(fusion, "safe")
     # 2 test subjects: no test over subjects can reach 0.05, and none over trials is made
     assert fusion["gain_test"] == "none" and fusion["gain_p"] is None
     assert fusion["gain_ci"] == pytest.approx([-1.0, -0.5])  # subjects a: 2/4 - 1, b: 0/4 - 1
@@ -214,7 +216,7 @@ def test_below_best_branch_flag_and_warning():
                                      "p: n/a, too few test subjects (2; a test over subjects needs 6)")
     assert "p: n/a, too few test subjects" in message
     scored["fusion"] = scored["a"]
-    assert below_best_message(model_metrics(scored, "gated", ("a",), trials.classes, 0)["fusion"]) is None
+    assert below_best_message(model_metrics(scored, "gated", ("a",), trials.classes, 0)["fusion"], "fusion") is None
 
 
 def test_selection_metrics_count_choices_and_flag_chance_views():

@@ -69,7 +69,7 @@ def run(params: Params) -> None:
            if len(trained_folds) < len(decisions) else {})}}
     if robust:
         metrics["fusion"]["robust"] = {k: robust[k] for k in ("runs", "clean", "missing")}
-    message = below_best_message(metrics["fusion"])
+    message = below_best_message(metrics["fusion"], params.fusion.select)
     if message:
         warn(message)
     for row in scored["fusion"]["test"] + scored["fusion"]["val"]:
