@@ -215,7 +215,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                 "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
                 if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
              "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
-             "| best baseline of the view (on val) |",
+             "| best baseline of its rival views (on val) |",
              "|---|---|---|---|---|---|---|---|---|"]
     rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
     rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
@@ -325,7 +325,8 @@ def baseline_flags(branches: dict, baselines: dict) -> dict[str, dict]:
 def below_baseline_message(modality: str, branch: dict) -> str | None:
     if not branch.get("below_baseline"):
         return None
-    return (f"branch {modality} is below its view's best classical baseline: test accuracy "
+    return (f"branch {modality} is below the best classical baseline of its rival views "
+            f"({', '.join(sorted(rival_views(modality)))}): test accuracy "
             f"{branch['test']['acc']:.3f} against {branch['best_baseline']} {branch['best_baseline_acc']:.3f}; "
             "a fusion gain over it partly measures a weak branch")
 

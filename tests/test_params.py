@@ -317,7 +317,7 @@ def test_ranges_are_declared_beside_the_fields(raw):
 
 def test_dump_round_trip(params):
     """A section's model_dump() validates back to the same section (what fusion checkpoints rely on)."""
-    for section in ("data", "split", "eeg", "mel", "topo", "train", "fusion", "baselines", "compute"):
+    for section in SECTIONS:
         obj = getattr(params, section)
         assert type(obj).model_validate(obj.model_dump()) == obj
 

@@ -53,16 +53,20 @@ def test_rows_follow_the_manifest_and_see_pitch_and_loudness(two_files):
     assert loudness[0] > loudness[2] and loudness[1] > loudness[3]
 
 
-def test_resampled_before_openSMILE(tmp_path):
-    """A 44.1 kHz file gives (nearly) the functionals of its 16 kHz version: acoustic.sr applies."""
-    y = _voice(150, 1.0)
-    sf.write(tmp_path / "a16.wav", y, SR)
+def test_resampled_to_acoustic_sr_before_openSMILE(tmp_path):
+    """Every file reaches openSMILE at acoustic.sr: a 44.1 kHz file gives exactly what its
+    resampled version gives, and another acoustic.sr gives other functionals."""
     import librosa
-    sf.write(tmp_path / "a44.wav", librosa.resample(y, orig_sr=SR, target_sr=44100), 44100)
+
+    y = librosa.resample(_voice(150, 1.0), orig_sr=SR, target_sr=44100)
+    sf.write(tmp_path / "a44.wav", y, 44100, subtype="FLOAT")
     p = AcousticParams(sr=SR, feature_sets=("eGeMAPSv02",))
-    a = file_functionals(str(tmp_path / "a16.wav"), [(0.0, 1.0)], p)
-    b = file_functionals(str(tmp_path / "a44.wav"), [(0.0, 1.0)], p)
-    assert abs(a[0, 0] - b[0, 0]) < 0.2  # mean F0 in semitones
+    got = file_functionals(str(tmp_path / "a44.wav"), [(0.0, 1.0)], p)[0]
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+    resampled = librosa.resample(y, orig_sr=44100, target_sr=SR)
+    np.testing.assert_allclose(got, smile.process_signal(resampled, SR).to_numpy()[0], rtol=1e-5)
+    at_8k = file_functionals(str(tmp_path / "a44.wav"), [(0.0, 1.0)], AcousticParams(sr=8000, feature_sets=("eGeMAPSv02",)))
+    assert not np.allclose(got, at_8k[0], rtol=1e-3)
 
 
 def test_a_clip_too_short_for_openSMILE_is_a_named_error(tmp_path):
