@@ -112,6 +112,8 @@ def portable_env():
 def speech_study(out: str = typer.Argument(..., help="folder for the clips, clips.csv and manifest.csv"),
                  eeg: str = typer.Option("../shared/realdata/eeg/test_raw.set", help="the real EEG recording to pair with"),
                  voices: int = typer.Option(8, help="espeak-ng voices, one subject each"),
+                 first_voice: int = typer.Option(0, help="start at this voice of the generator's list "
+                                                 "(disjoint ranges: studies with no speaker in common)"),
                  clips_per_class: int = typer.Option(12, help="clips per class and voice"),
                  seed: int = typer.Option(0, help="prosody jitter, sentences and EEG windows")):
     """Write a real-speech study (espeak-ng voices as subjects, five prosody-acted classes, each
@@ -119,7 +121,7 @@ def speech_study(out: str = typer.Argument(..., help="folder for the clips, clip
     from pathlib import Path
 
     studies = importlib.import_module("pipeline.data.studies")  # by name, as compare: no stage depends on it
-    clips = studies.write_speech_clips(Path(out), voices, clips_per_class, seed=seed)
+    clips = studies.write_speech_clips(Path(out), voices, clips_per_class, seed=seed, first_voice=first_voice)
     typer.echo(studies.write_speech_study(clips, Path(eeg), Path(out), seed=seed))
 
 

@@ -69,7 +69,8 @@ SPEECH_PROSODY = {  # class: (pitch, rate, amplitude)
 SPEECH_JITTER = (4, 8, 8)
 # Accent x voice variant: distinct speakers (formants, base pitch, timbre) from espeak-ng's own data
 SPEECH_VOICES = ("en-gb+m1", "en-us+f2", "en-gb-scotland+m3", "en-us+f4", "en-gb-x-rp+m7", "en-029+f1",
-                 "en-gb-x-gbclan+m5", "en-us+f3", "en-gb+m4", "en-gb-x-rp+f5")
+                 "en-gb-x-gbclan+m5", "en-us+f3", "en-gb+m4", "en-gb-x-rp+f5", "en-us+m6", "en-gb-scotland+f2",
+                 "en-029+m2", "en-gb-x-gbcwmd+f3", "en-gb-x-gbclan+f1", "en-us+m4")
 SPEECH_SENTENCES = (
     "The meeting starts at nine.", "Please put the chairs back where you found them after the lesson.",
     "The train leaves from the second platform.", "We walked along the river until the road turned north.",
@@ -99,15 +100,18 @@ def espeak_clip(text: str, voice: str, pitch: int, rate: int, amplitude: int, sr
 
 
 def write_speech_clips(out_dir: Path, n_voices: int = 8, clips_per_class: int = 12, sr: int = 16000,
-                       seed: int = 0) -> Path:
+                       seed: int = 0, first_voice: int = 0) -> Path:
     """Synthesise the study's clips into `out_dir`: one FLAC per clip and clips.csv (subject,
-    label, file, voice, pitch, rate, amplitude, text). Returns clips.csv."""
-    if not 1 <= n_voices <= len(SPEECH_VOICES):
-        raise ValueError(f"n_voices = {n_voices}: between 1 and {len(SPEECH_VOICES)}")
+    label, file, voice, pitch, rate, amplitude, text). Returns clips.csv.
+
+    The voices are SPEECH_VOICES[first_voice:first_voice + n_voices]; subject k is voice k of
+    that list, so studies with disjoint voice ranges share no speaker."""
+    if not (0 <= first_voice and 1 <= n_voices and first_voice + n_voices <= len(SPEECH_VOICES)):
+        raise ValueError(f"voices {first_voice}-{first_voice + n_voices - 1}: within 0-{len(SPEECH_VOICES) - 1}")
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for s, voice in enumerate(SPEECH_VOICES[:n_voices]):
+    for s, voice in enumerate(SPEECH_VOICES[first_voice:first_voice + n_voices], start=first_voice):
         labels = rng.permutation(np.repeat(list(SPEECH_PROSODY), clips_per_class))
         for i, label in enumerate(labels):
             prosody = [int(round(c + rng.uniform(-j, j))) for c, j in zip(SPEECH_PROSODY[label], SPEECH_JITTER)]
