@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import joblib
 from threadpoolctl import threadpool_limits
@@ -25,6 +25,9 @@ from tqdm import tqdm
 from pipeline.errors import warn
 from pipeline.numerics import check_cpu_dispatch
 from pipeline.params import ComputeParams
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LOCAL = ComputeParams(n_jobs=1)  # in-process, one task after another
 
@@ -88,3 +91,16 @@ def stream(fn: Callable, tasks: Iterable[tuple], compute: ComputeParams, desc: s
         for result in results:
             bar.update()
             yield result
+
+
+def stream_files(trials, view: str, fn: Callable, extra, compute: ComputeParams, desc: str,
+                 unit: str = "file") -> Iterator[tuple[str, "np.ndarray", object]]:
+    """`fn(path, onsets, durations, extra)` once per file of the trial table's `<view>_path`
+    column, with its trials' `<view>_onset` and `<view>_duration` arrays in table order, run as
+    `compute` says (`stream`). Yields (path, those trials' row positions, fn's result) per file:
+    what the feature stages write into their (n_trials, ...) array."""
+    groups = list(trials.groupby(f"{view}_path", sort=False).indices.items())
+    onsets, durations = trials[f"{view}_onset"].to_numpy(), trials[f"{view}_duration"].to_numpy()
+    tasks = [(path, onsets[rows], durations[rows], extra) for path, rows in groups]
+    for (path, rows), result in zip(groups, stream(fn, tasks, compute, desc, unit)):
+        yield path, rows, result

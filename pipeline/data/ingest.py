@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.manifest import COLUMNS, BadInput, modalities_of
-from pipeline.data.readers import audio_seconds, eeg_seconds, read_audio, read_eeg
+from pipeline.data.readers import MIN_AUDIO_SECONDS, audio_seconds, eeg_seconds, read_audio, read_eeg
 from pipeline.data.sources import SOURCES
 from pipeline.errors import PipelineError
 from pipeline.parallel import stream
@@ -129,9 +129,6 @@ def check_eeg_windows(path: str, windows: list[tuple[int, float, float]], read_k
             continue
         out.append((i, onset, duration, None, ""))
     return list(raw.ch_names), out
-
-
-MIN_AUDIO_SECONDS = 0.06  # openSMILE's functionals are NaN for a clip shorter than one 60 ms frame
 
 
 def check_audio_windows(path: str, windows: list[tuple[int, float, float]]) -> tuple[None, list[tuple]]:

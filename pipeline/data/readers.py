@@ -104,6 +104,9 @@ def audio_seconds(path: str | Path) -> float:
     return info.frames / info.samplerate
 
 
+MIN_AUDIO_SECONDS = 0.06  # openSMILE's functionals are NaN for a clip shorter than one 60 ms frame
+
+
 def read_audio(path: str | Path, onset: float, duration: float, sr: int | None) -> np.ndarray:
     """Mono float32 audio of the window [onset, onset + duration) s, resampled to `sr` (None:
     the file's own rate).

@@ -12,10 +12,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from pipeline.data.readers import read_audio
+from pipeline.data.readers import MIN_AUDIO_SECONDS, read_audio
 from pipeline.dataset import load_manifest, skip_note
 from pipeline.errors import PipelineError
-from pipeline.parallel import LOCAL, stream
+from pipeline.parallel import LOCAL, stream_files
 from pipeline.params import ACOUSTIC_FEATURE_SETS, AcousticParams, ComputeParams, Params
 
 
@@ -37,7 +37,7 @@ def clip_functionals(y: np.ndarray, sr: int, extractors: list) -> np.ndarray:
         return np.concatenate([s.process_signal(y, sr).to_numpy(np.float32)[0] for s in extractors])
 
 
-def file_functionals(path: str, windows: list[tuple[float, float]], p: AcousticParams) -> np.ndarray:
+def file_functionals(path: str, onsets, durations, p: AcousticParams) -> np.ndarray:
     """Functionals of each (onset, duration) window of one audio file: (n_windows, features).
 
     A window openSMILE cannot describe (non-finite output) is a PipelineError naming the file
@@ -45,12 +45,13 @@ def file_functionals(path: str, windows: list[tuple[float, float]], p: AcousticP
     """
     extractors = smiles(p.feature_sets)
     rows = []
-    for onset, duration in windows:
+    for onset, duration in zip(onsets, durations):
         row = clip_functionals(read_audio(path, onset, duration, p.sr), p.sr, extractors)
         if not np.isfinite(row).all():
             raise PipelineError(f"{path}: audio window {onset:.3f}-{onset + duration:.3f} s: openSMILE gives no "
                                 f"functionals for it ({int((~np.isfinite(row)).sum())} of {row.size} are NaN or "
-                                "infinite; a clip shorter than its 60 ms analysis windows gives nothing)")
+                                f"infinite; a clip shorter than its {MIN_AUDIO_SECONDS * 1000:.0f} ms analysis "
+                                "window gives nothing)")
         rows.append(row)
     return np.stack(rows)
 
@@ -60,11 +61,8 @@ def acoustic_features(trials: pd.DataFrame, p: AcousticParams, compute: ComputeP
     float32. Audio files are processed as `compute` says (pipeline.parallel)."""
     n_features = sum(ACOUSTIC_FEATURE_SETS[name] for name in p.feature_sets)
     out = np.empty((len(trials), n_features), dtype=np.float32)
-    groups = list(trials.groupby("audio_path", sort=False).groups.items())
-    tasks = [(path, list(zip(trials.loc[rows, "audio_onset"], trials.loc[rows, "audio_duration"])), p)
-             for path, rows in groups]
-    for (_, rows), rows_out in zip(groups, stream(file_functionals, tasks, compute, "acoustic features", "file")):
-        out[rows] = rows_out
+    for _, rows, functionals in stream_files(trials, "audio", file_functionals, p, compute, "acoustic features"):
+        out[rows] = functionals
     return out
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline.data.readers import read_eeg
 from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
-from pipeline.parallel import LOCAL, stream
+from pipeline.parallel import LOCAL, stream_files
 from pipeline.params import ComputeParams, EEGParams, Params
 
 
@@ -91,13 +91,10 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
         raise PipelineError(f"params: eeg.epoch_seconds = {p.epoch_seconds} is not allowed; allowed: at most "
                             f"the shortest trial window ({trials['eeg_duration'].min():g} s, in "
                             f"{trials.loc[short.idxmax(), 'eeg_path']})")
-    groups = list(trials.groupby("eeg_path", sort=False).groups.items())
-    tasks = [(path, trials.loc[rows, "eeg_onset"].to_numpy(), trials.loc[rows, "eeg_duration"].to_numpy(), p)
-             for path, rows in groups]
     out: np.ndarray | None = None
     channels: list[str] | None = None
-    for (path, rows), (data, names, notes) in zip(groups, stream(recording_epochs, tasks, compute, "eeg features",
-                                                                 "recording")):
+    for path, rows, (data, names, notes) in stream_files(trials, "eeg", recording_epochs, p, compute, "eeg features",
+                                                         "recording"):
         for note in notes:
             warn(note)
         if channels is None:

@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline import io
 from pipeline.data.readers import read_audio
 from pipeline.dataset import NO_AUDIO, load_manifest, skip_note
-from pipeline.parallel import LOCAL, stream
+from pipeline.parallel import LOCAL, stream_files
 from pipeline.params import ComputeParams, MelParams, Params
 
 
@@ -34,11 +34,11 @@ def log_mel(clips: np.ndarray, p: MelParams) -> np.ndarray:
     return db[:, None, :, :p.n_frames].astype(np.float32)
 
 
-def file_mels(path: str, windows: list[tuple[float, float]], p: MelParams) -> tuple[np.ndarray, list[str]]:
+def file_mels(path: str, onsets, durations, p: MelParams) -> tuple[np.ndarray, list[str]]:
     """Log-mel of each (onset, duration) window of one audio file, and per clip whether it
     was 'padded', 'cropped' or 'exact' (within one sample) to fit `p.clip_seconds`."""
     n = int(round(p.clip_seconds * p.sr))
-    clips = [read_audio(path, onset, duration, p.sr) for onset, duration in windows]
+    clips = [read_audio(path, onset, duration, p.sr) for onset, duration in zip(onsets, durations)]
     fits = ["exact" if abs(y.size - n) <= 1 else ("padded" if y.size < n else "cropped") for y in clips]
     return log_mel(np.stack([fit_length(y, n, p.crop) for y in clips]), p), fits
 
@@ -50,11 +50,8 @@ def mel_features(trials: pd.DataFrame, p: MelParams, compute: ComputeParams = LO
     Audio files are processed as `compute` says (pipeline.parallel) and streamed into the output.
     """
     out = np.empty((len(trials), 1, p.n_mels, p.n_frames), dtype=np.float32)
-    groups = list(trials.groupby("audio_path", sort=False).groups.items())
-    tasks = [(path, list(zip(trials.loc[rows, "audio_onset"], trials.loc[rows, "audio_duration"])), p)
-             for path, rows in groups]
     counts = {"padded": 0, "cropped": 0, "exact": 0}
-    for (_, rows), (mels, fits) in zip(groups, stream(file_mels, tasks, compute, "mel features", "file")):
+    for _, rows, (mels, fits) in stream_files(trials, "audio", file_mels, p, compute, "mel features"):
         out[rows] = mels
         for fit in fits:
             counts[fit] += 1

@@ -61,17 +61,17 @@ def test_resampled_to_acoustic_sr_before_openSMILE(tmp_path):
     y = librosa.resample(_voice(150, 1.0), orig_sr=SR, target_sr=44100)
     sf.write(tmp_path / "a44.wav", y, 44100, subtype="FLOAT")
     p = AcousticParams(sr=SR, feature_sets=("eGeMAPSv02",))
-    got = file_functionals(str(tmp_path / "a44.wav"), [(0.0, 1.0)], p)[0]
+    got = file_functionals(str(tmp_path / "a44.wav"), [0.0], [1.0], p)[0]
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
     resampled = librosa.resample(y, orig_sr=44100, target_sr=SR)
     np.testing.assert_allclose(got, smile.process_signal(resampled, SR).to_numpy()[0], rtol=1e-5)
-    at_8k = file_functionals(str(tmp_path / "a44.wav"), [(0.0, 1.0)], AcousticParams(sr=8000, feature_sets=("eGeMAPSv02",)))
+    at_8k = file_functionals(str(tmp_path / "a44.wav"), [0.0], [1.0], AcousticParams(sr=8000, feature_sets=("eGeMAPSv02",)))
     assert not np.allclose(got, at_8k[0], rtol=1e-3)
 
 
 def test_a_clip_too_short_for_openSMILE_is_a_named_error(tmp_path):
     sf.write(tmp_path / "short.wav", _voice(150, 0.05), SR)
     with pytest.raises(PipelineError) as info:
-        file_functionals(str(tmp_path / "short.wav"), [(0.0, 0.05)], BOTH)
+        file_functionals(str(tmp_path / "short.wav"), [0.0], [0.05], BOTH)
     message = str(info.value)
     assert "short.wav" in message and "0.000-0.050 s" in message and "NaN" in message and "\n" not in message
