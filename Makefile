@@ -19,7 +19,7 @@ repro: install
 	dvc repro
 
 test: install
-	python -m pytest -q -n 2 --dist loadfile  # two workers; one test file per worker at a time
+	python -m pytest -q -n 2 --dist worksteal  # two workers; an idle one takes tests from the other's queue
 
 clean:
 	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/acoustic models/fusion

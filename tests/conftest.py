@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):
+    """Start building the shared project, and order the files so that no worker waits for it:
+    the other slow files first (the longest work first keeps two workers busy to the end), then
+    the unit tests, then the files that read the shared project (pytest-xdist hands out files in
+    this order)."""
     if any(item.get_closest_marker(SHARED) for item in items):
         start_build(config._tmp_path_factory)  # the session's tmp_path_factory
+    items.sort(key=lambda item: 2 if item.get_closest_marker(SHARED) else 0 if item.get_closest_marker("slow") else 1)
 
 
 def pytest_configure(config):

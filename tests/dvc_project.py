@@ -20,6 +20,7 @@ TINY = {
     "eeg": {"epoch_seconds": 2.0},
     "mel": {"clip_seconds": 2.0, "n_mels": 32, "n_frames": 32},
     "topo": {"n_bins": 8},
+    "acoustic": {"feature_sets": ["eGeMAPSv02"]},  # ComParE's 6,373 columns: the real-speech test has them
     "train": {"seeds": [0], "epochs": 2, "batch_size": 8},
     "fusion": {"epochs": 2},
     "compute": {"n_jobs": 1},  # a worker pool costs seconds to start and saves nothing on 40 trials

@@ -151,7 +151,8 @@ def test_real_speech_study_through_the_acoustic_view(tmp_path, monkeypatch, caps
                        tmp_path / "data" / "speech")
     raw = _tiny_params({"data": {"source": "manifest", "root": "data/speech"},
                         "split": {"scheme": "loso", "val_subjects": 1}, "eeg": {"epoch_seconds": 4.0},
-                        "mel": {"clip_seconds": 4.0}, "train": {"epochs": 4}})
+                        "mel": {"clip_seconds": 4.0}, "train": {"epochs": 4},
+                        "acoustic": {"feature_sets": ["eGeMAPSv02", "ComParE_2016"]}})
     monkeypatch.chdir(tmp_path)
     _run_stages(raw, STAGES)
     acoustic = np.load(tmp_path / "data" / "features" / "acoustic.npy")
