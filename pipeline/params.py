@@ -282,10 +282,17 @@ class FusionParams(Section):
 
     def warnings(self) -> list[str]:
         """Valid but doubtful combinations, printed by the fuse stage."""
-        if self.grad_modulation == "ogm_ge" and self.optimizer == "adamw":
-            return ["fusion.grad_modulation = ogm_ge with fusion.optimizer = adamw: Adam-type optimisers undo "
-                    "gradient scaling, so the modulation barely acts; the paper trains with sgd"]
-        return []
+        doubts = []
+        if self.aux_loss_weight > 0 and self.freeze_epochs >= self.epochs and self.type not in ("late", "ensemble"):
+            doubts.append("fusion.aux_loss_weight > 0 with fusion.freeze_epochs >= fusion.epochs: the branches and "
+                          "their heads are frozen throughout, so their own losses train nothing")
+        if self.grad_modulation == "ogm_ge" and self.freeze_epochs >= self.epochs:
+            doubts.append("fusion.grad_modulation = ogm_ge with fusion.freeze_epochs >= fusion.epochs: the branches "
+                          "are frozen throughout, so there are no branch gradients to modulate")
+        elif self.grad_modulation == "ogm_ge" and self.optimizer == "adamw":
+            doubts.append("fusion.grad_modulation = ogm_ge with fusion.optimizer = adamw: Adam-type optimisers undo "
+                          "gradient scaling, so the modulation barely acts; the paper trains with sgd")
+        return doubts
 
 
 class BaselinesParams(Section):

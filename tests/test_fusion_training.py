@@ -84,9 +84,19 @@ def test_callbacks_follow_the_params_in_order(params):
                                         BranchDiagnostics]
     assert cbs[3].weight == 0.5
     assert cbs[0].epochs == 2 and cbs[1].epochs == 3
-    plain = fusion_callbacks(model, _fp(params, aux_loss_weight=0.0), _fold(), torch.device("cpu"), 4, 3)
+    plain = fusion_callbacks(model, _fp(params, aux_loss_weight=0.0, freeze_epochs=0), _fold(), torch.device("cpu"),
+                             4, 3)
     assert [type(cb) for cb in plain] == [FreezeModules, DropoutSchedule, BranchDiagnostics]
     assert plain[0].epochs == 0
+
+
+@pytest.mark.parametrize("freeze_epochs,epochs,frozen_for", [(19, 20, 19), (20, 20, None), (30, 20, None)])
+def test_freeze_epochs_from_epochs_on_means_frozen_throughout(params, freeze_epochs, epochs, frozen_for):
+    """freeze_epochs >= epochs: the branches never train, and early stopping is not held back
+    (a count of frozen epochs would keep training to the last epoch)."""
+    fp = _fp(params, freeze_epochs=freeze_epochs, epochs=epochs)
+    (freeze, *_) = fusion_callbacks(_model(params), fp, _fold(), torch.device("cpu"), 4, 3)
+    assert freeze.epochs == frozen_for and freeze.min_epochs == (frozen_for or 0)
 
 
 def test_late_fusion_freezes_branches_for_good(params):

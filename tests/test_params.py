@@ -329,8 +329,14 @@ def test_ogm_ge_rules_and_warning(raw):
     message = _error(gated)
     assert message.startswith("params: fusion.aux_loss_weight = 0.0 is not allowed") and "branch head" in message
     assert parse_params(_with(gated, "fusion.aux_loss_weight", 0.5)).fusion.type == "gated"
+    ogm = _with(ogm, "fusion.freeze_epochs", 0)
     assert parse_params(ogm).fusion.warnings() and "sgd" in parse_params(ogm).fusion.warnings()[0]
     assert parse_params(_with(ogm, "fusion.optimizer", "sgd")).fusion.warnings() == []
+    frozen = parse_params(_with(_with(ogm, "fusion.optimizer", "sgd"), "fusion.freeze_epochs", 20)).fusion
+    assert len(frozen.warnings()) == 1 and "frozen throughout" in frozen.warnings()[0]
+    aux = parse_params(_with(_with(raw, "fusion.freeze_epochs", 20), "fusion.aux_loss_weight", 0.5)).fusion
+    assert len(aux.warnings()) == 1 and "train nothing" in aux.warnings()[0]
+    assert parse_params(_with(_with(raw, "fusion.freeze_epochs", 19), "fusion.aux_loss_weight", 0.5)).fusion.warnings() == []
 
 
 def test_more_types_are_strict(raw):
