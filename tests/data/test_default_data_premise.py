@@ -5,8 +5,9 @@ Two checks. The generator itself, on a smaller default-like dataset (the generat
 preprocessing of params.yaml), with the EEG, log-mel and topology baselines and the probe that once
 found a leak: an average reference let EEG band power see the coupling layout meant for the
 topology view, and EEG alone reached 0.74. And the committed default run, whose dvc.lock must be
-the current code's: its openSMILE baselines (eGeMAPS, ComParE) too stay under the cap (their
-features cost most of a minute to extract again here, so the committed run answers for them).
+the current code's: its openSMILE baselines (eGeMAPS, ComParE) and its four branches too stay
+under the cap (openSMILE's features cost most of a minute to extract again here, so the
+committed run answers for them).
 """
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ def test_the_generator_gives_no_single_view_past_the_cap_and_early_fusion_beyond
 
 
 def test_the_committed_default_run_keeps_the_premise_with_openSMILE():
-    """reports/metrics.json as committed: every single-view baseline, openSMILE's sets included,
-    under the cap and early fusion well beyond; and dvc.lock is the current code's and params' (DVC
+    """reports/metrics.json as committed: every single-view baseline (openSMILE's sets included)
+    and every branch under the cap, and early fusion well beyond; and dvc.lock is the current code's and params' (DVC
     finds no dependency changed but the outputs a fresh clone has not made)."""
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=ROOT, env=ENV,
                             capture_output=True, text=True)
@@ -89,8 +90,12 @@ def test_the_committed_default_run_keeps_the_premise_with_openSMILE():
              if not (set(change) <= {"changed deps", "changed outs"}
                      and all(v == "deleted" for v in change.get("changed deps", {}).values()))}
     assert not stale, f"dvc.lock is not this code's run (relock with `dvc repro`): {stale}"
-    baselines = json.loads((ROOT / "reports" / "metrics.json").read_text())["baselines"]
+    metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    baselines = metrics["baselines"]
     single = {name: b["test"]["acc"] for name, b in baselines.items() if BASELINES[name].view is not None}
     assert {"speech_egemaps", "speech_compare", "eeg_band_power", "mel_stats", "topo_images"} <= set(single)
+    branches = {f"branch {m}": b["test"]["acc"] for m, b in metrics["branches"].items()}
+    assert set(branches) == {"branch eeg", "branch mel", "branch topo", "branch acoustic"}
+    single |= branches
     assert max(single.values()) <= SINGLE_VIEW_CAP, single
     assert baselines["early_fusion"]["test"]["acc"] - max(single.values()) >= 0.15, baselines
