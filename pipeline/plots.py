@@ -104,12 +104,20 @@ def plot_contributions(path: Path, drops: dict[str, list[float]], weights: dict[
     _save(fig, path)
 
 
+def branches_frozen(run: list[dict], modalities: list[str]) -> bool:
+    """Whether no branch received a gradient in any epoch of `run` (frozen throughout)."""
+    return bool(run) and all(r.get(f"grad_norm/{m}", 0.0) == 0.0 for r in run for m in modalities)
+
+
 def plot_fusion_dynamics(path: Path, history: dict[str, list[dict]], modalities: list[str]) -> None:
     """Per-epoch gradient norm, embedding norm and prediction entropy of each branch during
     fusion training (first run), where one branch dominating shows at a glance."""
     run = next(iter(history.values()), [])
     keys = ("grad_norm", "embed_norm", "entropy")
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3), squeeze=False)
+    if branches_frozen(run, modalities):
+        fig.suptitle("branches frozen throughout (fusion.freeze_epochs >= fusion.epochs): only the head trains",
+                     fontsize=9, y=1.03)
     for ax, key in zip(axes[0], keys):
         for m in modalities:
             ax.plot([r["epoch"] for r in run], [r.get(f"{key}/{m}", np.nan) for r in run], label=m)

@@ -37,3 +37,12 @@ def test_persistence_up_puts_high_persistence_on_high_rows():
     (high_row, high_col), (low_row, low_col) = (np.unravel_index(i.argmax(), i.shape) for i in (high, low))
     assert high_row >= 7 and low_row <= 1
     assert high_col <= 1 and low_col >= 7
+
+
+def test_branches_frozen_only_when_no_branch_ever_got_a_gradient():
+    """The fusion-dynamics figure says the branches were frozen only when every epoch's gradient
+    norm of every branch is 0 (as FreezeModules leaves it), never for one still epoch."""
+    still = [{"epoch": e, "grad_norm/eeg": 0.0, "grad_norm/mel": 0.0} for e in (1, 2)]
+    assert plots.branches_frozen(still, ["eeg", "mel"])
+    assert not plots.branches_frozen(still + [{"epoch": 3, "grad_norm/eeg": 0.0, "grad_norm/mel": 0.2}], ["eeg", "mel"])
+    assert not plots.branches_frozen([], ["eeg"])
