@@ -4,10 +4,12 @@ Per view, a scikit-learn logistic regression on simple handcrafted features of t
 own feature arrays: EEG log band power per channel and band; the EEG covariance matrix in its
 tangent space (pyriemann); log-mel mean and std per mel bin over time; the persistence images
 pooled to 8 x 8 bins and flattened; each openSMILE set's functionals (eGeMAPS, ComParE: the
-speech field's standard); and early fusion (all the fixed features side by side).
+speech field's standard); and early fusion (all the fixed features side by side; whether each
+view's block is scaled to the same total variance after standardisation, so that ComParE's 6,373
+columns do not outweigh the 48 of EEG band power in the penalty, is chosen on validation).
 Every fitted step (standardisation, the tangent space's reference point, the classifier) sees
-the fold's train trials only, and the regularisation C is the one with the best validation
-accuracy (the most regularised on ties).
+the fold's train trials only, and the regularisation C (and early fusion's block scaling) is the
+one with the best validation accuracy (the most regularised on ties).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 from scipy.signal import welch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from pipeline.params import Params
 
@@ -69,6 +71,7 @@ class Baseline:
     features: Callable[[dict[str, np.ndarray], Params], np.ndarray]
     fitted_steps: Callable[[], list] = list
     offered: Callable[[Params], bool] = lambda params: True
+    blocks: Callable[[dict[str, np.ndarray], Params], tuple[int, ...]] = lambda x, params: ()
 
 
 def acoustic_set(name: str) -> Baseline:
@@ -91,12 +94,30 @@ BASELINES = {
 FIXED = ("eeg_band_power", "mel_stats", "topo_images", "speech_egemaps", "speech_compare")
 
 
+def early_fusion_parts(x: dict[str, np.ndarray], params: Params) -> list[str]:
+    """The fixed-feature baselines whose columns early fusion concatenates, in order."""
+    return [name for name in FIXED if set(BASELINES[name].reads) <= set(x) and BASELINES[name].offered(params)]
+
+
 def early_fusion_features(x: dict[str, np.ndarray], params: Params) -> np.ndarray:
-    return np.concatenate([BASELINES[name].features(x, params) for name in FIXED
-                           if set(BASELINES[name].reads) <= set(x) and BASELINES[name].offered(params)], axis=1)
+    return np.concatenate([BASELINES[name].features(x, params) for name in early_fusion_parts(x, params)], axis=1)
 
 
-BASELINES["early_fusion"] = Baseline(None, ("eeg", "mel", "topo", "acoustic"), early_fusion_features)
+def early_fusion_blocks(x: dict[str, np.ndarray], params: Params) -> tuple[int, ...]:
+    """Column count of each part of early fusion's input, in order."""
+    return tuple(BASELINES[name].features({m: x[m][:1] for m in BASELINES[name].reads}, params).shape[1]
+                 for name in early_fusion_parts(x, params))
+
+
+BASELINES["early_fusion"] = Baseline(None, ("eeg", "mel", "topo", "acoustic"), early_fusion_features,
+                                     blocks=early_fusion_blocks)
+
+
+def scale_blocks(x: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """Standardised (n, sum(blocks)) columns, each block divided by the square root of its width:
+    every block then has total variance 1 (block scaling, as in multiblock analysis), whatever
+    its width."""
+    return x * np.repeat(1.0 / np.sqrt(blocks), blocks)
 
 
 def chosen(params: Params, available: list[str]) -> list[str]:
@@ -109,20 +130,27 @@ def chosen(params: Params, available: list[str]) -> list[str]:
 
 
 def fit_on_fold(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray], n_classes: int,
-                c_grid, fitted_steps: Callable[[], list] = list) -> tuple[np.ndarray, float, float]:
-    """Fit on the fold's train trials for every C, keep the best on validation.
+                c_grid, fitted_steps: Callable[[], list] = list,
+                blocks: tuple[int, ...] = ()) -> tuple[np.ndarray, dict, float]:
+    """Fit on the fold's train trials for every C, keep the best on validation. With `blocks`
+    (column counts of x's parts, for early fusion), block scaling after standardisation
+    (`scale_blocks`) is a choice on validation too: it weighs the parts alike, which helps when
+    each carries signal and hurts when a wide part carries it alone. Ties go to no scaling, then
+    to the most regularised C.
 
     Returns class probabilities of every trial (n, n_classes; 0 for a class train never had),
-    the C kept and its validation accuracy.
+    what was kept ({"C": c}, and "block_scaled" when `blocks` are given) and its validation accuracy.
     """
     best = None
-    for c in sorted(c_grid):
-        model = make_pipeline(*fitted_steps(), StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-        model.fit(x[index["train"]], labels[index["train"]])
-        acc = float(model.score(x[index["val"]], labels[index["val"]]))
-        if best is None or acc > best[2]:
-            best = (model, c, acc)
-    model, c, acc = best
+    for block_scaled in (False, True) if blocks else (False,):
+        scaled = [FunctionTransformer(scale_blocks, kw_args={"blocks": blocks})] if block_scaled else []
+        for c in sorted(c_grid):
+            model = make_pipeline(*fitted_steps(), StandardScaler(), *scaled, LogisticRegression(C=c, max_iter=5000))
+            model.fit(x[index["train"]], labels[index["train"]])
+            acc = float(model.score(x[index["val"]], labels[index["val"]]))
+            if best is None or acc > best[2]:
+                best = (model, {"C": c, **({"block_scaled": block_scaled} if blocks else {})}, acc)
+    model, kept, acc = best
     probs = np.zeros((len(x), n_classes))
     probs[:, model.classes_] = model.predict_proba(x)
-    return probs, c, acc
+    return probs, kept, acc

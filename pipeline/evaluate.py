@@ -223,7 +223,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
         test = model["test"]
         seed_std = "n/a" if test["acc_seed_std"] is None else f"{test['acc_seed_std']:.3f}"
         baseline = (f"{model['best_baseline']} {model['best_baseline_acc']:.3f}"
-                    + (" (**branch below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
+                    + (" (**below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
         lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
                      f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
                      f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |")
@@ -300,19 +300,22 @@ def baseline_metrics(scored: dict[str, dict], views: dict[str, str | None], clas
             for name, s in scored.items()}
 
 
-def rival_views(modality: str) -> set[str]:
-    """The views whose baselines a branch of `modality` must beat: its own, and for a speech view
-    every speech view's (a log-mel branch below openSMILE's features is a weak speech model)."""
+def rival_views(model: str) -> set[str | None]:
+    """The views whose baselines `model` must beat: a branch its own view's, and for a speech view
+    every speech view's (a log-mel branch below openSMILE's features is a weak speech model); the
+    fusion the baselines of several views (view None: early fusion)."""
+    if model == "fusion":
+        return {None}
     speech = {m for m, spec in MODALITIES.items() if spec.needs_audio}
-    return speech if modality in speech else {modality}
+    return speech if model in speech else {model}
 
 
-def baseline_flags(branches: dict, baselines: dict) -> dict[str, dict]:
-    """Per branch with a baseline among its rival views (rival_views): the best of those baselines
-    (chosen on validation), its test accuracy and `below_baseline` when the branch scores below
-    it on test."""
+def baseline_flags(models: dict, baselines: dict) -> dict[str, dict]:
+    """Per model (the branches, and "fusion") with a baseline among its rival views (rival_views):
+    the best of those baselines (chosen on validation), its test accuracy and `below_baseline`
+    when the model scores below it on test."""
     flags = {}
-    for m, branch in branches.items():
+    for m, branch in models.items():
         mine = {n: b for n, b in baselines.items() if b["view"] in rival_views(m)}
         if mine:
             best = max(mine, key=lambda n: mine[n]["val_acc"])
@@ -322,13 +325,16 @@ def baseline_flags(branches: dict, baselines: dict) -> dict[str, dict]:
     return flags
 
 
-def below_baseline_message(modality: str, branch: dict) -> str | None:
-    if not branch.get("below_baseline"):
+def below_baseline_message(model: str, flagged: dict) -> str | None:
+    if not flagged.get("below_baseline"):
         return None
-    return (f"branch {modality} is below the best classical baseline of its rival views "
-            f"({', '.join(sorted(rival_views(modality)))}): test accuracy "
-            f"{branch['test']['acc']:.3f} against {branch['best_baseline']} {branch['best_baseline_acc']:.3f}; "
-            "a fusion gain over it partly measures a weak branch")
+    scores = (f"test accuracy {flagged['test']['acc']:.3f} against {flagged['best_baseline']} "
+              f"{flagged['best_baseline_acc']:.3f}")
+    if model == "fusion":
+        return (f"fusion ({flagged['type']}) is below the classical baseline on every view's features side by side: "
+                f"{scores}; the fused network does not beat logistic regression on them")
+    return (f"branch {model} is below the best classical baseline of its rival views "
+            f"({', '.join(sorted(rival_views(model)))}): {scores}; a fusion gain over it partly measures a weak branch")
 
 
 def below_best_message(fusion: dict, select: str) -> str | None:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.preprocessing import StandardScaler
 
-from pipeline.baselines import BASELINES, chosen, fit_on_fold, log_band_power, mel_statistics, pooled_images
+from pipeline.baselines import (BASELINES, chosen, fit_on_fold, log_band_power, mel_statistics, pooled_images,
+                                scale_blocks)
 
 
 def test_log_band_power_finds_the_band_of_a_sine():
@@ -42,7 +44,7 @@ def _problem(n=90, seed=0):
 def test_fit_on_fold_picks_c_on_validation_and_ignores_test():
     x, labels, index = _problem()
     probs, c, val_acc = fit_on_fold(x, labels, index, 3, c_grid=(1e-4, 1.0))
-    assert c == 1.0 and val_acc > 0.5  # C = 1e-4 shrinks every weight to ~0: chance on validation
+    assert c == {"C": 1.0} and val_acc > 0.5  # C = 1e-4 shrinks every weight to ~0: chance on validation
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     # test trials changed beyond recognition change nothing of the fit, only their own predictions
     x2 = x.copy()
@@ -60,7 +62,7 @@ def test_fit_on_fold_keeps_the_most_regularised_c_on_ties():
     for c in (1.0, 10.0, 100.0):
         assert fit_on_fold(x, labels, index, 3, c_grid=(c,))[2] == 1.0  # the premise: a tie
     _, c, val_acc = fit_on_fold(x, labels, index, 3, c_grid=(100.0, 1.0, 10.0))
-    assert (c, val_acc) == (1.0, 1.0)
+    assert (c, val_acc) == ({"C": 1.0}, 1.0)
 
 
 def test_fit_on_fold_standardises_on_train_only():
@@ -127,3 +129,40 @@ def test_early_fusion_concatenates_the_fixed_features_of_the_views_there(params,
                                   "eeg": params.eeg.model_copy(update={"sfreq": 128.0})})
     width = BASELINES["early_fusion"].features(x, p).shape[1]
     assert width == 3 + (8 if "mel" in views else 0) + 2 * 64 + (6461 if "acoustic" in views else 0)
+
+
+def test_early_fusion_blocks_get_equal_total_variance_after_standardisation(params):
+    """A wide part of early fusion (ComParE's thousands of columns) would outweigh a narrow one in
+    the penalty; after scaling each part has total variance 1 on the train trials, and the
+    blocks match the parts' widths."""
+    rng = np.random.default_rng(0)
+    x = {"eeg": rng.standard_normal((40, 3, 128)), "topo": rng.standard_normal((40, 2, 16, 16))}
+    p = params.model_copy(update={"baselines": params.baselines.model_copy(update={"bands": {"alpha": (8.0, 13.0)}}),
+                                  "eeg": params.eeg.model_copy(update={"sfreq": 128.0})})
+    blocks = BASELINES["early_fusion"].blocks(x, p)
+    assert blocks == (3, 2 * 64)
+    z = StandardScaler().fit_transform(BASELINES["early_fusion"].features(x, p))
+    scaled = scale_blocks(z, blocks)
+    assert [scaled[:, :3].var(axis=0).sum(), scaled[:, 3:].var(axis=0).sum()] == pytest.approx([1.0, 1.0])
+    assert BASELINES["eeg_band_power"].blocks(x, p) == ()  # a single view is not rescaled
+
+
+def test_block_scaling_is_chosen_on_validation_where_it_helps():
+    """Five informative columns beside 2,000 of noise: plain standardisation spends the penalty
+    on the noise, block scaling weighs the two parts alike and finds the signal; validation
+    picks it there, and not where the wide part holds the signal."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 60)
+    signal = labels[:, None] * 1.0 + rng.standard_normal((120, 5))
+    x = np.concatenate([signal, rng.standard_normal((120, 2000))], axis=1)
+    index = {"train": np.arange(0, 120, 2), "val": np.arange(1, 120, 4), "test": np.arange(3, 120, 4)}
+    accuracy, kept = {}, {}
+    for name, blocks in (("plain", ()), ("blocks", (5, 2000))):
+        probs, kept[name], _ = fit_on_fold(x, labels, index, 2, (0.001, 0.01, 0.1, 1.0), blocks=blocks)
+        accuracy[name] = (probs[index["test"]].argmax(1) == labels[index["test"]]).mean()
+    assert accuracy["blocks"] >= accuracy["plain"] + 0.1, accuracy
+    assert kept["blocks"]["block_scaled"] is True and "block_scaled" not in kept["plain"]  # validation chose it
+    # where the wide part carries the signal alone, validation keeps the parts unscaled
+    wide = np.concatenate([rng.standard_normal((120, 5)), labels[:, None] * 0.3 + rng.standard_normal((120, 2000))],
+                          axis=1)
+    assert fit_on_fold(wide, labels, index, 2, (0.001, 0.01, 0.1, 1.0), blocks=(5, 2000))[1]["block_scaled"] is False

@@ -259,6 +259,21 @@ def test_baseline_flags_take_the_views_best_baseline_on_validation():
     assert below_baseline_message("mel", branches["mel"]) is None
 
 
+def test_the_fusion_answers_to_early_fusion_and_no_branch_does():
+    """The fused network's rival is the baseline on every view's features side by side; a branch
+    is never measured against it."""
+    models = {"eeg": {"test": {"acc": 0.45}}, "fusion": {"type": "concat", "test": {"acc": 0.85}}}
+    baselines = {"eeg_band_power": {"view": "eeg", "val_acc": 0.50, "test": {"acc": 0.40}},
+                 "early_fusion": {"view": None, "val_acc": 0.90, "test": {"acc": 0.90}}}
+    flags = baseline_flags(models, baselines)
+    assert flags["fusion"] == {"best_baseline": "early_fusion", "best_baseline_acc": 0.90, "below_baseline": True}
+    assert flags["eeg"]["best_baseline"] == "eeg_band_power"
+    message = below_baseline_message("fusion", {**models["fusion"], **flags["fusion"]})
+    assert message.startswith("fusion (concat) is below") and "early_fusion 0.900" in message
+    models["fusion"]["test"]["acc"] = 0.95
+    assert not baseline_flags(models, baselines)["fusion"]["below_baseline"]
+
+
 def test_a_run_with_nondeterministic_kernels_says_it_is_not_bit_reproducible():
     histories = {"eeg": {"fold0_seed0": [{"val_acc": 0.5}, {"val_acc": 0.6, "nondeterministic": ["b_cuda"]}]},
                  "fusion": {"fold0_seed0": [{"val_acc": 0.5, "nondeterministic": ["a_cuda", "b_cuda"]}]}}

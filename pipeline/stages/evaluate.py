@@ -52,9 +52,10 @@ def run(params: Params) -> None:
     for m, flags in informative.items():
         metrics["branches"][m].update(flags)
     metrics["baselines"] = baseline_metrics(scored_baselines, baseline_views, trials.classes, seed)
-    for m, flags in baseline_flags(metrics["branches"], metrics["baselines"]).items():
-        metrics["branches"][m].update(flags)
-        message = below_baseline_message(m, metrics["branches"][m])
+    models = {**metrics["branches"], "fusion": metrics["fusion"]}
+    for m, flags in baseline_flags(models, metrics["baselines"]).items():
+        models[m].update(flags)
+        message = below_baseline_message(m, models[m])
         if message:
             warn(message)
     trained_folds = [d["fold"] for d in decisions if d["trained"]]
