@@ -37,9 +37,8 @@ def fusion_callbacks(model: FusionModel, fp: FusionParams, data: FoldData, devic
     """The training controls `fusion.*` asks for, in the order they must act: freezing, the
     curriculum, the dropout schedule, the auxiliary losses, gradient modulation, then
     diagnostics (which must see the gradients the encoders really receive)."""
-    # frozen throughout (None: early stopping as usual) when the head never trains them or when
-    # fusion.freeze_epochs reaches fusion.epochs
-    freeze_for = None if model.head.freezes_branches or fp.freeze_epochs >= fp.epochs else fp.freeze_epochs
+    # None: frozen throughout, early stopping as usual (a count would hold training to that epoch)
+    freeze_for = None if model.head.freezes_branches or fp.frozen_throughout else fp.freeze_epochs
     callbacks: list[Callback] = [FreezeModules([model.branches], freeze_for)]
     if fp.curriculum_epochs > 0:
         order = confidence_order(model, *data.part("train"), device)

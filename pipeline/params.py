@@ -280,13 +280,18 @@ class FusionParams(Section):
                        f"{len(mods)} non-negative numbers (one per fusion.modalities), not all 0")
         return self
 
+    @property
+    def frozen_throughout(self) -> bool:
+        """freeze_epochs from epochs on: the branches never train, only the fusion head does."""
+        return self.freeze_epochs >= self.epochs
+
     def warnings(self) -> list[str]:
         """Valid but doubtful combinations, printed by the fuse stage."""
         doubts = []
-        if self.aux_loss_weight > 0 and self.freeze_epochs >= self.epochs and self.type not in ("late", "ensemble"):
+        if self.aux_loss_weight > 0 and self.frozen_throughout and self.type not in ("late", "ensemble"):
             doubts.append("fusion.aux_loss_weight > 0 with fusion.freeze_epochs >= fusion.epochs: the branches and "
                           "their heads are frozen throughout, so their own losses train nothing")
-        if self.grad_modulation == "ogm_ge" and self.freeze_epochs >= self.epochs:
+        if self.grad_modulation == "ogm_ge" and self.frozen_throughout:
             doubts.append("fusion.grad_modulation = ogm_ge with fusion.freeze_epochs >= fusion.epochs: the branches "
                           "are frozen throughout, so there are no branch gradients to modulate")
         elif self.grad_modulation == "ogm_ge" and self.optimizer == "adamw":
