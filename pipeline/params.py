@@ -25,6 +25,7 @@ from pipeline.modalities import NAMES as MODALITIES
 
 FUSION_TYPES = ("concat", "gated", "cross_attention", "film", "transformer", "weighted", "late", "ensemble")
 MODALITY_SCORING_TYPES = ("concat",)  # heads with their own per-modality logits (OGM-GE scores with them)
+BRANCH_FREEZING_TYPES = ("late", "ensemble")  # heads that never train the branches
 DATA_SOURCES = ("synthetic", "manifest", "eav")
 SYNTHETIC_ROOT = "data/synthetic"  # where the synthesize stage writes (a dvc.yaml out)
 
@@ -265,7 +266,7 @@ class FusionParams(Section):
             raise Rule("heads", self.heads, f"an integer >= 1 that divides fusion.hidden ({self.hidden})")
         if self.type == "film" and self.film_condition not in mods:
             raise Rule("film_condition", self.film_condition, f"one of fusion.modalities ({', '.join(mods)})")
-        if self.grad_modulation == "ogm_ge" and self.type in ("late", "ensemble"):
+        if self.grad_modulation == "ogm_ge" and self.type in BRANCH_FREEZING_TYPES:
             raise Rule("grad_modulation", self.grad_modulation,
                        "none with fusion.type late or ensemble (their branches are not trained)")
         if self.grad_modulation == "ogm_ge" and self.type not in MODALITY_SCORING_TYPES and self.aux_loss_weight == 0:
@@ -288,7 +289,7 @@ class FusionParams(Section):
     def warnings(self) -> list[str]:
         """Valid but doubtful combinations, printed by the fuse stage."""
         doubts = []
-        if self.aux_loss_weight > 0 and self.frozen_throughout and self.type not in ("late", "ensemble"):
+        if self.aux_loss_weight > 0 and self.frozen_throughout and self.type not in BRANCH_FREEZING_TYPES:
             doubts.append("fusion.aux_loss_weight > 0 with fusion.freeze_epochs >= fusion.epochs: the branches and "
                           "their heads are frozen throughout, so their own losses train nothing")
         if self.grad_modulation == "ogm_ge" and self.frozen_throughout:
