@@ -5,6 +5,14 @@ from pipeline.numerics import pin_cpu_dispatch
 
 pin_cpu_dispatch()  # the tests compute as the stages do, before numpy or torch load (portable numerics)
 
+import os  # noqa: E402
+
+# Two pytest-xdist workers and the shared project's build share 2 cores: BLAS and OpenMP pools of
+# a thread per core each made the tests that fit scikit-learn models in-process 2-3x slower
+# (their threads wait on each other). The stages' tasks run single-threaded anyway (pipeline/parallel.py).
+for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_pool, "1")
+
 from pathlib import Path  # noqa: E402
 
 import numpy as np
