@@ -67,17 +67,25 @@ def load_params(rev: str) -> dict:
     return yaml.safe_load(read_at("params.yaml", rev)) or {}
 
 
+def _primary(table: pd.DataFrame) -> pd.DataFrame:
+    """The primary task's rows (a secondary task's model is named `<model>:<task>`)."""
+    return table[~table["model"].astype(str).str.contains(":")]
+
+
 def _classes(table: pd.DataFrame) -> list[str]:
-    return sorted(c[2:] for c in table.columns if c.startswith("p_"))
+    """The primary task's classes: its rows' probability columns."""
+    rows = _primary(table)
+    return sorted(c[2:] for c in table.columns if c.startswith("p_") and rows[c].notna().any())
 
 
 def check_comparable(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> None:
-    """Both runs must predict the same classes for the same test trials in the same folds;
-    otherwise a paired comparison means nothing, and this says what differs."""
+    """Both runs must predict the same classes for the same test trials in the same folds (of
+    the primary task; a run with secondary tasks compares with one without on the tasks both
+    have); otherwise a paired comparison means nothing, and this says what differs."""
     if _classes(a) != _classes(b):
         raise PipelineError(f"compare: {names[0]} and {names[1]} do not share classes "
                             f"({', '.join(_classes(a))} against {', '.join(_classes(b))})")
-    trials_a, trials_b = (set(t[TRIAL_KEYS].itertuples(index=False, name=None)) for t in (a, b))
+    trials_a, trials_b = (set(_primary(t)[TRIAL_KEYS].itertuples(index=False, name=None)) for t in (a, b))
     if trials_a != trials_b:
         raise PipelineError(
             f"compare: {names[0]} and {names[1]} do not share test trials and folds "

@@ -4,7 +4,7 @@ Light on purpose (numpy and pandas, no torch): the data stages and evaluate use 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,24 @@ from pipeline.errors import PipelineError
 
 @dataclass
 class Trials:
-    labels: np.ndarray          # (n_trials,) class index
+    labels: np.ndarray          # (n_trials,) class index of the primary task
     subjects: np.ndarray        # (n_trials,) subject id
     classes: list[str]
     folds: list[dict[str, list[str]]]
+    tasks: dict[str, "Task"] = field(default_factory=dict)  # the secondary tasks, in data.tasks order
+
+
+    def for_task(self, task: str) -> "Trials":
+        """These trials seen through secondary task `task`: its labels (-1: none) and classes."""
+        return Trials(labels=self.tasks[task].labels, subjects=self.subjects, classes=self.tasks[task].classes,
+                      folds=self.folds)
+
+
+@dataclass
+class Task:
+    """A secondary task: its classes and each trial's class index, -1 where the trial has none."""
+    labels: np.ndarray          # (n_trials,) class index or -1
+    classes: list[str]
 
 
 def load_manifest() -> pd.DataFrame:
@@ -56,9 +70,12 @@ def load_labels() -> tuple[np.ndarray, list[str]]:
 
 
 def load_trials() -> Trials:
-    manifest, classes = load_manifest(), io.read_json(io.CLASSES)
+    manifest, classes, task_classes = load_manifest(), io.read_json(io.CLASSES), io.read_json(io.TASKS)
+    labels = pd.read_csv(io.MANIFEST, usecols=list(task_classes), dtype=str)  # a blank label: NaN -> -1
+    tasks = {task: Task(labels[task].map({c: i for i, c in enumerate(names)}).fillna(-1).to_numpy(np.int64), names)
+             for task, names in task_classes.items()}
     return Trials(labels=_label_index(manifest, classes), subjects=manifest["subject"].to_numpy(),
-                  classes=classes, folds=io.read_json(io.SPLIT)["folds"])
+                  classes=classes, folds=io.read_json(io.SPLIT)["folds"], tasks=tasks)
 
 
 def load_features(modality: str, mmap: bool = False, root: Path = Path(".")) -> np.ndarray:
@@ -67,3 +84,32 @@ def load_features(modality: str, mmap: bool = False, root: Path = Path(".")) -> 
     if not path.is_file():
         raise PipelineError(f"{path}: no features for modality {modality!r}; run its features stage")
     return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def n_columns(trials: Trials) -> int:
+    """Probability columns of a model with a head per task: every task's classes side by side."""
+    return len(trials.classes) + sum(len(task.classes) for task in trials.tasks.values())
+
+
+def save_task_probabilities(out: Path, probs: np.ndarray, trials: Trials, name: str = "probabilities") -> None:
+    """Write a stage's probabilities (..., n_trials, n_columns) under `out`: the primary task's to
+    <name>.npy (what every reader of a single task reads), each secondary task's to
+    <name>_tasks.npz (task -> (..., n_trials, its classes)), written only with such tasks."""
+    sizes = [len(trials.classes), *(len(task.classes) for task in trials.tasks.values())]
+    blocks = np.split(probs, np.cumsum(sizes)[:-1], axis=-1)
+    np.save(out / f"{name}.npy", blocks[0])
+    if trials.tasks:
+        np.savez(out / f"{name}_tasks.npz", **dict(zip(trials.tasks, blocks[1:])))
+
+
+def load_task_probabilities(folder: Path, name: str = "probabilities") -> dict[str, np.ndarray]:
+    """The secondary tasks' probabilities `save_task_probabilities` wrote ({} without such tasks)."""
+    path = folder / f"{name}_tasks.npz"
+    return dict(np.load(path)) if path.is_file() else {}
+
+
+def load_all_probabilities(folder: Path, trials: Trials, name: str = "probabilities") -> np.ndarray:
+    """Every task's probabilities side by side (..., n_trials, n_columns), as a model outputs them."""
+    tasks = load_task_probabilities(folder, name)
+    primary = np.load(folder / f"{name}.npy")
+    return np.concatenate([primary, *(tasks[t] for t in trials.tasks)], axis=-1) if trials.tasks else primary

@@ -74,7 +74,7 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds, folds=None)
         parts = fold_indices(trials.subjects, trials.folds[fold])
         for seed, p in zip(seeds, probs[fold]):
             for part in ("test", "val"):
-                idx = parts[part]
+                idx = parts[part][trials.labels[parts[part]] >= 0]  # a secondary task's labelled trials
                 y_true, y_pred = trials.labels[idx], p[idx].argmax(1)
                 row = {"model": name, "fold": fold, "seed": seed, "part": part,
                        **classification_metrics(y_true, p[idx])}
@@ -139,15 +139,18 @@ def summarize_test(scored: dict, classes: list[str], seed: int) -> dict:
 def prediction_table(name: str, probs: np.ndarray, trials: Trials, seeds, folds=None) -> pd.DataFrame:
     """One row per fold, seed and test trial of one model: its subject, trial (manifest row),
     true and predicted label and class probabilities. probs: (n_folds, n_seeds, n_trials, n_classes);
-    `folds` as for `score_model`."""
+    `folds` as for `score_model`. A secondary task's model is named `<model>:<task>` (with
+    `trials.for_task`): its labelled trials only, and probability columns p_<model>_<task>_<class>."""
     frames = []
+    prefix = name.replace(":", "_") + "_" if ":" in name else ""  # a secondary task's own probability columns
     for fold in range(len(probs)) if folds is None else folds:
         idx = fold_indices(trials.subjects, trials.folds[fold])["test"]
+        idx = idx[trials.labels[idx] >= 0]
         for seed, p in zip(seeds, probs[fold]):
             frame = pd.DataFrame({"model": name, "fold": fold, "seed": seed, "subject": trials.subjects[idx],
                                   "trial": idx, "label": np.asarray(trials.classes)[trials.labels[idx]],
                                   "predicted": np.asarray(trials.classes)[p[idx].argmax(1)]})
-            frames.append(frame.join(pd.DataFrame(p[idx], columns=[f"p_{c}" for c in trials.classes])))
+            frames.append(frame.join(pd.DataFrame(p[idx], columns=[f"p_{prefix}{c}" for c in trials.classes])))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -202,6 +205,7 @@ def trained_sentence(trained: dict, n_folds: int) -> str:
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it."""
     fusion = metrics["fusion"]
+    tasks = list(params.data.secondary_tasks)  # a column each: that task's test accuracy
     warning = below_best_message(fusion, params.fusion.select)
     not_reproducible = reproducibility_note(metrics)
     lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
@@ -215,8 +219,8 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                 "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
                 if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
              "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
-             "| best baseline of its rival views (on val) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc |" for t in tasks),
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]
     rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
     rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
     for name, model in rows:
@@ -226,7 +230,9 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                     + (" (**below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
         lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
                      f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
-                     f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |")
+                     f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |"
+                     + "".join(f" {_fmt(model['tasks'][t]['test'], 'acc') if t in model.get('tasks', {}) else ''} |"
+                               for t in tasks))
     lines += ["", f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
                   f"subjects: **{gain_sentence(fusion)}**.", ""]
     selected, trained = fusion.get("selected", {}), fusion["trained"]
@@ -285,6 +291,13 @@ def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, .
                        "gain_test": gain["test"], "gain_n_subjects": gain["n_subjects"],
                        "best_branch_on_val": best, "below_best_branch": bool(gain["delta"] < 0)},
             "branches": branches}
+
+
+def score_task(probs: dict[str, np.ndarray], trials: Trials, task: str, seeds) -> dict[str, dict]:
+    """`score_model` of each model (name -> its probabilities of secondary task `task`) on that
+    task's labelled trials, named `<model>:<task>`."""
+    view = trials.for_task(task)
+    return {name: score_model(f"{name}:{task}", p, view, seeds) for name, p in probs.items()}
 
 
 def paired_gain(a: dict, b: dict, seed: int) -> dict:

@@ -58,7 +58,7 @@ class NormalizedRows:
 @dataclass
 class FoldData:
     inputs: dict[str, NormalizedRows]  # modality -> normalised features of all trials
-    labels: torch.Tensor               # (n_trials,)
+    labels: torch.Tensor               # (n_trials,); with secondary tasks (n_trials, n_tasks), -1: no label
     index: dict[str, np.ndarray]       # train / val / test trial indices
 
     def part(self, name: str) -> tuple[dict[str, NormalizedRows], torch.Tensor]:
@@ -73,8 +73,20 @@ def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int, root: 
     for modality, x in features.items():
         stats = np.load(root / io.normalizer_path(modality))
         inputs[modality] = NormalizedRows(x, stats["mean"][fold], stats["std"][fold])
-    return FoldData(inputs, torch.tensor(trials.labels),
-                    fold_indices(trials.subjects, trials.folds[fold]))
+    return FoldData(inputs, torch.tensor(task_labels(trials)), fold_indices(trials.subjects, trials.folds[fold]))
+
+
+def task_labels(trials: Trials) -> np.ndarray:
+    """The labels a model trains on: the primary task's (n_trials,) alone, or with secondary
+    tasks every task's side by side (n_trials, n_tasks), -1 where a trial has no label."""
+    if not trials.tasks:
+        return trials.labels
+    return np.stack([trials.labels, *(task.labels for task in trials.tasks.values())], axis=1)
+
+
+def primary_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The primary task's labels of `task_labels`' output (or of a part of it)."""
+    return labels if labels.ndim == 1 else labels[:, 0]
 
 
 def runs(n_folds: int, seeds) -> list[tuple[int, int, int]]:

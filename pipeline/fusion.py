@@ -2,7 +2,10 @@
 
 A head gets, keyed by modality in `fusion.modalities` order, the branch embeddings (after the
 optional per-embedding norm and channel scale) and the branch logits (each branch's own
-pretrained classifier, divided by that branch's loss temperature), and returns class logits.
+pretrained classifiers, divided by that branch's loss temperature), and returns class logits:
+with secondary tasks (data.tasks), every task's side by side (`sizes`: each task's class count),
+so the last layer of a trained head is one linear classifier per task over its shared fused
+representation.
 Adding a fusion method is one class here plus one line in FUSION_HEADS (and its name in
 pipeline.params.FUSION_TYPES, the allowed values of `fusion.type`).
 """
@@ -46,9 +49,10 @@ class FusionHead(nn.Module):
 class ConcatFusion(FusionHead):
     """Concatenate the embeddings, then an MLP projection to the classes."""
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
-        self.mlp = _mlp(sum(dims.values()), p.hidden, n_classes, p.dropout)
+        self.n_primary = sizes[0]
+        self.mlp = _mlp(sum(dims.values()), p.hidden, sum(sizes), p.dropout)
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         return self.mlp(torch.cat(list(emb.values()), dim=1))
@@ -63,7 +67,7 @@ class ConcatFusion(FusionHead):
             block = first.weight[:, start:start + e.shape[1]]
             start += e.shape[1]
             hidden = F.relu(e @ block.T + first.bias / len(emb))
-            out[m] = hidden @ last.weight.T + last.bias / len(emb)
+            out[m] = (hidden @ last.weight.T + last.bias / len(emb))[:, :self.n_primary]  # the primary task's
         return out
 
 
@@ -71,11 +75,11 @@ class GatedFusion(FusionHead):
     """Gated multimodal unit (Arevalo et al. 2017): h = sum_m z_m * tanh(W_m e_m), where the
     per-element gates z_m = sigmoid(V_m [e_1, ..., e_M]) see all modalities."""
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
         self.project = nn.ModuleDict({m: nn.Linear(d, p.hidden) for m, d in dims.items()})
         self.gate = nn.ModuleDict({m: nn.Linear(sum(dims.values()), p.hidden) for m in dims})
-        self.out = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(p.hidden, n_classes))
+        self.out = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(p.hidden, sum(sizes)))
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         joint = torch.cat(list(emb.values()), dim=1)
@@ -99,14 +103,14 @@ class CrossAttentionFusion(FusionHead):
     """A pooled query (layer-normed mean of the modality tokens) attends over the tokens with
     multi-head attention, then a feed-forward block, both with residual connections."""
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
         self.tokens = _Tokens(dims, p.hidden)
         self.query_norm = nn.LayerNorm(p.hidden)
         self.attention = nn.MultiheadAttention(p.hidden, p.heads, dropout=p.dropout, batch_first=True)
         self.ff = nn.Sequential(nn.LayerNorm(p.hidden), nn.Linear(p.hidden, 2 * p.hidden), nn.ReLU(),
                                 nn.Dropout(p.dropout), nn.Linear(2 * p.hidden, p.hidden))
-        self.out = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(p.hidden, n_classes))
+        self.out = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(p.hidden, sum(sizes)))
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         tokens = self.tokens(emb)
@@ -121,7 +125,7 @@ class FiLMFusion(FusionHead):
     """FiLM (Perez et al. 2018): the `film_condition` modality produces a scale and a shift for
     every other embedding, e' = (1 + gamma) * e + beta; then concat and an MLP."""
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
         self.condition = p.film_condition
         cond = dims[self.condition]
@@ -129,7 +133,7 @@ class FiLMFusion(FusionHead):
         for layer in self.film.values():  # start as the identity modulation
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.mlp = _mlp(sum(dims.values()), p.hidden, n_classes, p.dropout)
+        self.mlp = _mlp(sum(dims.values()), p.hidden, sum(sizes), p.dropout)
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         c = emb[self.condition]
@@ -144,7 +148,7 @@ class TransformerFusion(FusionHead):
     """Modality tokens (plus a learned modality embedding) and a learned CLS token through
     `fusion.layers` transformer encoder layers; the CLS output is classified."""
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
         self.tokens = _Tokens(dims, p.hidden)
         self.cls = nn.Parameter(torch.zeros(1, 1, p.hidden))
@@ -153,7 +157,7 @@ class TransformerFusion(FusionHead):
         layer = nn.TransformerEncoderLayer(p.hidden, p.heads, dim_feedforward=2 * p.hidden,
                                            dropout=p.dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
-        self.out = nn.Sequential(nn.LayerNorm(p.hidden), nn.Linear(p.hidden, n_classes))
+        self.out = nn.Sequential(nn.LayerNorm(p.hidden), nn.Linear(p.hidden, sum(sizes)))
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         tokens = self.tokens(emb)
@@ -165,12 +169,12 @@ class WeightedFusion(FusionHead):
     """A small network gives one softmax weight per modality per sample; the fused vector is
     the weighted sum of the same-size projected embeddings, then an MLP."""
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
         self.tokens = _Tokens(dims, p.hidden)
         self.scorer = nn.Sequential(nn.Linear(sum(dims.values()), p.hidden), nn.ReLU(),
                                     nn.Linear(p.hidden, len(dims)))
-        self.mlp = _mlp(p.hidden, p.hidden, n_classes, p.dropout)
+        self.mlp = _mlp(p.hidden, p.hidden, sum(sizes), p.dropout)
 
     def modality_weights(self, emb: Tensors) -> torch.Tensor:
         """(batch, n_modalities), rows sum to 1."""
@@ -183,7 +187,8 @@ class WeightedFusion(FusionHead):
 
 
 class LateFusion(FusionHead):
-    """A trainable linear layer over the concatenated branch log-probabilities, branches frozen.
+    """A trainable linear layer over the concatenated branch log-probabilities, branches frozen;
+    with several tasks, one such layer per task over that task's log-probabilities.
 
     Initialised to the equal-weight product of experts (mean of log-probabilities), so training
     starts from a sensible combination and learns per-class, per-modality weights.
@@ -191,30 +196,36 @@ class LateFusion(FusionHead):
 
     freezes_branches = True
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
-        self.linear = nn.Linear(len(dims) * n_classes, n_classes)
+        self.sizes = list(sizes)
+        self.linears = nn.ModuleList(nn.Linear(len(dims) * k, k) for k in sizes)
         with torch.no_grad():
-            self.linear.weight.copy_(torch.eye(n_classes).repeat(1, len(dims)) / len(dims))
-            self.linear.bias.zero_()
+            for k, linear in zip(sizes, self.linears):
+                linear.weight.copy_(torch.eye(k).repeat(1, len(dims)) / len(dims))
+                linear.bias.zero_()
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
-        log_p = torch.cat([F.log_softmax(l, dim=1) for l in logits.values()], dim=1)
-        # a modality's weight: its share of the layer's absolute weight
-        share = self.linear.weight.detach().abs().reshape(len(self.linear.bias), len(logits), -1).sum(dim=(0, 2))
-        self.last_weights = (share / share.sum()).expand(len(log_p), -1)
-        return self.linear(log_p)
+        per_task = zip(*(l.split(self.sizes, dim=1) for l in logits.values()))  # task -> each branch's block
+        out = [linear(torch.cat([F.log_softmax(l, dim=1) for l in blocks], dim=1))
+               for linear, blocks in zip(self.linears, per_task)]
+        # a modality's weight: its share of the primary task's layer's absolute weight
+        primary = self.linears[0]
+        share = primary.weight.detach().abs().reshape(len(primary.bias), len(logits), -1).sum(dim=(0, 2))
+        self.last_weights = (share / share.sum()).expand(len(out[0]), -1)
+        return torch.cat(out, dim=1)
 
 
 class EnsembleFusion(FusionHead):
-    """Weighted average of the branch probabilities, no training. Weights are set by the fuse
-    stage (equal, fixed from params, or validation accuracy); returns log-probabilities so a
-    softmax of the output gives back the average."""
+    """Weighted average of the branch probabilities (of each task), no training. Weights are set
+    by the fuse stage (equal, fixed from params, or validation accuracy); returns
+    log-probabilities so a softmax of the output gives back the average."""
 
     trainable = False
 
-    def __init__(self, dims: dict[str, int], n_classes: int, p: FusionParams):
+    def __init__(self, dims: dict[str, int], sizes: list[int], p: FusionParams):
         super().__init__()
+        self.sizes = list(sizes)
         self.register_buffer("weights", torch.full((len(dims),), 1.0 / len(dims)))
 
     def set_weights(self, weights) -> None:
@@ -222,9 +233,12 @@ class EnsembleFusion(FusionHead):
         self.weights.copy_(w / w.sum())
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
-        probs = torch.stack([F.softmax(l, dim=1) for l in logits.values()], dim=0)
-        self.last_weights = self.weights.expand(probs.shape[1], -1)
-        return torch.log((self.weights[:, None, None] * probs).sum(dim=0).clamp_min(1e-12))
+        out = []
+        for blocks in zip(*(l.split(self.sizes, dim=1) for l in logits.values())):
+            probs = torch.stack([F.softmax(l, dim=1) for l in blocks], dim=0)
+            out.append(torch.log((self.weights[:, None, None] * probs).sum(dim=0).clamp_min(1e-12)))
+        self.last_weights = self.weights.expand(out[0].shape[0], -1)
+        return torch.cat(out, dim=1)
 
 
 FUSION_HEADS: dict[str, type[FusionHead]] = {
@@ -292,14 +306,20 @@ class FusionModel(nn.Module):
         self.last_embeddings: Tensors = {}
         self.last_prepped: Tensors = {}
 
+    @property
+    def task_sizes(self) -> list[int]:
+        """Class counts of the primary task, then of each secondary task (the output's blocks)."""
+        return next(iter(self.branches.values())).task_sizes
+
     def forward(self, inputs: Tensors) -> torch.Tensor:
         if self.training and self.modality_dropout > 0:
             inputs = drop_modalities(inputs, list(self.branches), self.modality_dropout)
         raw = {m: b.embed(inputs) for m, b in self.branches.items()}
-        logits = {m: b.head(raw[m]) / b.temperature for m, b in self.branches.items()}
+        logits = {m: b.classify(raw[m]) / b.temperature for m, b in self.branches.items()}  # every task's
         prepped = {m: self.prep[m](e) for m, e in raw.items()}
-        self.branch_logits = logits
-        self.last_branch_logits = {m: l.detach() for m, l in logits.items()}
+        primary = self.task_sizes[0]
+        self.branch_logits = {m: l[:, :primary] for m, l in logits.items()}  # the callbacks: the primary task
+        self.last_branch_logits = {m: l.detach() for m, l in self.branch_logits.items()}
         self.last_embeddings = {m: e.detach() for m, e in raw.items()}
         self.last_prepped = {m: e.detach() for m, e in prepped.items()}
         return self.head(prepped, logits)
@@ -329,15 +349,16 @@ def branch_outputs(model: FusionModel, inputs: Tensors, device: torch.device,
     return {kind: {m: torch.cat(c).numpy() for m, c in parts.items()} for kind, parts in chunks.items()}
 
 
-def build_fusion(branches: dict[str, BranchClassifier], n_classes: int, p: FusionParams) -> FusionModel:
+def build_fusion(branches: dict[str, BranchClassifier], p: FusionParams) -> FusionModel:
+    """The fusion of `branches` by `p.type`'s head, with the branches' tasks (a head per task)."""
     dims = {m: b.embed_dim for m, b in branches.items()}
-    return FusionModel(branches, FUSION_HEADS[p.type](dims, n_classes, p), p)
+    return FusionModel(branches, FUSION_HEADS[p.type](dims, next(iter(branches.values())).task_sizes, p), p)
 
 
-def save_fusion(path: Path | BinaryIO, model: FusionModel, p: FusionParams, n_classes: int) -> None:
-    """A fusion checkpoint carries its fusion params and every branch's config: it rebuilds
-    without params.yaml (`load_fusion`)."""
-    config = {"fusion": p.model_dump(), "n_classes": n_classes,
+def save_fusion(path: Path | BinaryIO, model: FusionModel, p: FusionParams) -> None:
+    """A fusion checkpoint carries its fusion params and every branch's config (its tasks and
+    their classes included): it rebuilds without params.yaml (`load_fusion`)."""
+    config = {"fusion": p.model_dump(), "n_classes": model.task_sizes[0],
               "branches": {m: b.config() for m, b in model.branches.items()}}
     save_checkpoint(path, "fusion", config, model)
 
@@ -346,6 +367,6 @@ def load_fusion(path: Path, map_location="cpu") -> FusionModel:
     ckpt = read_checkpoint(path, "fusion", map_location)
     config = ckpt["config"]
     branches = {m: branch_from_config(c) for m, c in config["branches"].items()}
-    model = build_fusion(branches, config["n_classes"], FusionParams.model_validate(config["fusion"]))
+    model = build_fusion(branches, FusionParams.model_validate(config["fusion"]))
     model.load_state_dict(ckpt["state_dict"])
     return model

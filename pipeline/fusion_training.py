@@ -14,12 +14,12 @@ from pipeline import io
 from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
                                  confidence_order)
 from pipeline.dataset import Trials, load_features
-from pipeline.folds import FoldData, fold_data
+from pipeline.folds import FoldData, fold_data, primary_labels
 from pipeline.fusion import FusionModel, branch_outputs, build_fusion, save_fusion
 from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
 from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
-                               predict_proba, seed_everything)
+                               predict_proba, seed_everything, task_loss)
 
 
 def fusion_optimizer(model: FusionModel, fp: FusionParams, weight_decay: float) -> torch.optim.Optimizer:
@@ -41,11 +41,12 @@ def fusion_callbacks(model: FusionModel, fp: FusionParams, data: FoldData, devic
     freeze_for = None if model.head.freezes_branches or fp.frozen_throughout else fp.freeze_epochs
     callbacks: list[Callback] = [FreezeModules([model.branches], freeze_for)]
     if fp.curriculum_epochs > 0:
-        order = confidence_order(model, *data.part("train"), device)
+        x_train, y_train = data.part("train")
+        order = confidence_order(model, x_train, primary_labels(y_train), device)
         callbacks.append(Curriculum(order, fp.curriculum_epochs, batch_size))
     callbacks.append(DropoutSchedule(model.head, fp.dropout, fp.curriculum_epochs, fp.post_curriculum_dropout))
     if fp.aux_loss_weight > 0:
-        weights = class_weights(data.part("train")[1].numpy(), n_classes)
+        weights = class_weights(primary_labels(data.part("train")[1]).numpy(), n_classes)
         callbacks.append(AuxiliaryLosses(model, fp.aux_loss_weight, ClassificationLoss(fp.loss, 1.0, fp.focal_gamma, weights)))
     if fp.grad_modulation == "ogm_ge":
         callbacks.append(OGMGE(model, fp.ogm_alpha))
@@ -62,7 +63,7 @@ def ensemble_weights(fp: FusionParams, model: FusionModel, data: FoldData, devic
         return [1.0] * len(fp.modalities)
     x_val, y_val = data.part("val")
     probs = branch_outputs(model, x_val, device)["probs"]
-    return [float((probs[m].argmax(1) == y_val.numpy()).mean()) + 1e-6 for m in fp.modalities]
+    return [float((probs[m].argmax(1) == primary_labels(y_val).numpy()).mean()) + 1e-6 for m in fp.modalities]
 
 
 def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
@@ -70,11 +71,15 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val;
     an untrained head (ensemble) gets its weights and one record (epoch 0) of how it does."""
     generator = seed_everything(seed)
-    model = build_fusion(branches, n_classes, fp).to(device)
+    model = build_fusion(branches, fp).to(device)
     train, val = data.part("train"), data.part("val")
-    loss = ClassificationLoss(fp.loss, fp.loss_temperature, fp.focal_gamma, class_weights(train[1].numpy(), n_classes))
+    loss = task_loss(fp.loss, fp.loss_temperature, fp.focal_gamma, train[1].numpy(), model.task_sizes,
+                     fp.task_weighting, fp.task_weights)
     if model.head.trainable:
-        history = fit(model, fusion_optimizer(model, fp, tp.weight_decay), loss, train, val,
+        optimizer = fusion_optimizer(model, fp, tp.weight_decay)
+        if list(loss.parameters()):  # uncertainty weighting's log-variances learn beside the head, undecayed
+            optimizer.add_param_group({"params": list(loss.parameters()), "lr": fp.head_lr, "weight_decay": 0.0})
+        history = fit(model, optimizer, loss, train, val,
                       FitConfig(fp.epochs, fp.patience, tp.batch_size), generator, device,
                       fusion_callbacks(model, fp, data, device, tp.batch_size, n_classes))
         return model, history
@@ -97,8 +102,8 @@ def modality_robustness(model: FusionModel, inputs: dict[str, torch.Tensor], lab
     """Accuracy of the fused model as MultiBench reports robustness: clean; with each modality
     missing (its input replaced by `fill[m]`, the train mean); and with Gaussian noise of each
     std in `stds` added to one modality at a time. ~clean when missing: the model ignores it."""
-    def accuracy(x) -> float:
-        return float((predict_proba(model, x, device, temperature).argmax(1) == labels).mean())
+    def accuracy(x) -> float:  # of the primary task
+        return float((predict_proba(model, x, device, temperature)[:, :model.task_sizes[0]].argmax(1) == labels).mean())
 
     def noisy(m: str, std: float) -> dict[str, torch.Tensor]:
         return {**inputs, m: inputs[m] + std * torch.randn(inputs[m].shape, generator=generator)}
@@ -117,7 +122,7 @@ def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device,
     x_test = {m: x[:] for m, x in test.items()}  # the test trials as tensors: noise is added to them
     weights = branch_outputs(model, x_test, device)["weights"]
     fill = {m: x.mean_row() for m, x in data.part("train")[0].items()}
-    robust = modality_robustness(model, x_test, y_test.numpy(), fill, device, temperature,
+    robust = modality_robustness(model, x_test, primary_labels(y_test).numpy(), fill, device, temperature,
                                  torch.Generator().manual_seed(seed))
     return {"fusion_weights": {m: float(w.mean()) for m, w in weights.items()},
             "ablation_drop": {m: robust["clean"] - acc for m, acc in robust["missing"].items()},
@@ -152,5 +157,5 @@ def fusion_run(fold: int, seed: int, fp: FusionParams, tp: TrainParams, trials: 
     cost = run_cost(model, trained - start, len(history), time.perf_counter() - trained, len(probs))
     diagnostics = fusion_diagnostics(model, data, device, temperature, seed)
     checkpoint = bytes_io.BytesIO()
-    save_fusion(checkpoint, model.cpu(), fp, len(trials.classes))
+    save_fusion(checkpoint, model.cpu(), fp)
     return probs, history, diagnostics, checkpoint.getvalue(), cost

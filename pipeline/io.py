@@ -22,6 +22,7 @@ REPORTS = Path("reports")
 
 MANIFEST = INTERIM / "manifest.csv"
 CLASSES = INTERIM / "classes.json"
+TASKS = INTERIM / "tasks.json"  # secondary task -> its classes ({}: the primary task alone)
 SPLIT = INTERIM / "split.json"
 INGEST_REPORT = Path("reports/ingest.json")
 MEL_REPORT = Path("reports/mel_clips.json")

@@ -167,32 +167,50 @@ ENCODERS: dict[str, type[nn.Module]] = {
 
 
 class BranchClassifier(nn.Module):
-    """Encoder of one modality plus a linear classifier; `embed` is what fusion consumes.
+    """Encoder of one modality plus a linear classifier per task; `embed` is what fusion consumes.
 
-    `config()` gives every constructor argument as plain values, so a checkpoint of config and
-    state_dict rebuilds the branch on its own. `temperature` is the loss temperature it was
-    trained with: fusion divides the branch's logits by it.
+    `head` classifies the primary task (`n_classes`); each secondary task of `tasks` (name ->
+    its classes) gets its own head over the same embedding, and `forward` then returns every
+    task's logits side by side (n, sum of `task_sizes`). `config()` gives every constructor
+    argument as plain values, so a checkpoint of config and state_dict rebuilds the branch on
+    its own. `temperature` is the loss temperature it was trained with: fusion divides the
+    branch's logits by it.
     """
 
     def __init__(self, modality: str, in_shape: tuple[int, ...], n_classes: int, embed_dim: int,
-                 dropout: float, encoder: str | None = None, temperature: float = 1.0):
+                 dropout: float, encoder: str | None = None, temperature: float = 1.0,
+                 tasks: dict[str, list[str]] | None = None):
         super().__init__()
         self.modality, self.in_shape, self.n_classes = modality, tuple(int(d) for d in in_shape), n_classes
         self.embed_dim, self.dropout, self.temperature = embed_dim, dropout, temperature
         self.encoder_name = encoder or MODALITIES[modality].encoders[0]
         self.encoder = ENCODERS[self.encoder_name](self.in_shape, embed_dim, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, n_classes))
+        self.tasks = {task: list(classes) for task, classes in (tasks or {}).items()}
+        self.task_heads = nn.ModuleDict({task: nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, len(classes)))
+                                         for task, classes in self.tasks.items()})
+
+    @property
+    def task_sizes(self) -> list[int]:
+        """Class counts of the primary task, then of each secondary task (forward's column blocks)."""
+        return [self.n_classes, *(len(classes) for classes in self.tasks.values())]
 
     def config(self) -> dict:
         return {"modality": self.modality, "in_shape": list(self.in_shape), "n_classes": self.n_classes,
                 "embed_dim": self.embed_dim, "dropout": self.dropout, "encoder": self.encoder_name,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "tasks": self.tasks}
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder(inputs[self.modality])
 
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Every task's logits of an embedding, side by side (n, sum of `task_sizes`)."""
+        if not self.task_heads:
+            return self.head(embedding)
+        return torch.cat([self.head(embedding), *(head(embedding) for head in self.task_heads.values())], dim=1)
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(self.embed(inputs))
+        return self.classify(self.embed(inputs))
 
 
 def save_checkpoint(path: Path | BinaryIO, kind: str, config: dict, model: nn.Module) -> None:
@@ -216,7 +234,8 @@ def read_checkpoint(path: Path, kind: str, map_location="cpu") -> dict:
 
 def branch_from_config(config: dict) -> BranchClassifier:
     return BranchClassifier(config["modality"], tuple(config["in_shape"]), config["n_classes"],
-                            config["embed_dim"], config["dropout"], config["encoder"], config["temperature"])
+                            config["embed_dim"], config["dropout"], config["encoder"], config["temperature"],
+                            config["tasks"])
 
 
 def save_branch(path: Path | BinaryIO, model: BranchClassifier) -> None:

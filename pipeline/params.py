@@ -28,6 +28,7 @@ MODALITY_SCORING_TYPES = ("concat",)  # heads with their own per-modality logits
 BRANCH_FREEZING_TYPES = ("late", "ensemble")  # heads that never train the branches
 DATA_SOURCES = ("synthetic", "manifest", "eav")
 SYNTHETIC_ROOT = "data/synthetic"  # where the synthesize stage writes (a dvc.yaml out)
+PRIMARY_TASK = "label"  # the manifest's label column: data.classes, selection and early stopping use it
 
 Modality = Literal[MODALITIES]
 FusionType = Literal[FUSION_TYPES]
@@ -57,6 +58,8 @@ def allowed(text: str, **constraints) -> Any:
 
 
 Dropout = Annotated[StrictFloat, allowed("0 <= dropout < 1", ge=0.0, lt=1.0)]
+TaskWeighting = Literal["equal", "uncertainty", "fixed"]  # uncertainty: learned log-variances (Kendall et al. 2018)
+TaskWeights = tuple[Annotated[StrictFloat, allowed("numbers >= 0", ge=0.0)], ...] | None
 Band = Annotated[tuple[StrictFloat, StrictFloat], allowed("a list of 2 numbers")]  # [low, high] in Hz
 HomologyDimension = Annotated[StrictInt, allowed("0 or 1", ge=0, le=1)]  # a Literal would take true for 1
 
@@ -88,6 +91,8 @@ class DataParams(Section):
     root: StrictStr
     manifest: StrictStr                      # manifest source: file name inside root
     classes: tuple[StrictStr, ...] | None    # null: the sorted set of labels
+    tasks: tuple[StrictStr, ...]             # the manifest's label columns; the first is the primary task
+    task_classes: dict[StrictStr, tuple[StrictStr, ...]]  # a secondary task's classes in order; absent: sorted set
     on_error: Literal["fail", "skip"]
     synthetic: SyntheticParams
     eav: EAVParams
@@ -98,7 +103,19 @@ class DataParams(Section):
             raise Rule("root", self.root, f"{SYNTHETIC_ROOT} with data.source synthetic (where the synthesize stage writes)")
         if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) < len(self.classes)):
             raise Rule("classes", list(self.classes), "null or a list of 2 or more distinct labels")
+        if not self.tasks or self.tasks[0] != PRIMARY_TASK or len(set(self.tasks)) < len(self.tasks):
+            raise Rule("tasks", list(self.tasks), f"distinct manifest columns, the primary task {PRIMARY_TASK!r} first")
+        for task, classes in self.task_classes.items():
+            if task not in self.secondary_tasks:
+                raise Rule(f"task_classes.{task}", list(classes), f"a key among data.tasks after the first "
+                           f"({', '.join(self.secondary_tasks) or 'none'})")
+            if len(classes) < 2 or len(set(classes)) < len(classes):
+                raise Rule(f"task_classes.{task}", list(classes), "a list of 2 or more distinct values")
         return self
+
+    @property
+    def secondary_tasks(self) -> tuple[str, ...]:
+        return self.tasks[1:]
 
 
 class SplitParams(Section):
@@ -215,6 +232,8 @@ class TrainParams(Section):
     focal_gamma: StrictFloat = allowed(">= 0", ge=0)
     loss_temperature: StrictFloat = allowed("> 0", gt=0)
     device: Literal["auto", "cpu", "cuda"]
+    task_weighting: TaskWeighting     # how the tasks' losses add up (data.tasks with more than one)
+    task_weights: TaskWeights         # task_weighting fixed: one weight per task of data.tasks
     encoder: StrictStr | None = None  # branches.<m> only; None: the view's default (pipeline.modalities)
 
     @field_validator("seeds")
@@ -246,6 +265,8 @@ class FusionParams(Section):
     aux_loss_weight: StrictFloat = allowed(">= 0", ge=0.0)  # x mean of the branches' own losses
     grad_modulation: Literal["none", "ogm_ge"]
     ogm_alpha: StrictFloat = allowed(">= 0", ge=0)
+    task_weighting: TaskWeighting     # as train.task_weighting, for the fusion's task heads
+    task_weights: TaskWeights
     optimizer: Literal["adamw", "sgd"]
     momentum: StrictFloat = allowed("0 <= momentum < 1", ge=0.0, lt=1.0)  # sgd
     select: Literal["fusion", "safe"]  # safe: per fold, the best on val of fusion, best branch, ensemble of the fused branches
@@ -480,7 +501,21 @@ def parse_params(raw: dict) -> Params:
         if branch.encoder not in (None, *encoders):
             raise not_allowed(f"{key}.encoder", branch.encoder, ", ".join(encoders))
         branches[modality] = branch.model_copy(update={"encoder": branch.encoder or encoders[0]})
+    for key, section in [("train", built["train"]), ("fusion", built["fusion"]),
+                         *((f"branches.{m}", b) for m, b in branches.items())]:
+        check_task_weights(key, section, built["data"].tasks)
     return Params(branches=branches, **built)
+
+
+def check_task_weights(key: str, section: TrainParams | FusionParams, tasks: tuple[str, ...]) -> None:
+    """`task_weighting: fixed` needs one weight per task of data.tasks, the primary one above 0."""
+    if section.task_weighting != "fixed":
+        return
+    weights = section.task_weights
+    if weights is None or len(weights) != len(tasks) or weights[0] <= 0:
+        raise not_allowed(f"{key}.task_weights", None if weights is None else list(weights),
+                          f"with {key}.task_weighting fixed, {len(tasks)} number(s) >= 0, one per task of "
+                          f"data.tasks ({', '.join(tasks)}), the first above 0")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -12,19 +12,23 @@ from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.nets import BranchClassifier, save_branch
 from pipeline.params import TrainParams
-from pipeline.training import ClassificationLoss, FitConfig, class_weights, fit, predict_proba, seed_everything
+from pipeline.training import FitConfig, fit, predict_proba, seed_everything, task_loss
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
-                 device: torch.device) -> tuple[BranchClassifier, list[dict]]:
-    """Train one branch on `data`'s train part, selected on its val part."""
+                 device: torch.device, tasks: dict[str, list[str]] | None = None) -> tuple[BranchClassifier, list[dict]]:
+    """Train one branch on `data`'s train part, selected on its val part (primary task); with
+    secondary `tasks` (name -> classes) it trains a head per task over one embedding."""
     generator = seed_everything(seed)
     in_shape = tuple(data.inputs[modality].shape[1:])
     model = BranchClassifier(modality, in_shape, n_classes, p.embed_dim, p.dropout, p.encoder,
-                             temperature=p.loss_temperature)
+                             temperature=p.loss_temperature, tasks=tasks)
     train, val = data.part("train"), data.part("val")
-    loss = ClassificationLoss(p.loss, p.loss_temperature, p.focal_gamma, class_weights(train[1].numpy(), n_classes))
+    loss = task_loss(p.loss, p.loss_temperature, p.focal_gamma, train[1].numpy(), model.task_sizes,
+                     p.task_weighting, p.task_weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    if list(loss.parameters()):  # uncertainty weighting's log-variances learn beside the model, undecayed
+        optimizer.add_param_group({"params": list(loss.parameters()), "weight_decay": 0.0})
     history = fit(model, optimizer, loss, train, val, FitConfig(p.epochs, p.patience, p.batch_size),
                   generator, device)
     return model, history
@@ -34,9 +38,11 @@ def branch_run(modality: str, fold: int, seed: int, p: TrainParams, trials: Tria
                device: str) -> tuple[np.ndarray, list[dict], bytes]:
     """One (fold, seed) run as a worker task (pipeline.parallel): it reads its own inputs under
     `root` (the features memory-mapped, the fold's normalizer) and returns the probabilities of
-    every trial (n_trials, n_classes), the per-epoch history and the checkpoint's bytes."""
+    every trial (n_trials, n_classes; with secondary tasks each task's side by side), the
+    per-epoch history and the checkpoint's bytes."""
     data = fold_data({modality: load_features(modality, mmap=True, root=Path(root))}, trials, fold, Path(root))
-    model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device))
+    model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device),
+                                  {task: t.classes for task, t in trials.tasks.items()})
     probs = predict_proba(model, data.inputs, torch.device(device), p.loss_temperature)
     checkpoint = bytes_io.BytesIO()
     save_branch(checkpoint, model.cpu())

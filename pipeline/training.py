@@ -97,6 +97,10 @@ class ClassificationLoss(nn.Module):
         self.kind, self.temperature, self.gamma = kind, temperature, gamma
         self.register_buffer("weights", weights if weights is not None else None)
 
+    def primary(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The primary task's logits and labels (here: all of them; see MultiTaskLoss)."""
+        return logits, target
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits / self.temperature, dim=1)
         if self.kind == "ce":
@@ -107,6 +111,53 @@ class ClassificationLoss(nn.Module):
             w = self.weights[target]
             return (w * focal).sum() / w.sum()
         return focal.mean()
+
+
+class MultiTaskLoss(nn.Module):
+    """A weighted sum of one ClassificationLoss per task, over a model's logits of every task side
+    by side (n, sum of the tasks' class counts) and labels (n, n_tasks), -1 where a trial has no
+    label for a task (left out of that task's loss; a batch with none adds 0).
+
+    `weighting`: equal (weights 1), fixed (`weights`), or uncertainty: learned log-variances s_t,
+    loss = sum_t L_t / (2 exp(s_t)) + s_t / 2 (Kendall et al. 2018, as LibMTL's UW); their
+    parameters must go to the optimizer. The first task is the primary one: accuracy, early
+    stopping and the callbacks see it alone (`primary`).
+    """
+
+    def __init__(self, losses: Sequence[ClassificationLoss], sizes: Sequence[int], weighting: str,
+                 weights: Sequence[float] | None = None):
+        super().__init__()
+        self.losses, self.sizes, self.weighting = nn.ModuleList(losses), list(sizes), weighting
+        self.register_buffer("weights", torch.tensor(list(weights) if weighting == "fixed" else [1.0] * len(sizes)))
+        self.log_vars = nn.Parameter(torch.zeros(len(sizes))) if weighting == "uncertainty" else None
+
+    def primary(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits[:, :self.sizes[0]], target[:, 0]
+
+    def task_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each task's loss over its labelled trials (n_tasks,)."""
+        out = []
+        for t, (loss, chunk) in enumerate(zip(self.losses, logits.split(self.sizes, dim=1))):
+            known = target[:, t] >= 0
+            out.append(loss(chunk[known], target[known, t]) if known.any() else chunk.sum() * 0.0)
+        return torch.stack(out)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        losses = self.task_losses(logits, target)
+        if self.log_vars is not None:
+            return (losses / (2 * self.log_vars.exp()) + self.log_vars / 2).sum()
+        return (self.weights * losses).sum()
+
+
+def task_loss(kind: str, temperature: float, gamma: float, labels: np.ndarray, sizes: Sequence[int],
+              weighting: str = "equal", weights: Sequence[float] | None = None) -> nn.Module:
+    """The training loss of a model with one head per task: `labels` (n,) for one task (its
+    ClassificationLoss, as always), (n, n_tasks) with -1 for missing labels for several (a
+    MultiTaskLoss); each task's class weights come from its own train labels."""
+    if labels.ndim == 1:
+        return ClassificationLoss(kind, temperature, gamma, class_weights(labels, sizes[0]))
+    return MultiTaskLoss([ClassificationLoss(kind, temperature, gamma, class_weights(labels[labels[:, t] >= 0, t], k))
+                          for t, k in enumerate(sizes)], sizes, weighting, weights)
 
 
 @dataclass(frozen=True)
@@ -169,13 +220,22 @@ def take(inputs: dict[str, torch.Tensor], idx, device) -> dict[str, torch.Tensor
     return {m: x[idx].to(device, non_blocking=True) for m, x in inputs.items()}
 
 
+def task_softmax(logits: torch.Tensor, sizes: Sequence[int] | None, temperature: float = 1.0) -> torch.Tensor:
+    """Softmax of logits / temperature within each task's block of columns (`sizes`; None: one task)."""
+    if sizes is None or len(sizes) == 1:
+        return F.softmax(logits / temperature, dim=1)
+    return torch.cat([F.softmax(chunk / temperature, dim=1) for chunk in logits.split(list(sizes), dim=1)], dim=1)
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, inputs: dict[str, torch.Tensor], device: torch.device,
                   temperature: float = 1.0, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, n_classes) in eval mode, softmax of logits / temperature."""
+    """Class probabilities (n, n_classes) in eval mode, softmax of logits / temperature; a model
+    with several task heads (`task_sizes`) gives each task's probabilities side by side."""
     model.eval()
     n = len(next(iter(inputs.values())))
-    out = [F.softmax(model(take(inputs, idx, device)) / temperature, dim=1).cpu()
+    sizes = getattr(model, "task_sizes", None)
+    out = [task_softmax(model(take(inputs, idx, device)), sizes, temperature).cpu()
            for idx in _batches(n, batch_size, None)]
     return torch.cat(out).numpy()
 
@@ -183,11 +243,12 @@ def predict_proba(model: nn.Module, inputs: dict[str, torch.Tensor], device: tor
 @torch.no_grad()
 def loss_and_accuracy(model: nn.Module, loss_fn: nn.Module, inputs: dict[str, torch.Tensor],
                       labels: torch.Tensor, device: torch.device) -> tuple[float, float]:
-    """Loss and accuracy of `model` in eval mode on one part."""
+    """Loss and (primary task) accuracy of `model` in eval mode on one part."""
     model.eval()
     logits = torch.cat([model(take(inputs, idx, device)) for idx in _batches(len(labels), 256, None)])
     labels = labels.to(device)
-    return loss_fn(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    primary_logits, primary_labels = loss_fn.primary(logits, labels)
+    return loss_fn(logits, labels).item(), (primary_logits.argmax(1) == primary_labels).float().mean().item()
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
@@ -241,6 +302,7 @@ def _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg: FitConfig, ge
         optimizer.zero_grad(set_to_none=True)
         logits = model(xb)
         loss = loss_fn(logits, yb)
+        logits, yb = loss_fn.primary(logits, yb)  # accuracy and the callbacks: the primary task
         for cb in callbacks:
             extra = cb.extra_loss(yb)
             if extra is not None:

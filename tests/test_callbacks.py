@@ -95,7 +95,7 @@ SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
 
 def _fusion(params, **changes):
     fp = params.fusion.model_copy(update=dict(type="concat", modalities=tuple(SHAPES), hidden=8, **changes))
-    return build_fusion(_branches(SHAPES), 3, fp)
+    return build_fusion(_branches(SHAPES), fp)
 
 
 def _inputs(n=12, seed=1):

@@ -80,3 +80,18 @@ def test_params_diff_and_markdown():
     assert "| fusion | 0.500 | 0.500 | +0.000 | [+0.000, +0.000] | 1 | wilcoxon, 6 subjects | not significant |" in text
     assert "fusion.type: 'concat' -> 'gated'" in text
     assert not np.isnan(rows[0]["p"])
+
+
+def test_secondary_tasks_are_compared_and_do_not_block_a_single_task_run():
+    """A run with a secondary task (rows of `fusion:level`, its own probability columns) compares
+    with a single-task run on the primary task, and with another multi-task run on both."""
+    single = _predictions(SIX)
+    level = _predictions({s: [True, False, False, False] for s in SIX}, model="fusion:level")
+    level = level.rename(columns={"p_x": "p_fusion_level_x", "p_y": "p_fusion_level_y"}).assign(label="hi")
+    level["predicted"] = np.where(level["p_fusion_level_x"] > 0.5, "hi", "lo")
+    multi = pd.concat([single, level], ignore_index=True)
+    check_comparable(single, multi, ("A", "B"))
+    assert [r["model"] for r in compare_runs(single, multi, seed=0)] == ["fusion"]
+    better = level.assign(predicted="hi")
+    rows = {r["model"]: r for r in compare_runs(multi, pd.concat([single, better], ignore_index=True), seed=0)}
+    assert rows["fusion"]["delta"] == 0.0 and rows["fusion:level"]["delta"] == pytest.approx(0.75)

@@ -31,7 +31,7 @@ def _branches():
 
 
 def _model(params, **changes):
-    return build_fusion(_branches(), 3, _fp(params, **changes))
+    return build_fusion(_branches(), _fp(params, **changes))
 
 
 def test_robustness_of_an_ignored_and_a_used_modality(params):
@@ -56,7 +56,7 @@ def test_robustness_of_an_ignored_and_a_used_modality(params):
 
 def test_optimizer_gives_branches_branch_lr_and_head_head_lr(params):
     fp = _fp(params, branch_lr=1e-5, head_lr=3e-2)
-    model = build_fusion(_branches(), 3, fp)
+    model = build_fusion(_branches(), fp)
     groups = fusion_optimizer(model, fp, 0.01).param_groups
     by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
     assert by_lr[1e-5] == {id(p) for p in model.branches.parameters()}
@@ -101,7 +101,7 @@ def test_freeze_epochs_from_epochs_on_means_frozen_throughout(params, freeze_epo
 
 def test_late_fusion_freezes_branches_for_good(params):
     fp = _fp(params, type="late")
-    model = build_fusion(_branches(), 3, fp)
+    model = build_fusion(_branches(), fp)
     (freeze, *_) = fusion_callbacks(model, fp, _fold(), torch.device("cpu"), 4, 3)
     assert freeze.epochs is None and freeze.frozen(1000)
 
@@ -109,7 +109,7 @@ def test_late_fusion_freezes_branches_for_good(params):
 def test_ensemble_val_weights_come_from_validation_accuracy(params):
     """Each branch's weight is its accuracy on the validation trials, never the test ones."""
     fp = _fp(params, type="ensemble", ensemble_weighting="val")
-    model = build_fusion(_branches(), 3, fp)
+    model = build_fusion(_branches(), fp)
     data = _fold()
     from pipeline.fusion import branch_outputs
     probs = branch_outputs(model, data.inputs, torch.device("cpu"))["probs"]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from pipeline import pretraining
+from pipeline import training
 from pipeline.folds import FoldData, NormalizedRows
 from pipeline.pretraining import train_branch
+from pipeline.training import predict_proba
 
 
 def _fold(n: int = 36) -> FoldData:
@@ -28,9 +30,55 @@ def test_train_branch_is_a_function_of_its_seed(params):
 
 def test_class_weights_come_from_the_train_labels_only(params, monkeypatch):
     seen = []
-    real = pretraining.class_weights
-    monkeypatch.setattr(pretraining, "class_weights", lambda labels, n: seen.append(labels.copy()) or real(labels, n))
+    real = training.class_weights
+    monkeypatch.setattr(training, "class_weights", lambda labels, n: seen.append(labels.copy()) or real(labels, n))
     data = _fold()
     train_branch("topo", data, params.train.model_copy(update={"epochs": 1, "batch_size": 8}), 3, 0, torch.device("cpu"))
     (labels,) = seen
     np.testing.assert_array_equal(labels, data.labels[data.index["train"]].numpy())
+
+
+def _two_task_fold(n: int = 60) -> FoldData:
+    """Primary labels carried by channel 0, a secondary task (2 classes) by channel 1 alone;
+    every fifth trial has no secondary label (-1)."""
+    g = torch.Generator().manual_seed(1)
+    primary = torch.tensor([0, 1, 2] * (n // 3))
+    secondary = torch.tensor([0, 0, 1, 1, 1] * (n // 5))
+    x = torch.randn(n, 2, 8, 8, generator=g) * 0.3
+    x[:, 0] += primary[:, None, None]
+    x[:, 1] += 2.0 * secondary[:, None, None]
+    secondary[::5] = -1
+    index = {"train": np.arange(0, 40), "val": np.arange(40, 50), "test": np.arange(50, 60)}
+    return FoldData({"topo": NormalizedRows(x.numpy(), np.float32(0), np.float32(1))},
+                    torch.stack([primary, secondary], 1), index)
+
+
+def test_a_secondary_task_gets_its_own_head_and_learns_its_labels(params):
+    data = _two_task_fold()
+    p = params.train.model_copy(update={"epochs": 30, "patience": 30, "batch_size": 8, "lr": 0.01})
+    model, _ = train_branch("topo", data, p, 3, 0, torch.device("cpu"), {"sex": ["f", "m"]})
+    assert model.task_sizes == [3, 2] and model.config()["tasks"] == {"sex": ["f", "m"]}
+    probs = predict_proba(model, data.inputs, torch.device("cpu"))
+    assert probs.shape == (60, 5)
+    np.testing.assert_allclose(probs[:, :3].sum(1), 1, rtol=1e-5)  # a softmax per task
+    np.testing.assert_allclose(probs[:, 3:].sum(1), 1, rtol=1e-5)
+    test = data.index["test"]
+    labelled = test[data.labels[test, 1].numpy() >= 0]
+    assert (probs[labelled, 3:].argmax(1) == data.labels[labelled, 1].numpy()).mean() >= 0.8
+    assert (probs[test, :3].argmax(1) == data.labels[test, 0].numpy()).mean() >= 0.8
+
+
+def test_uncertainty_weighting_learns_a_log_variance_per_task(params):
+    data = _two_task_fold()
+    p = params.train.model_copy(update={"epochs": 3, "batch_size": 8, "task_weighting": "uncertainty"})
+    seen = {}
+    real = training.MultiTaskLoss.forward
+
+    def spy(self, logits, target):
+        seen["log_vars"] = self.log_vars
+        return real(self, logits, target)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training.MultiTaskLoss, "forward", spy)
+        train_branch("topo", data, p, 3, 0, torch.device("cpu"), {"sex": ["f", "m"]})
+    assert seen["log_vars"].shape == (2,) and not torch.equal(seen["log_vars"].detach(), torch.zeros(2))

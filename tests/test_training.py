@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
+from pipeline.training import (Callback, ClassificationLoss, FitConfig, MultiTaskLoss, class_weights, fit, loss_and_accuracy,
                                predict_proba, resolve_device, seed_everything)
 
 
@@ -329,3 +329,27 @@ def test_auto_and_cpu():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_multi_task_loss_leaves_out_missing_labels_and_weighs_the_tasks():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 5, generator=g)  # 3 primary classes, then 2 of a secondary task
+    target = torch.tensor([[0, 1], [1, -1], [2, 0], [0, -1], [1, 1], [2, 0]])
+    ce = lambda: ClassificationLoss("ce", 1.0)  # noqa: E731
+    primary = F.cross_entropy(logits[:, :3], target[:, 0])
+    known = target[:, 1] >= 0
+    secondary = F.cross_entropy(logits[known, 3:], target[known, 1])  # the unlabelled trials left out
+    equal = MultiTaskLoss([ce(), ce()], [3, 2], "equal")
+    assert torch.allclose(equal(logits, target), primary + secondary)
+    fixed = MultiTaskLoss([ce(), ce()], [3, 2], "fixed", [1.0, 0.25])
+    assert torch.allclose(fixed(logits, target), primary + 0.25 * secondary)
+    uw = MultiTaskLoss([ce(), ce()], [3, 2], "uncertainty")
+    with torch.no_grad():
+        uw.log_vars.copy_(torch.tensor([0.0, 1.0]))
+    expected = primary / 2 + secondary / (2 * torch.e) + 0.5
+    assert torch.allclose(uw(logits, target), expected)
+    none = target.clone()
+    none[:, 1] = -1  # a batch with no secondary label adds nothing, and no NaN
+    assert torch.allclose(equal(logits, none), primary)
+    primary_logits, primary_target = equal.primary(logits, target)
+    assert primary_logits.shape == (6, 3) and torch.equal(primary_target, target[:, 0])

@@ -103,6 +103,8 @@ class EAVSource:
                                  "eeg_onset": k * trial_seconds + j * segment, "eeg_duration": segment,
                                  "audio_path": portable(wav) if wav else "",
                                  "audio_onset": j * segment if wav else "", "audio_duration": segment if wav else "",
+                                 "condition": "speaking" if speaking else "listening",
                                  "where": f"{where} segment {j + 1}"})
-        table = pd.DataFrame(rows, columns=[*COLUMNS, "where"])
+        # with both conditions, `condition` is a label column a secondary task can learn (data.tasks)
+        table = pd.DataFrame(rows, columns=[*COLUMNS, *(["condition"] if p.task == "both" else []), "where"])
         return table, {"eav_pairing": pairing}

@@ -50,9 +50,10 @@ def _bad_time(row) -> str | None:
     return None
 
 
-def _row_checks(table: pd.DataFrame, classes, bad: BadInput) -> pd.DataFrame:
+def _row_checks(table: pd.DataFrame, classes, task_classes: dict, bad: BadInput) -> pd.DataFrame:
     """Checks that need no recording: blank fields, times that are not numbers, labels outside
-    `data.classes`, duplicated rows, missing audio where the other rows have audio."""
+    `data.classes` (and secondary tasks' values outside `data.task_classes`), duplicated rows,
+    missing audio where the other rows have audio."""
     has_audio = "mel" in modalities_of(table)
     first_seen: dict[tuple, str] = {}
     keep = []
@@ -69,6 +70,12 @@ def _row_checks(table: pd.DataFrame, classes, bad: BadInput) -> pd.DataFrame:
         first_seen[key] = row["where"]
         if classes is not None and row["label"] not in classes:
             report("label_not_in_classes", f"label {row['label']!r} is not in data.classes ({', '.join(classes)})")
+            continue
+        outside = [(t, row[t]) for t, values in task_classes.items() if row[t] not in ("", *values)]
+        if outside:
+            task, value = outside[0]
+            report("label_not_in_classes", f"{task} {value!r} is not in data.task_classes.{task} "
+                                           f"({', '.join(task_classes[task])})")
             continue
         if has_audio and row["audio_path"] == "":
             report("no_audio", "blank audio_path while other rows have audio")
@@ -184,7 +191,7 @@ def _run_task(modality: str, path: str, windows, read_kwargs, channels):
 
 def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
     """The trials of `table` that pass every check, with blank onsets/durations filled in."""
-    trials = _row_checks(table.reset_index(drop=True), p.data.classes, bad)
+    trials = _row_checks(table.reset_index(drop=True), p.data.classes, p.data.task_classes, bad)
     workers = joblib.effective_n_jobs(p.compute.n_jobs)
     tasks = list(_tasks(trials, workers))
     results = stream(_run_task, [(*task, p.eeg.read_kwargs, p.eeg.channels) for task in tasks],
@@ -211,14 +218,16 @@ def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
     return trials.drop(index=sorted(dropped))
 
 
-def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict]:
+def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict[str, list[str]], dict]:
     """Run the configured source and check its trials.
 
-    Returns the manifest (one row per good trial), the class list and the ingest report.
+    Returns the manifest (one row per good trial; the secondary tasks' columns after COLUMNS),
+    the class list, each secondary task's classes and the ingest report.
     """
 
     bad = BadInput(params.data.on_error)
     table, extras = SOURCES[params.data.source]().trials(params, bad)
+    _check_task_columns(table, params)
     subjects_in = sorted(set(table["subject"]) | {d["subject"] for d in bad.dropped if d["subject"]})
     trials = check_trials(table, params, bad)
     if trials.empty:
@@ -228,6 +237,7 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict]:
     classes = list(params.data.classes) if params.data.classes else sorted(trials["label"].unique())
     if len(set(trials["label"])) < 2:
         raise PipelineError(f"ingest: only one class left ({trials['label'].iloc[0]}); at least 2 are needed")
+    tasks = task_classes(trials, params)
     kept_subjects = sorted(trials["subject"].unique())
     dropped = sorted(bad.dropped, key=lambda d: d["order"])
     report = {
@@ -245,8 +255,35 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict]:
         "dropped_by_kind": dict(Counter(d["kind"] for d in dropped)),
         "modalities": modalities_of(trials),
         "classes": classes,
+        **({"task_classes": tasks} if tasks else {}),
         "dropped": [{k: v for k, v in d.items() if k != "order"} for d in dropped],
         **extras,
     }
-    manifest = trials[list(COLUMNS)].reset_index(drop=True)
-    return manifest, classes, report
+    manifest = trials[[*COLUMNS, *tasks]].reset_index(drop=True)
+    return manifest, classes, tasks, report
+
+
+def _check_task_columns(table: pd.DataFrame, params: Params) -> None:
+    """Every secondary task of `data.tasks` is a label column of the source's trials."""
+    source = params.data.source
+    for task in params.data.secondary_tasks:
+        if task in COLUMNS or task == "where":
+            raise PipelineError(f"params: data.tasks = {list(params.data.tasks)} is not allowed; {task!r} is a "
+                                f"manifest column of its own ({', '.join(COLUMNS)}), not a label column")
+        if task not in table.columns:  # the manifest reader names its file; this is another source
+            raise PipelineError(f"params: data.tasks names {task!r}, a column data.source {source!r} does not "
+                                f"give (its columns: {', '.join(c for c in table.columns if c != 'where')})")
+
+
+def task_classes(trials: pd.DataFrame, params: Params) -> dict[str, list[str]]:
+    """Each secondary task's classes: `data.task_classes.<task>` in its order, or the sorted set of
+    the task's non-blank values among the kept trials. A task needs 2 or more classes present."""
+    out = {}
+    for task in params.data.secondary_tasks:
+        present = sorted(set(trials[task]) - {""})
+        if len(present) < 2:
+            raise PipelineError(f"ingest: task {task!r} of data.tasks has {len(present)} class(es) among the "
+                                f"kept trials ({', '.join(map(repr, present)) or 'every value blank'}); "
+                                "at least 2 are needed")
+        out[task] = list(params.data.task_classes.get(task) or present)
+    return out

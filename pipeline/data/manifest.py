@@ -2,7 +2,8 @@
 
 Columns: subject, label, eeg_path, eeg_onset, eeg_duration, audio_path, audio_onset,
 audio_duration. Onset and duration are seconds inside the file (blank: the whole file); the
-audio columns may be missing or blank for EEG-only data.
+audio columns may be missing or blank for EEG-only data. The label columns of secondary tasks
+(`data.tasks` after `label`) follow; a blank there leaves the trial out of that task only.
 """
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ def portable(path: Path) -> str:
         return str(path.resolve())
 
 
-def read_manifest_csv(path: str | Path) -> pd.DataFrame:
-    """A user manifest as a table of COLUMNS (as text, blanks as '') plus `where` (file and row,
-    for messages). Paths are resolved against the manifest's folder (absolute paths are kept).
+def read_manifest_csv(path: str | Path, tasks: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A user manifest as a table of COLUMNS and the secondary `tasks`' columns (as text, blanks
+    as '') plus `where` (file and row, for messages). Paths are resolved against the manifest's
+    folder (absolute paths are kept).
 
     Raises PipelineError naming the file for a missing or unreadable manifest, missing
-    required columns or no rows: those stop ingest whatever `data.on_error` says.
+    required or task columns or no rows: those stop ingest whatever `data.on_error` says.
     """
     path = Path(path)
     if not path.is_file():
@@ -55,9 +57,13 @@ def read_manifest_csv(path: str | Path) -> pd.DataFrame:
     if missing:
         raise PipelineError(f"{path}: missing column(s) {', '.join(missing)}; required: "
                             f"{', '.join(REQUIRED)}; optional: {', '.join(c for c in COLUMNS if c not in REQUIRED)}")
+    missing_tasks = [t for t in tasks if t not in df.columns]
+    if missing_tasks:
+        raise PipelineError(f"{path}: no column {', '.join(map(repr, missing_tasks))} named in data.tasks; "
+                            f"its columns: {', '.join(df.columns)}")
     if df.empty:
         raise PipelineError(f"{path}: manifest has no rows")
-    df = df.reindex(columns=list(COLUMNS), fill_value="").apply(lambda col: col.str.strip())
+    df = df.reindex(columns=[*COLUMNS, *tasks], fill_value="").apply(lambda col: col.str.strip())
     for col in PATH_COLUMNS:
         df[col] = [portable(path.parent / p) if p else "" for p in df[col]]
     df["where"] = [f"{path} row {i + 2}" for i in range(len(df))]

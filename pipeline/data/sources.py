@@ -21,7 +21,8 @@ class ManifestSource:
     real FIF/WAV recordings and their manifest into data/synthetic."""
 
     def trials(self, params: Params, bad: BadInput) -> tuple[pd.DataFrame, dict]:
-        return read_manifest_csv(Path(params.data.root) / params.data.manifest), {}
+        return read_manifest_csv(Path(params.data.root) / params.data.manifest,
+                                 params.data.secondary_tasks), {}
 
 
 SOURCES = {"synthetic": ManifestSource, "manifest": ManifestSource, "eav": EAVSource}

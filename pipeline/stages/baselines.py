@@ -1,8 +1,9 @@
 """baselines: classical models on handcrafted features of every view, per fold ->
 models/baselines/probabilities.npz (name -> (n_folds, 1, n_trials, n_classes)) and
 selection.json (the C kept per fold, for early fusion whether its blocks were scaled, and its
-validation accuracy). Each (baseline, fold) fit is
-a task on `compute.*`'s workers (pipeline.parallel)."""
+validation accuracy); with secondary tasks (data.tasks) one model per task too, in
+probabilities_tasks.npz ("<baseline>:<task>" -> probabilities). Each (baseline, fold, task) fit
+is a task on `compute.*`'s workers (pipeline.parallel)."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,21 +22,32 @@ def run(params: Params) -> None:
     views = available_modalities()
     features = {m: load_features(m) for m in views}
     names = chosen(params, views)
-    n_classes = len(trials.classes)
     folds = [fold_indices(trials.subjects, f) for f in trials.folds]
     reads = {n: {m: features[m] for m in views if m in BASELINES[n].reads} for n in names}
     inputs = {n: BASELINES[n].features(reads[n], params) for n in names}
     blocks = {n: BASELINES[n].blocks(reads[n], params) for n in names}  # early fusion's parts, scaled alike
-    grid = [(name, fold) for name in names for fold in range(len(folds))]
-    tasks = ((inputs[name], trials.labels, folds[fold], n_classes, p.c_grid, BASELINES[name].fitted_steps,
-              blocks[name]) for name, fold in grid)
-    probs = {n: np.zeros((len(trials.folds), 1, len(trials.labels), n_classes), np.float32) for n in names}
+    # one model per task (None: the primary task); a secondary task learns from its labelled trials
+    views_of = {None: trials, **{task: trials.for_task(task) for task in trials.tasks}}
+    grid = [(name, fold, task) for task in views_of for name in names for fold in range(len(folds))]
+    tasks = ((inputs[name], views_of[task].labels, labelled(folds[fold], views_of[task].labels),
+              len(views_of[task].classes), p.c_grid, BASELINES[name].fitted_steps, blocks[name])
+             for name, fold, task in grid)
+    probs = {(n, task): np.zeros((len(trials.folds), 1, len(trials.labels), len(view.classes)), np.float32)
+             for task, view in views_of.items() for n in names}
     selection = {n: [] for n in names}
-    for (name, fold), (fold_probs, kept, val_acc) in zip(grid, stream(fit_on_fold, tasks, params.compute, "baselines",
-                                                                   "fit", len(grid))):
-        probs[name][fold, 0] = fold_probs
-        selection[name].append({"fold": fold, **kept, "val_acc": val_acc})
+    for (name, fold, task), (fold_probs, kept, val_acc) in zip(grid, stream(fit_on_fold, tasks, params.compute,
+                                                                         "baselines", "fit", len(grid))):
+        probs[name, task][fold, 0] = fold_probs
+        if task is None:
+            selection[name].append({"fold": fold, **kept, "val_acc": val_acc})
     with io.atomic_path(io.BASELINES_DIR) as out:
         out.mkdir()
-        np.savez(out / "probabilities.npz", **probs)
+        np.savez(out / "probabilities.npz", **{n: a for (n, task), a in probs.items() if task is None})
+        if trials.tasks:  # secondary tasks: "<baseline>:<task>" -> probabilities
+            np.savez(out / "probabilities_tasks.npz", **{f"{n}:{task}": a for (n, task), a in probs.items() if task})
         io.write_json(out / "selection.json", {n: {"view": BASELINES[n].view, "folds": s} for n, s in selection.items()})
+
+
+def labelled(index: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """A fold's trial indices without the trials that have no label (-1) for a secondary task."""
+    return {part: idx[labels[idx] >= 0] for part, idx in index.items()}

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline import io, plots
-from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
+from pipeline.dataset import NO_AUDIO, available_modalities, load_task_probabilities, load_trials
 from pipeline.errors import warn
 from pipeline.evaluate import (baseline_flags, baseline_metrics, below_baseline_message, below_best_message,
                                gain_sentence, model_metrics, nondeterministic_kernels, prediction_table,
                                reproducibility_note, robustness_summary, score_model, selection_metrics,
-                               summarize_test, summary_markdown)
+                               score_task, summarize_test, summary_markdown)
 from pipeline.params import Params
 from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
 
@@ -23,6 +23,25 @@ UNCERTAINTY = {
     "gain_p": f"Wilcoxon signed-rank over test subjects (gain_test wilcoxon); null below "
               f"{MIN_SUBJECTS_WILCOXON} test subjects, where no test over subjects can reach 0.05 (gain_test none)",
 }
+
+
+def secondary_task_probabilities(modalities: list[str], trials) -> dict[str, dict[str, np.ndarray]]:
+    """task -> model (each branch, "fusion") -> its probabilities of that secondary task."""
+    out: dict[str, dict[str, np.ndarray]] = {task: {} for task in trials.tasks}
+    for name, folder in {**{m: io.branch_dir(m) for m in modalities}, "fusion": io.FUSION_DIR}.items():
+        for task, p in load_task_probabilities(folder).items():
+            out[task][name] = p
+    return out
+
+
+def baseline_task_probabilities(trials) -> dict[str, dict[str, np.ndarray]]:
+    """task -> baseline -> its probabilities of that secondary task (the baselines stage's
+    "<baseline>:<task>" keys)."""
+    out: dict[str, dict[str, np.ndarray]] = {task: {} for task in trials.tasks}
+    for key, p in load_task_probabilities(io.BASELINES_DIR).items():
+        name, task = key.split(":")
+        out[task][name] = p
+    return out
 
 
 def run(params: Params) -> None:
@@ -73,6 +92,13 @@ def run(params: Params) -> None:
     message = below_best_message(metrics["fusion"], params.fusion.select)
     if message:
         warn(message)
+    # secondary tasks: tasks.<task>.test of every branch, the fusion and every baseline
+    task_probs, baseline_task_probs = secondary_task_probabilities(modalities, trials), baseline_task_probabilities(trials)
+    task_scored = {task: score_task(task_probs[task], trials, task, seeds) for task in trials.tasks}
+    for task in trials.tasks:
+        for name, s in [*task_scored[task].items(), *score_task(baseline_task_probs[task], trials, task, seeds[:1]).items()]:
+            entry = metrics["fusion"] if name == "fusion" else metrics["branches"].get(name) or metrics["baselines"][name]
+            entry.setdefault("tasks", {})[task] = {"test": summarize_test(s, trials.tasks[task].classes, seed)}
     for row in scored["fusion"]["test"] + scored["fusion"]["val"]:
         row["selected"] = decisions[row["fold"]]["selected"]
     histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
@@ -107,14 +133,19 @@ def run(params: Params) -> None:
     with io.atomic_path(io.PREDICTIONS) as tmp:
         pd.concat([prediction_table(name, p, trials, seeds, trained_folds if name == "fusion_trained" else None)
                    for name, p in probs.items()]
-                  + [prediction_table(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()]).to_csv(tmp, index=False)
+                  + [prediction_table(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()]
+                  + [prediction_table(f"{name}:{task}", p, trials.for_task(task), seeds)
+                     for task, by_model in task_probs.items() for name, p in by_model.items()]
+                  + [prediction_table(f"{name}:{task}", p, trials.for_task(task), seeds[:1])
+                     for task, by_model in baseline_task_probs.items() for name, p in by_model.items()]
+                  ).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_fold.csv") as tmp:
         pd.DataFrame([r for s in all_scored.values() for r in s["test"] + s["val"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "per_subject.csv") as tmp:
         pd.DataFrame([r for s in all_scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "confusion") as tmp:  # one file a model, for `dvc plots`
         tmp.mkdir()
-        for name, s in scored.items():
+        for name, s in [*scored.items(), *((f"{m}_{task}", s) for task, by in task_scored.items() for m, s in by.items())]:
             pd.DataFrame(s["pairs"], columns=["actual", "predicted"]).to_csv(tmp / f"{name}.csv", index=False)
     plots.plot_confusions(io.FIGURES / "confusion_matrices.png",
                           {name: s["confusion"] for name, s in scored.items()}, trials.classes)

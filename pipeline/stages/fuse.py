@@ -3,6 +3,9 @@ every fold and seed -> models/fusion/ (checkpoints, probabilities, history, diag
 per-fold selection). The runs are independent tasks on `compute.*`'s workers (pipeline.parallel).
 trained_probabilities.npy holds the trained fused model's outputs, NaN on folds that trained none
 (one view left: its branch is what such a fold reports, `trained: false` in selection.json).
+With secondary tasks (data.tasks), their probabilities go to probabilities_tasks.npz and
+trained_probabilities_tasks.npz; every decision below is taken on the primary task and applies
+to all tasks.
 
 Per fold, on validation only: each branch is tested against chance (`drop_uninformative` leaves
 the views at chance out of that fold's fusion), and with `select: safe` the fold reports the
@@ -16,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
-from pipeline.dataset import NO_AUDIO, available_modalities, load_trials
+from pipeline.dataset import (NO_AUDIO, available_modalities, load_all_probabilities, load_trials, n_columns,
+                              save_task_probabilities)
 from pipeline.errors import warn
 from pipeline.folds import runs
 from pipeline.fusion_training import fusion_run
@@ -57,15 +61,16 @@ def run(params: Params) -> None:
     for message in fp.warnings():
         warn(message)
     trials = load_trials()
-    branch_probs = {m: np.load(io.branch_dir(m) / "probabilities.npy") for m in fp.modalities}
+    # every task's probabilities side by side; the decisions read the primary task's (:n_classes)
+    branch_probs = {m: load_all_probabilities(io.branch_dir(m), trials) for m in fp.modalities}
     n_folds, n_classes = len(trials.folds), len(trials.classes)
-    shape = (n_folds, len(tp.seeds), len(trials.labels), n_classes)
+    shape = (n_folds, len(tp.seeds), len(trials.labels), n_columns(trials))
     probs, trained = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     vals, tests, views = [], [], []
     for fold in range(n_folds):  # on validation only: which views this fold fuses
         vals.append(fold_indices(trials.subjects, trials.folds[fold])["val"])
-        tests.append({m: informative_test(branch_probs[m][fold][:, vals[fold]], trials.labels[vals[fold]], n_classes)
-                      for m in fp.modalities})
+        tests.append({m: informative_test(branch_probs[m][fold][:, vals[fold], :n_classes], trials.labels[vals[fold]],
+                                          n_classes) for m in fp.modalities})
         views.append(fold_views(fp, tests[fold], fold))
     grid = [(fold, i, seed) for fold, i, seed in runs(n_folds, tp.seeds) if len(views[fold]) > 1]
     root = str(Path.cwd())
@@ -83,10 +88,10 @@ def run(params: Params) -> None:
         for fold in range(n_folds):
             val, y_val = vals[fold], trials.labels[vals[fold]]
             was_trained = len(views[fold]) > 1
-            val_acc = {"fusion": accuracy(trained[fold][:, val], y_val) if was_trained else None,
+            val_acc = {"fusion": accuracy(trained[fold][:, val, :n_classes], y_val) if was_trained else None,
                        **{m: tests[fold][m][0] for m in fp.modalities}}
             ensemble = ensemble_of_branches({m: branch_probs[m][fold] for m in views[fold]}, val_acc)
-            val_acc["ensemble"] = accuracy(ensemble[:, val], y_val)
+            val_acc["ensemble"] = accuracy(ensemble[:, val, :n_classes], y_val)
             if not was_trained:  # one informative view: nothing to fuse, its branch stands in
                 choice = views[fold][0]
                 trained[fold] = np.nan
@@ -103,8 +108,8 @@ def run(params: Params) -> None:
                            **{m: p[fold] for m, p in branch_probs.items()}}[choice]
             decisions.append({"fold": fold, "views": views[fold], "trained": was_trained, "selected": choice,
                               "val_acc": val_acc, "informative_p": {m: tests[fold][m][1] for m in fp.modalities}})
-        np.save(out / "probabilities.npy", probs)
-        np.save(out / "trained_probabilities.npy", trained)
+        save_task_probabilities(out, probs, trials)
+        save_task_probabilities(out, trained, trials, "trained_probabilities")
         io.write_json(out / "selection.json", decisions)
         io.write_json(out / "history.json", histories)
         io.write_json(out / "diagnostics.json", diagnostics)

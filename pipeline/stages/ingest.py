@@ -1,4 +1,5 @@
-"""ingest: every trial of the data source checked -> the trial manifest, classes and a report."""
+"""ingest: every trial of the data source checked -> the trial manifest, classes (of the primary
+task; tasks.json: of the secondary ones) and a report."""
 from __future__ import annotations
 
 from pipeline import io
@@ -7,9 +8,10 @@ from pipeline.params import Params
 
 
 def run(params: Params) -> None:
-    trials, classes, report = ingest(params)
+    trials, classes, tasks, report = ingest(params)
     io.save_csv(io.MANIFEST, trials)
     io.write_json(io.CLASSES, classes)
+    io.write_json(io.TASKS, tasks)
     io.write_json(io.INGEST_REPORT, report)
     print(f"ingest: {len(trials)} trials, {trials['subject'].nunique()} subjects, classes {classes}, "
           f"views {', '.join(report['modalities'])}"

@@ -63,7 +63,7 @@ def _rows(manifest) -> list[tuple]:
 
 def test_speaking_two_segments_per_trial(params, eav):
     root, labels = eav
-    manifest, classes, report = ingest(eav_params(params, root, "speaking", 1.0))
+    manifest, classes, _, report = ingest(eav_params(params, root, "speaking", 1.0))
     assert len(manifest) == 3 * 5 * 2  # 5 speaking trials per subject, 2 segments of 1 s each
     assert _rows(manifest) == _expected_rows(labels, "speaking", 2, 1.0)
     assert set(manifest["label"]) == set(EMOTIONS) and classes == sorted(EMOTIONS)
@@ -81,7 +81,7 @@ def test_speaking_two_segments_per_trial(params, eav):
 
 def test_segment_onsets_point_at_the_trial_data(params, eav):
     root, labels = eav
-    manifest, _, _ = ingest(eav_params(params, root, "speaking", 1.0))
+    manifest, _, _, _ = ingest(eav_params(params, root, "speaking", 1.0))
     path = root / "subject02" / "EEG" / "subject02_eeg.mat"
     seg = scipy.io.loadmat(str(path))["seg1"]
     raw = read_eeg(path)
@@ -97,7 +97,7 @@ def test_segment_onsets_point_at_the_trial_data(params, eav):
 @pytest.mark.parametrize("task, per_subject", [("listening", 5), ("both", 10)])
 def test_listening_and_both_have_no_audio(params, eav, task, per_subject):
     root, labels = eav
-    manifest, _, report = ingest(eav_params(params, root, task, 1.0))
+    manifest, _, _, report = ingest(eav_params(params, root, task, 1.0))
     assert len(manifest) == 3 * per_subject * 2
     assert _rows(manifest) == _expected_rows(labels, task, 2, 1.0)
     assert report["modalities"] == ["eeg", "topo"]
@@ -107,14 +107,30 @@ def test_listening_and_both_have_no_audio(params, eav, task, per_subject):
 
 def test_whole_trials_without_segment_seconds(params, eav):
     root, labels = eav
-    manifest, _, _ = ingest(eav_params(params, root, "both", None))
+    manifest, _, _, _ = ingest(eav_params(params, root, "both", None))
     assert len(manifest) == 30
     assert _rows(manifest) == _expected_rows(labels, "both", 1, 2.0)
 
 
+def test_both_conditions_give_a_condition_task(params, eav):
+    """With data.eav.task both, `condition` (listening or speaking) is a label column a secondary
+    task learns; the other tasks have no such column."""
+    root, labels = eav
+    p = eav_params(params, root, "both", None)
+    p = p.model_copy(update={"data": p.data.model_copy(update={"tasks": ("label", "condition")})})
+    manifest, _, tasks, _ = ingest(p)
+    assert tasks == {"condition": ["listening", "speaking"]}
+    expected = ["speaking" if c % 2 == 0 else "listening" for classes in labels.values() for c in classes]
+    assert list(manifest["condition"]) == expected
+    speaking = eav_params(params, root, "speaking", None)
+    with pytest.raises(PipelineError) as info:
+        ingest(speaking.model_copy(update={"data": speaking.data.model_copy(update={"tasks": ("label", "condition")})}))
+    assert "data.tasks names 'condition', a column data.source 'eav' does not give" in one_line(info)
+
+
 def test_segment_that_does_not_divide_the_trial(params, eav):
     root, labels = eav
-    manifest, _, _ = ingest(eav_params(params, root, "listening", 0.75))
+    manifest, _, _, _ = ingest(eav_params(params, root, "listening", 0.75))
     assert _rows(manifest) == _expected_rows(labels, "listening", 2, 0.75)
 
 
@@ -132,7 +148,7 @@ def test_segment_longer_than_the_trial(params, eav):
 def test_pairing_by_emotion_in_name_order(params, tmp_path, monkeypatch, write_eav):
     monkeypatch.chdir(tmp_path)
     labels = write_eav(tmp_path, n_subjects=3, trials_per_class=2, seed=1)
-    manifest, _, report = ingest(eav_params(params, tmp_path, "speaking", None))
+    manifest, _, _, report = ingest(eav_params(params, tmp_path, "speaking", None))
     assert len(manifest) == 3 * 5 * 2  # 10 speaking trials per subject, whole
     pairing = report["eav_pairing"]
     assert len(pairing) == 30
@@ -161,7 +177,7 @@ def test_pairing_follows_name_order_not_trial_number(params, tmp_path, monkeypat
     audio = tmp_path / "subject01" / "Audio"
     first, second = sorted(audio.glob("*_Anger_*.wav"))
     renamed = second.rename(audio / ("000" + second.name[3:]))
-    _, _, report = ingest(eav_params(params, tmp_path, "speaking", None))
+    _, _, _, report = ingest(eav_params(params, tmp_path, "speaking", None))
     mine = [p for p in report["eav_pairing"] if p["subject"] == "subject01" and p["label"] == "anger"]
     trials = [k + 1 for k, c in enumerate(labels["subject01"]) if c == 4]
     assert [p["eeg_trial"] for p in mine] == trials
@@ -176,7 +192,7 @@ def test_natural_name_order(params, tmp_path, monkeypatch, write_eav):
     # unpadded numbers: 9_... must come before 10_... (a plain string sort puts 10 first)
     first.rename(audio / "9_Trial_9_Speaking_Neutral_aud.wav")
     second.rename(audio / "10_Trial_10_Speaking_Neutral_aud.wav")
-    _, _, report = ingest(eav_params(params, tmp_path, "speaking", None))
+    _, _, _, report = ingest(eav_params(params, tmp_path, "speaking", None))
     mine = [p["audio"] for p in report["eav_pairing"] if p["subject"] == "subject01" and p["label"] == "neutral"]
     assert [Path(a).name for a in mine] == ["9_Trial_9_Speaking_Neutral_aud.wav",
                                             "10_Trial_10_Speaking_Neutral_aud.wav"]
@@ -192,7 +208,7 @@ def test_missing_audio_file(params, eav):
     message = one_line(info)
     assert f"subject02_eeg.mat trial {k + 1}" in message and "anger" in message and "no audio file" in message
 
-    manifest, _, report = ingest(eav_params(params, root, "speaking", 1.0, "skip"))
+    manifest, _, _, report = ingest(eav_params(params, root, "speaking", 1.0, "skip"))
     assert len(manifest) == 28
     assert not ((manifest["subject"] == "subject02") & (manifest["label"] == "anger")).any()
     assert report["dropped_by_kind"] == {"unpaired": 1}
@@ -201,7 +217,7 @@ def test_missing_audio_file(params, eav):
     assert dropped["where"].endswith(f"subject02_eeg.mat trial {k + 1}")
     assert len(report["eav_pairing"]) == 14
     # listening needs no audio: nothing is unpaired
-    manifest, _, report = ingest(eav_params(params, root, "listening", 1.0, "fail"))
+    manifest, _, _, report = ingest(eav_params(params, root, "listening", 1.0, "fail"))
     assert len(manifest) == 30 and report["dropped"] == []
 
 
@@ -215,7 +231,7 @@ def test_missing_label_file(params, eav):
     message = one_line(info)
     assert "subject02_eeg_label.mat" in message and "labels" in message
 
-    manifest, _, report = ingest(eav_params(params, root, "speaking", 1.0, "skip"))
+    manifest, _, _, report = ingest(eav_params(params, root, "speaking", 1.0, "skip"))
     assert len(manifest) == 20 and "subject02" not in set(manifest["subject"])
     assert report["subjects_in"] == 3 and report["subjects_dropped"] == ["subject02"]
     (dropped,) = report["dropped"]
@@ -231,7 +247,7 @@ def test_missing_eeg_file(params, eav):
         ingest(eav_params(params, root, "speaking", 1.0, "fail"))
     message = one_line(info)
     assert "subject03_eeg.mat" in message and "not found" in message
-    manifest, _, report = ingest(eav_params(params, root, "speaking", 1.0, "skip"))
+    manifest, _, _, report = ingest(eav_params(params, root, "speaking", 1.0, "skip"))
     assert len(manifest) == 20 and report["subjects_dropped"] == ["subject03"]
     assert report["dropped_by_kind"] == {"missing_file": 1}
 
@@ -243,7 +259,7 @@ def test_labels_that_do_not_fit(params, eav, label):
     with pytest.raises(PipelineError) as info:
         ingest(eav_params(params, root, "both", 1.0, "fail"))
     assert "subject01" in one_line(info)
-    manifest, _, report = ingest(eav_params(params, root, "both", 1.0, "skip"))
+    manifest, _, _, report = ingest(eav_params(params, root, "both", 1.0, "skip"))
     assert report["subjects_dropped"] == ["subject01"] and len(manifest) == 40
 
 
@@ -261,7 +277,7 @@ def test_seg_instead_of_seg1(params, eav):
     path = root / "subject02" / "EEG" / "subject02_eeg.mat"
     seg = scipy.io.loadmat(str(path))["seg1"]
     scipy.io.savemat(str(path), {"seg": seg})
-    manifest, _, report = ingest(eav_params(params, root, "speaking", 1.0, "fail"))
+    manifest, _, _, report = ingest(eav_params(params, root, "speaking", 1.0, "fail"))
     assert len(manifest) == 30 and report["dropped"] == []
     assert _rows(manifest) == _expected_rows(labels, "speaking", 2, 1.0)
     np.testing.assert_allclose(read_eeg(path).get_data()[:, :1000], seg[:, :, 0].T * 1e-6, rtol=1e-12)

@@ -84,7 +84,7 @@ def one_line(info: pytest.ExceptionInfo) -> str:
 def test_good_manifest_keeps_every_trial(params, dataset):
     root, df = dataset
     write_manifest(root, df)
-    manifest, classes, report = ingest(run_params(params, root))
+    manifest, classes, _, report = ingest(run_params(params, root))
     assert len(manifest) == 12
     assert classes == ["a", "b"]
     assert list(manifest["subject"]) == [s for s in SUBJECTS for _ in ONSETS]
@@ -109,7 +109,7 @@ def test_paths_outside_cwd_are_absolute(params, tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    manifest, _, _ = ingest(run_params(params, data))
+    manifest, _, _, _ = ingest(run_params(params, data))
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in manifest["eeg_path"])
 
 
@@ -120,7 +120,7 @@ def test_blank_times_mean_the_whole_file(params, dataset):
     for col in ("eeg_onset", "eeg_duration", "audio_onset", "audio_duration"):
         df[col] = ""
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root))
+    manifest, _, _, report = ingest(run_params(params, root))
     assert len(manifest) == 3 and report["dropped"] == []
     assert (manifest["eeg_onset"] == 0.0).all()
     assert manifest["eeg_duration"].to_numpy() == pytest.approx([SECONDS] * 3)
@@ -132,7 +132,7 @@ def test_blank_duration_runs_to_the_end(params, dataset):
     root, df = dataset
     df.loc[2, "eeg_duration"] = ""
     write_manifest(root, df)
-    manifest, _, _ = ingest(run_params(params, root))
+    manifest, _, _, _ = ingest(run_params(params, root))
     assert manifest.loc[2, "eeg_onset"] == 8.0 and manifest.loc[2, "eeg_duration"] == pytest.approx(12.0)
 
 
@@ -140,14 +140,14 @@ def test_window_ending_exactly_at_the_end(params, dataset):
     root, df = dataset
     df.loc[3, ["eeg_onset", "audio_onset"]] = SECONDS - DURATION
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root))
+    manifest, _, _, report = ingest(run_params(params, root))
     assert len(manifest) == 12 and report["dropped"] == []
 
 
 def test_manifest_without_audio_columns(params, dataset):
     root, df = dataset
     write_manifest(root, df.drop(columns=["audio_path", "audio_onset", "audio_duration"]))
-    manifest, _, report = ingest(run_params(params, root))
+    manifest, _, _, report = ingest(run_params(params, root))
     assert len(manifest) == 12
     assert report["modalities"] == ["eeg", "topo"]
     assert (manifest["audio_path"] == "").all()
@@ -157,7 +157,7 @@ def test_manifest_without_audio_columns(params, dataset):
 def test_label_order_follows_data_classes(params, dataset):
     root, df = dataset
     write_manifest(root, df)
-    _, classes, report = ingest(run_params(params, root, classes=("b", "a")))
+    _, classes, _, report = ingest(run_params(params, root, classes=("b", "a")))
     assert classes == ["b", "a"] and report["classes"] == ["b", "a"]
 
 
@@ -166,7 +166,7 @@ def test_numeric_subjects_and_labels_stay_text(params, dataset):
     df["subject"] = df["subject"].map({"sub-01": "007", "sub-02": "010", "sub-03": "3"})
     df["label"] = df["label"].map({"a": "01", "b": "2"})
     write_manifest(root, df)
-    manifest, classes, _ = ingest(run_params(params, root))
+    manifest, classes, _, _ = ingest(run_params(params, root))
     assert sorted(manifest["subject"].unique()) == ["007", "010", "3"]
     assert classes == ["01", "2"]
 
@@ -260,7 +260,7 @@ def test_bad_trial_is_dropped_and_listed_under_skip(params, dataset, name):
     root, df = dataset
     subject = df.loc[CASES[name][1], "subject"]
     idx, kind, needles, classes = _case(root, df, name)
-    manifest, _, report = ingest(run_params(params, root, "skip", classes))
+    manifest, _, _, report = ingest(run_params(params, root, "skip", classes))
     assert len(manifest) == len(df) - 1
     kept = [(s, o) for i, (s, o) in enumerate(zip(df["subject"], df["eeg_onset"])) if i != idx]
     assert list(zip(manifest["subject"], manifest["eeg_onset"].astype(float))) == [(s, float(o)) for s, o in kept]
@@ -295,7 +295,7 @@ def test_duplicated_row(params, dataset):
     assert message.startswith(f"{root / 'manifest.csv'} row 14: duplicates ")
     assert message.endswith(f"{root / 'manifest.csv'} row 4")
 
-    manifest, _, report = ingest(run_params(params, root, "skip"))
+    manifest, _, _, report = ingest(run_params(params, root, "skip"))
     assert len(manifest) == 12  # the first copy is kept
     assert list(manifest["eeg_onset"]) == list(ONSETS) * 3
     assert report["dropped_by_kind"] == {"duplicate_row": 1}
@@ -310,7 +310,7 @@ def test_several_bad_trials_listed_in_manifest_order(params, dataset):
     df.loc[1, "audio_path"] = "ghost.wav"
     _nan(root, df)  # row index 5
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root, "skip"))
+    manifest, _, _, report = ingest(run_params(params, root, "skip"))
     assert len(manifest) == 9
     assert [d["where"].rsplit(" ", 1)[1] for d in report["dropped"]] == ["3", "7", "11"]
     assert report["dropped_by_kind"] == {"missing_file": 1, "nan_eeg": 1, "bad_time": 1}
@@ -320,7 +320,7 @@ def test_a_trial_bad_in_eeg_and_audio_is_dropped_once(params, dataset):
     root, df = dataset
     df.loc[6, ["eeg_onset", "audio_onset"]] = 30.0
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root, "skip"))
+    manifest, _, _, report = ingest(run_params(params, root, "skip"))
     assert len(manifest) == 11 and report["trials_dropped"] == 1
     assert len(report["dropped"]) == 1 and report["dropped"][0]["kind"] == "window_past_end"
 
@@ -329,7 +329,7 @@ def test_unreadable_file_drops_every_trial_of_it_and_the_subject(params, dataset
     root, df = dataset
     _corrupt(root, "sub-02_eeg.fif")
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root, "skip"))
+    manifest, _, _, report = ingest(run_params(params, root, "skip"))
     assert len(manifest) == 8 and "sub-02" not in set(manifest["subject"])
     assert report["dropped_by_kind"] == {"unreadable": 4}
     assert [d["where"].rsplit(" ", 1)[1] for d in report["dropped"]] == ["6", "7", "8", "9"]
@@ -341,7 +341,7 @@ def test_subject_dropped_by_row_checks_is_counted(params, dataset):
     root, df = dataset
     df.loc[df["subject"] == "sub-03", "label"] = "z"
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root, "skip", classes=("a", "b")))
+    manifest, _, _, report = ingest(run_params(params, root, "skip", classes=("a", "b")))
     assert len(manifest) == 8
     assert report["subjects_in"] == 3 and report["subjects_dropped"] == ["sub-03"]
     assert report["dropped_by_kind"] == {"label_not_in_classes": 4}
@@ -442,7 +442,7 @@ def test_different_channel_sets_skip_drops_the_odd_file(params, dataset):
     root, df = dataset
     _odd_channels(root)
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root, "skip"))
+    manifest, _, _, report = ingest(run_params(params, root, "skip"))
     assert len(manifest) == 8 and "sub-03" not in set(manifest["subject"])
     assert report["dropped_by_kind"] == {"channels": 4}
     assert report["subjects_dropped"] == ["sub-03"]
@@ -452,7 +452,7 @@ def test_common_channel_subset_keeps_every_trial(params, dataset):
     root, df = dataset
     _odd_channels(root)
     write_manifest(root, df)
-    manifest, _, report = ingest(run_params(params, root, "fail", channels=("Fz", "Cz", "Pz")))
+    manifest, _, _, report = ingest(run_params(params, root, "fail", channels=("Fz", "Cz", "Pz")))
     assert len(manifest) == 12 and report["dropped"] == []
 
 
@@ -464,7 +464,7 @@ def test_channel_missing_from_one_file(params, dataset):
         ingest(run_params(params, root, "fail", channels=("Fz", "Oz")))
     message = one_line(info)
     assert "row 10" in message and "sub-03_eeg.fif" in message and "Oz" in message and "eeg.channels" in message
-    manifest, _, report = ingest(run_params(params, root, "skip", channels=("Fz", "Oz")))
+    manifest, _, _, report = ingest(run_params(params, root, "skip", channels=("Fz", "Oz")))
     assert len(manifest) == 8 and report["dropped_by_kind"] == {"channels": 4}
 
 

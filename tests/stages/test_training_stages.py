@@ -32,6 +32,7 @@ def workdir(tmp_path, monkeypatch, params):
                              "eeg_path": "x.fif", "audio_path": "x.wav"})
     io.save_csv(io.MANIFEST, manifest)
     io.write_json(io.CLASSES, CLASSES)
+    io.write_json(io.TASKS, {})
     io.write_json(io.INGEST_REPORT, {"trials_kept": len(labels), "trials_dropped": 0, "problems": 0,
                                      "subjects_kept": SUBJECTS, "subjects_dropped": []})
     eeg = rng.standard_normal((len(labels), 4, 64)).astype(np.float32)
@@ -59,6 +60,49 @@ def _prepare(p):
     for m in VIEWS:
         normalize.run(p, m)
         pretrain.run(p, m)
+
+
+@pytest.mark.parametrize("fusion_type", ["concat", "late", "ensemble"])
+def test_a_secondary_task_is_trained_fused_and_reported(workdir, fusion_type):
+    """With data.tasks [label, level], every branch and the fusion train a head per task: each
+    task's probabilities, its metrics under tasks.<task>, its prediction rows and checkpoints
+    that carry it (that a head learns its task: tests/test_pretraining.py). A third of the trials
+have no `level`."""
+    tmp, p, labels = workdir
+    level = np.where(labels > 0, "high", "low").astype(object)
+    level[::3] = ""
+    manifest = pd.read_csv(io.MANIFEST, dtype=str, keep_default_na=False)
+    manifest["level"] = level
+    io.save_csv(io.MANIFEST, manifest)
+    io.write_json(io.TASKS, {"level": ["low", "high"]})
+    raw = p.model_dump(mode="json")
+    raw.pop("branches")
+    raw["data"].update(tasks=["label", "level"])
+    raw["train"].update(task_weighting="uncertainty")
+    raw["fusion"].update(type=fusion_type)
+    p = parse_params(raw)
+    _prepare(p)
+    for m in VIEWS:
+        assert np.load(io.branch_dir(m) / "probabilities.npy").shape == (2, 2, len(labels), 3)  # the primary task's
+        level_probs = np.load(io.branch_dir(m) / "probabilities_tasks.npz")["level"]
+        assert level_probs.shape == (2, 2, len(labels), 2)
+        np.testing.assert_allclose(level_probs.sum(-1), 1.0, rtol=1e-5)
+    assert load_branch(io.branch_dir("topo") / "fold0_seed0.pt").tasks == {"level": ["low", "high"]}
+    fuse.run(p)
+    assert np.load(io.FUSION_DIR / "probabilities_tasks.npz")["level"].shape == (2, 2, len(labels), 2)
+    model = load_fusion(io.FUSION_DIR / "fold0_seed0.pt")  # rebuilt from the checkpoint alone
+    assert model.task_sizes == [3, 2]
+    baselines.run(p)
+    evaluate.run(p)
+    metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
+    assert set(np.load(io.BASELINES_DIR / "probabilities_tasks.npz")) == {f"{b}:level" for b in metrics["baselines"]}
+    for entry in [*metrics["branches"].values(), metrics["fusion"], *metrics["baselines"].values()]:
+        test = entry["tasks"]["level"]["test"]
+        assert 0 <= test["acc"] <= 1 and test["acc_ci"][0] <= test["acc"] <= test["acc_ci"][1] and "acc_std" in test
+    predictions = pd.read_csv(tmp / "reports" / "predictions.csv", dtype={"label": str})
+    rows = predictions[predictions["model"] == "fusion:level"]
+    assert len(rows) == 2 * int((level != "").sum()) and set(rows["label"]) == {"low", "high"}  # labelled trials, 2 seeds
+    assert "level: acc |" in (tmp / "reports" / "summary.md").read_text()
 
 
 def test_pretrain_then_fuse_then_evaluate(workdir):
