@@ -3,7 +3,8 @@
 The failure fusion must survive, as real studies show it: one strong view next to empty ones.
 In both, the EEG windows are cut from one real recording at onsets drawn independently of the
 labels (each subject gets its own stretch of the recording, so subjects still differ), and the
-study is written as a `manifest` study whose manifest.csv points at the EEG file in place.
+study is written as a `manifest` study whose manifest.csv points at the EEG file in place, with
+each class's `arousal` and `valence` columns (synthetic.circumplex_columns: secondary tasks).
 
 * write_one_view_study: each subject's speech is the synthetic voice (source-filter,
   pitch/energy/rate) at a level set by the class.
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from pipeline.data.synthetic import CLASSES, draw_subject, voice_clip, write_manifest
+from pipeline.data.synthetic import CLASSES, circumplex_columns, draw_subject, voice_clip, write_manifest
 from pipeline.params import SyntheticParams
 
 
@@ -52,7 +53,7 @@ def write_one_view_study(out_dir: Path, eeg_file: Path, n_subjects: int = 6, tri
             rows.append({"subject": name, "label": CLASSES[k], "eeg_path": str(Path(eeg_file).resolve()),
                          "eeg_onset": round(float(onset), 4), "eeg_duration": trial_seconds,
                          "audio_path": f"{name}_audio.wav", "audio_onset": i * trial_seconds,
-                         "audio_duration": trial_seconds})
+                         "audio_duration": trial_seconds, **circumplex_columns(CLASSES[k])})
     return write_manifest(out_dir / "manifest.csv", rows)
 
 
@@ -145,6 +146,6 @@ def write_speech_study(clips_csv: Path, eeg_file: Path, out_dir: Path, eeg_secon
         rows.append({"subject": clip["subject"], "label": clip["label"], "eeg_path": str(Path(eeg_file).resolve()),
                      "eeg_onset": round(float(rng.uniform(s * stretch, (s + 1) * stretch - eeg_seconds - 0.5)), 4),
                      "eeg_duration": eeg_seconds, "audio_path": str(audio), "audio_onset": 0.0,
-                     "audio_duration": round(sf.info(str(audio)).duration, 4)})
+                     "audio_duration": round(sf.info(str(audio)).duration, 4), **circumplex_columns(clip["label"])})
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_manifest(out_dir / "manifest.csv", rows)

@@ -39,6 +39,12 @@ AROUSAL_VALENCE = {
 # Their levels as the manifest's `arousal` and `valence` columns (secondary tasks, data.tasks).
 AROUSAL_LEVELS = {-1.0: "low", 0.0: "mid", 1.0: "high"}
 VALENCE_LEVELS = {-1.0: "negative", 0.0: "neutral", 1.0: "positive"}
+
+
+def circumplex_columns(label: str) -> dict[str, str]:
+    """A class's `arousal` and `valence` manifest columns: its place on the circumplex."""
+    arousal, valence = AROUSAL_VALENCE[label]
+    return {"arousal": AROUSAL_LEVELS[arousal], "valence": VALENCE_LEVELS[valence]}
 # Coupled-cluster layout per sign of arousal * valence (the diagonal of the circumplex).
 CLUSTERS = {-1.0: (8,), 0.0: (4, 4), 1.0: (2, 2, 2, 2)}
 
@@ -210,8 +216,7 @@ def generate(out_dir: Path, p: SyntheticParams) -> Path:
             rows.append({"subject": name, "label": label,
                          "eeg_path": f"{name}_eeg.fif", "eeg_onset": onset, "eeg_duration": p.trial_seconds,
                          "audio_path": f"{name}_audio.wav", "audio_onset": onset,
-                         "audio_duration": p.trial_seconds,
-                         "arousal": AROUSAL_LEVELS[arousal], "valence": VALENCE_LEVELS[valence]})
+                         "audio_duration": p.trial_seconds, **circumplex_columns(label)})
         times = np.arange(n_eeg) / p.eeg_sfreq
         eeg += _blinks(rng, n_eeg, p.eeg_sfreq)
         eeg += subject["line_noise"] * np.sin(2 * np.pi * 50.0 * times + rng.uniform(0, 6.3))

@@ -6,13 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from pipeline import io
 from pipeline.data.ingest import ingest
-from pipeline.data.synthetic import AROUSAL_VALENCE, AROUSAL_LEVELS, VALENCE_LEVELS
+from pipeline.data.studies import write_one_view_study
+from pipeline.data.synthetic import circumplex_columns
 from pipeline.dataset import load_trials
 from pipeline.errors import PipelineError
 from pipeline.params import ParamsError, parse_params
@@ -123,9 +124,13 @@ def test_cli_missing_task_column_exits_2_and_writes_nothing(root, rated):
     assert not io.MANIFEST.exists() and not io.TASKS.exists() and not io.CLASSES.exists()
 
 
-def test_synthetic_arousal_and_valence_columns_follow_the_class():
-    """The synthetic source's secondary labels are the class's place on the circumplex."""
-    for label, (arousal, valence) in AROUSAL_VALENCE.items():
-        assert AROUSAL_LEVELS[arousal] in ("low", "mid", "high") and VALENCE_LEVELS[valence] in ("negative", "neutral", "positive")
-    assert {AROUSAL_LEVELS[a] for a, _ in AROUSAL_VALENCE.values()} == {"low", "mid", "high"}
-    assert np.unique([VALENCE_LEVELS[v] for _, v in AROUSAL_VALENCE.values()]).size == 3
+def test_generated_manifests_carry_each_class_place_on_the_circumplex(tmp_path, realdata):
+    """The synthetic source and the one-view study write `arousal` and `valence` from the class
+    (README: Several tasks)."""
+    assert circumplex_columns("anger") == {"arousal": "high", "valence": "negative"}
+    assert circumplex_columns("calmness") == {"arousal": "low", "valence": "positive"}
+    assert circumplex_columns("neutral") == {"arousal": "mid", "valence": "neutral"}
+    manifest = pd.read_csv(write_one_view_study(tmp_path, realdata / "eeg" / "test_raw.set", n_subjects=3,
+                                                trials_per_class=1, trial_seconds=1.0), dtype=str)
+    assert [circumplex_columns(label) for label in manifest["label"]] == \
+        manifest[["arousal", "valence"]].to_dict("records")
