@@ -169,8 +169,8 @@ ENCODERS: dict[str, type[nn.Module]] = {
 class BranchClassifier(nn.Module):
     """Encoder of one modality plus a linear classifier per task; `embed` is what fusion consumes.
 
-    `head` classifies the primary task (`n_classes`); each secondary task of `tasks` (name ->
-    its classes) gets its own head over the same embedding, and `forward` then returns every
+    `head` classifies the primary task (`n_classes`; their names `classes` where known); each
+    secondary task of `tasks` (name -> its classes) gets its own head over the same embedding, and `forward` then returns every
     task's logits side by side (n, sum of `task_sizes`). `config()` gives every constructor
     argument as plain values, so a checkpoint of config and state_dict rebuilds the branch on
     its own. `temperature` is the loss temperature it was trained with: fusion divides the
@@ -179,14 +179,15 @@ class BranchClassifier(nn.Module):
 
     def __init__(self, modality: str, in_shape: tuple[int, ...], n_classes: int, embed_dim: int,
                  dropout: float, encoder: str | None = None, temperature: float = 1.0,
-                 tasks: dict[str, list[str]] | None = None):
+                 tasks: dict[str, list[str]] | None = None, classes: list[str] | None = None):
         super().__init__()
         self.modality, self.in_shape, self.n_classes = modality, tuple(int(d) for d in in_shape), n_classes
         self.embed_dim, self.dropout, self.temperature = embed_dim, dropout, temperature
         self.encoder_name = encoder or MODALITIES[modality].encoders[0]
         self.encoder = ENCODERS[self.encoder_name](self.in_shape, embed_dim, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, n_classes))
-        self.tasks = {task: list(classes) for task, classes in (tasks or {}).items()}
+        self.classes = None if classes is None else list(classes)  # the primary task's names, for the record
+        self.tasks = {task: list(names) for task, names in (tasks or {}).items()}
         self.task_heads = nn.ModuleDict({task: nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, len(classes)))
                                          for task, classes in self.tasks.items()})
 
@@ -198,7 +199,7 @@ class BranchClassifier(nn.Module):
     def config(self) -> dict:
         return {"modality": self.modality, "in_shape": list(self.in_shape), "n_classes": self.n_classes,
                 "embed_dim": self.embed_dim, "dropout": self.dropout, "encoder": self.encoder_name,
-                "temperature": self.temperature, "tasks": self.tasks}
+                "temperature": self.temperature, "classes": self.classes, "tasks": self.tasks}
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder(inputs[self.modality])
@@ -235,7 +236,7 @@ def read_checkpoint(path: Path, kind: str, map_location="cpu") -> dict:
 def branch_from_config(config: dict) -> BranchClassifier:
     return BranchClassifier(config["modality"], tuple(config["in_shape"]), config["n_classes"],
                             config["embed_dim"], config["dropout"], config["encoder"], config["temperature"],
-                            config["tasks"])
+                            config["tasks"], config["classes"])
 
 
 def save_branch(path: Path | BinaryIO, model: BranchClassifier) -> None:

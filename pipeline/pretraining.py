@@ -16,13 +16,14 @@ from pipeline.training import FitConfig, fit, predict_proba, seed_everything, ta
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
-                 device: torch.device, tasks: dict[str, list[str]] | None = None) -> tuple[BranchClassifier, list[dict]]:
+                 device: torch.device, tasks: dict[str, list[str]] | None = None,
+                 classes: list[str] | None = None) -> tuple[BranchClassifier, list[dict]]:
     """Train one branch on `data`'s train part, selected on its val part (primary task); with
     secondary `tasks` (name -> classes) it trains a head per task over one embedding."""
     generator = seed_everything(seed)
     in_shape = tuple(data.inputs[modality].shape[1:])
     model = BranchClassifier(modality, in_shape, n_classes, p.embed_dim, p.dropout, p.encoder,
-                             temperature=p.loss_temperature, tasks=tasks)
+                             temperature=p.loss_temperature, tasks=tasks, classes=classes)
     train, val = data.part("train"), data.part("val")
     loss = task_loss(p.loss, p.loss_temperature, p.focal_gamma, train[1].numpy(), model.task_sizes,
                      p.task_weighting, p.task_weights)
@@ -42,7 +43,7 @@ def branch_run(modality: str, fold: int, seed: int, p: TrainParams, trials: Tria
     per-epoch history and the checkpoint's bytes."""
     data = fold_data({modality: load_features(modality, mmap=True, root=Path(root))}, trials, fold, Path(root))
     model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device),
-                                  {task: t.classes for task, t in trials.tasks.items()})
+                                  {task: t.classes for task, t in trials.tasks.items()}, trials.classes)
     probs = predict_proba(model, data.inputs, torch.device(device), p.loss_temperature)
     checkpoint = bytes_io.BytesIO()
     save_branch(checkpoint, model.cpu())

@@ -87,7 +87,8 @@ have no `level`."""
         level_probs = np.load(io.branch_dir(m) / "probabilities_tasks.npz")["level"]
         assert level_probs.shape == (2, 2, len(labels), 2)
         np.testing.assert_allclose(level_probs.sum(-1), 1.0, rtol=1e-5)
-    assert load_branch(io.branch_dir("topo") / "fold0_seed0.pt").tasks == {"level": ["low", "high"]}
+    branch = load_branch(io.branch_dir("topo") / "fold0_seed0.pt")
+    assert branch.classes == CLASSES and branch.tasks == {"level": ["low", "high"]}
     fuse.run(p)
     assert np.load(io.FUSION_DIR / "probabilities_tasks.npz")["level"].shape == (2, 2, len(labels), 2)
     model = load_fusion(io.FUSION_DIR / "fold0_seed0.pt")  # rebuilt from the checkpoint alone
