@@ -23,7 +23,6 @@ class Trials:
     folds: list[dict[str, list[str]]]
     tasks: dict[str, "Task"] = field(default_factory=dict)  # the secondary tasks, in data.tasks order
 
-
     def for_task(self, task: str) -> "Trials":
         """These trials seen through secondary task `task`: its labels (-1: none) and classes."""
         return Trials(labels=self.tasks[task].labels, subjects=self.subjects, classes=self.tasks[task].classes,
@@ -71,7 +70,8 @@ def load_labels() -> tuple[np.ndarray, list[str]]:
 
 def load_trials() -> Trials:
     manifest, classes, task_classes = load_manifest(), io.read_json(io.CLASSES), io.read_json(io.TASKS)
-    labels = pd.read_csv(io.MANIFEST, usecols=list(task_classes), dtype=str)  # a blank label: NaN -> -1
+    # as ingest reads them: only a blank is missing (NaN -> -1), "NA" or "none" are classes
+    labels = pd.read_csv(io.MANIFEST, usecols=list(task_classes), dtype=str, keep_default_na=False, na_values=[""])
     tasks = {task: Task(labels[task].map({c: i for i, c in enumerate(names)}).fillna(-1).to_numpy(np.int64), names)
              for task, names in task_classes.items()}
     return Trials(labels=_label_index(manifest, classes), subjects=manifest["subject"].to_numpy(),
@@ -94,18 +94,18 @@ def n_columns(trials: Trials) -> int:
 def save_task_probabilities(out: Path, probs: np.ndarray, trials: Trials, name: str = "probabilities") -> None:
     """Write a stage's probabilities (..., n_trials, n_columns) under `out`: the primary task's to
     <name>.npy (what every reader of a single task reads), each secondary task's to
-    <name>_tasks.npz (task -> (..., n_trials, its classes)), written only with such tasks."""
+    <name>_tasks.npz (task -> (..., n_trials, its classes); empty without such tasks, so that
+    a stage can depend on it)."""
     sizes = [len(trials.classes), *(len(task.classes) for task in trials.tasks.values())]
     blocks = np.split(probs, np.cumsum(sizes)[:-1], axis=-1)
     np.save(out / f"{name}.npy", blocks[0])
-    if trials.tasks:
-        np.savez(out / f"{name}_tasks.npz", **dict(zip(trials.tasks, blocks[1:])))
+    np.savez(out / f"{name}_tasks.npz", **dict(zip(trials.tasks, blocks[1:])))
 
 
 def load_task_probabilities(folder: Path, name: str = "probabilities") -> dict[str, np.ndarray]:
     """The secondary tasks' probabilities `save_task_probabilities` wrote ({} without such tasks)."""
-    path = folder / f"{name}_tasks.npz"
-    return dict(np.load(path)) if path.is_file() else {}
+    with np.load(folder / f"{name}_tasks.npz") as archive:
+        return dict(archive)
 
 
 def load_all_probabilities(folder: Path, trials: Trials, name: str = "probabilities") -> np.ndarray:

@@ -74,7 +74,7 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     model = build_fusion(branches, fp).to(device)
     train, val = data.part("train"), data.part("val")
     loss = task_loss(fp.loss, fp.loss_temperature, fp.focal_gamma, train[1].numpy(), model.task_sizes,
-                     fp.task_weighting, fp.task_weights)
+                     fp.task_weighting, fp.task_weights).to(device)  # the ensemble scores with it outside `fit`
     if model.head.trainable:
         optimizer = fusion_optimizer(model, fp, tp.weight_decay)
         if list(loss.parameters()):  # uncertainty weighting's log-variances learn beside the head, undecayed

@@ -236,7 +236,7 @@ def read_checkpoint(path: Path, kind: str, map_location="cpu") -> dict:
 def branch_from_config(config: dict) -> BranchClassifier:
     return BranchClassifier(config["modality"], tuple(config["in_shape"]), config["n_classes"],
                             config["embed_dim"], config["dropout"], config["encoder"], config["temperature"],
-                            config["tasks"], config["classes"])
+                            config.get("tasks"), config.get("classes"))  # both absent before multi-task heads
 
 
 def save_branch(path: Path | BinaryIO, model: BranchClassifier) -> None:

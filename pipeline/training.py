@@ -120,8 +120,9 @@ class MultiTaskLoss(nn.Module):
 
     `weighting`: equal (weights 1), fixed (`weights`), or uncertainty: learned log-variances s_t,
     loss = sum_t L_t / (2 exp(s_t)) + s_t / 2 (Kendall et al. 2018, as LibMTL's UW); their
-    parameters must go to the optimizer. The first task is the primary one: accuracy, early
-    stopping and the callbacks see it alone (`primary`).
+    parameters must go to the optimizer. The first task is the primary one: accuracy (what early
+    stopping and the best epoch go by) and the callbacks see it alone (`primary`); the validation
+    loss that breaks accuracy ties is this total.
     """
 
     def __init__(self, losses: Sequence[ClassificationLoss], sizes: Sequence[int], weighting: str,
@@ -134,18 +135,19 @@ class MultiTaskLoss(nn.Module):
     def primary(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return logits[:, :self.sizes[0]], target[:, 0]
 
-    def task_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Each task's loss over its labelled trials (n_tasks,)."""
-        out = []
+    def task_losses(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each task's loss over its labelled trials (n_tasks,), and which tasks had any (bool)."""
+        out, present = [], []
         for t, (loss, chunk) in enumerate(zip(self.losses, logits.split(self.sizes, dim=1))):
             known = target[:, t] >= 0
-            out.append(loss(chunk[known], target[known, t]) if known.any() else chunk.sum() * 0.0)
-        return torch.stack(out)
+            present.append(bool(known.any()))
+            out.append(loss(chunk[known], target[known, t]) if present[-1] else chunk.sum() * 0.0)
+        return torch.stack(out), torch.tensor(present, device=logits.device)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        losses = self.task_losses(logits, target)
-        if self.log_vars is not None:
-            return (losses / (2 * self.log_vars.exp()) + self.log_vars / 2).sum()
+        losses, present = self.task_losses(logits, target)
+        if self.log_vars is not None:  # a task without labels in the batch adds nothing, its s_t included
+            return torch.where(present, losses / (2 * self.log_vars.exp()) + self.log_vars / 2, 0.0).sum()
         return (self.weights * losses).sum()
 
 

@@ -351,5 +351,7 @@ def test_multi_task_loss_leaves_out_missing_labels_and_weighs_the_tasks():
     none = target.clone()
     none[:, 1] = -1  # a batch with no secondary label adds nothing, and no NaN
     assert torch.allclose(equal(logits, none), primary)
+    uw(logits, none).backward()  # nor does it move that task's log-variance (which would grow its weight)
+    assert uw.log_vars.grad[1] == 0 and uw.log_vars.grad[0] != 0
     primary_logits, primary_target = equal.primary(logits, target)
     assert primary_logits.shape == (6, 3) and torch.equal(primary_target, target[:, 0])

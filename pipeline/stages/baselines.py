@@ -43,8 +43,8 @@ def run(params: Params) -> None:
     with io.atomic_path(io.BASELINES_DIR) as out:
         out.mkdir()
         np.savez(out / "probabilities.npz", **{n: a for (n, task), a in probs.items() if task is None})
-        if trials.tasks:  # secondary tasks: "<baseline>:<task>" -> probabilities
-            np.savez(out / "probabilities_tasks.npz", **{f"{n}:{task}": a for (n, task), a in probs.items() if task})
+        # secondary tasks: "<baseline>:<task>" -> probabilities (empty without them)
+        np.savez(out / "probabilities_tasks.npz", **{f"{n}:{task}": a for (n, task), a in probs.items() if task})
         io.write_json(out / "selection.json", {n: {"view": BASELINES[n].view, "folds": s} for n, s in selection.items()})
 
 

@@ -3,9 +3,9 @@ every fold and seed -> models/fusion/ (checkpoints, probabilities, history, diag
 per-fold selection). The runs are independent tasks on `compute.*`'s workers (pipeline.parallel).
 trained_probabilities.npy holds the trained fused model's outputs, NaN on folds that trained none
 (one view left: its branch is what such a fold reports, `trained: false` in selection.json).
-With secondary tasks (data.tasks), their probabilities go to probabilities_tasks.npz and
-trained_probabilities_tasks.npz; every decision below is taken on the primary task and applies
-to all tasks.
+With secondary tasks (data.tasks), their probabilities go to probabilities_tasks.npz (the
+trained model's stay the primary task's); every decision below is taken on the primary task and
+applies to all tasks.
 
 Per fold, on validation only: each branch is tested against chance (`drop_uninformative` leaves
 the views at chance out of that fold's fusion), and with `select: safe` the fold reports the
@@ -109,7 +109,7 @@ def run(params: Params) -> None:
             decisions.append({"fold": fold, "views": views[fold], "trained": was_trained, "selected": choice,
                               "val_acc": val_acc, "informative_p": {m: tests[fold][m][1] for m in fp.modalities}})
         save_task_probabilities(out, probs, trials)
-        save_task_probabilities(out, trained, trials, "trained_probabilities")
+        np.save(out / "trained_probabilities.npy", trained[..., :n_classes])  # evaluate reads the primary task's
         io.write_json(out / "selection.json", decisions)
         io.write_json(out / "history.json", histories)
         io.write_json(out / "diagnostics.json", diagnostics)

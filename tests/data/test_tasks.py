@@ -71,6 +71,19 @@ def test_trials_carry_each_task_with_minus_one_where_blank(params, rated):
     assert list(trials.labels) == [0, 1] * 6
 
 
+def test_only_a_blank_is_a_missing_label(params, rated):
+    """"NA" or "none" are classes, as ingest reads them; a blank alone is missing."""
+    root, df = rated
+    df["arousal"] = ["NA", "none", "", "none"] * 3
+    write_manifest(root, df)
+    p = task_params(params, root, ["label", "arousal"])
+    ingest_stage.run(p)
+    split.run(p.model_copy(update={"split": p.split.model_copy(update={"scheme": "kfold", "folds": 3, "val_subjects": 1})}))
+    trials = load_trials()
+    assert trials.tasks["arousal"].classes == ["NA", "none"]
+    assert list(trials.tasks["arousal"].labels) == [0, 1, -1, 1] * 3
+
+
 def test_a_value_outside_task_classes_is_bad_input(params, rated):
     root, df = rated
     write_manifest(root, df)
