@@ -75,6 +75,8 @@ def score_model(name: str, probs: np.ndarray, trials: Trials, seeds, folds=None)
         for seed, p in zip(seeds, probs[fold]):
             for part in ("test", "val"):
                 idx = parts[part][trials.labels[parts[part]] >= 0]  # a secondary task's labelled trials
+                if len(idx) == 0:  # none of them in this part: nothing to score
+                    continue
                 y_true, y_pred = trials.labels[idx], p[idx].argmax(1)
                 row = {"model": name, "fold": fold, "seed": seed, "part": part,
                        **classification_metrics(y_true, p[idx])}

@@ -11,6 +11,7 @@ import numpy as np
 from pipeline import io
 from pipeline.baselines import BASELINES, chosen, fit_on_fold
 from pipeline.dataset import available_modalities, load_features, load_trials
+from pipeline.errors import PipelineError
 from pipeline.parallel import stream
 from pipeline.params import Params
 from pipeline.split import fold_indices
@@ -29,7 +30,7 @@ def run(params: Params) -> None:
     # one model per task (None: the primary task); a secondary task learns from its labelled trials
     views_of = {None: trials, **{task: trials.for_task(task) for task in trials.tasks}}
     grid = [(name, fold, task) for task in views_of for name in names for fold in range(len(folds))]
-    tasks = ((inputs[name], views_of[task].labels, labelled(folds[fold], views_of[task].labels),
+    tasks = ((inputs[name], views_of[task].labels, labelled(folds[fold], views_of[task].labels, task, fold),
               len(views_of[task].classes), p.c_grid, BASELINES[name].fitted_steps, blocks[name])
              for name, fold, task in grid)
     probs = {(n, task): np.zeros((len(trials.folds), 1, len(trials.labels), len(view.classes)), np.float32)
@@ -48,6 +49,11 @@ def run(params: Params) -> None:
         io.write_json(out / "selection.json", {n: {"view": BASELINES[n].view, "folds": s} for n, s in selection.items()})
 
 
-def labelled(index: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, np.ndarray]:
-    """A fold's trial indices without the trials that have no label (-1) for a secondary task."""
-    return {part: idx[labels[idx] >= 0] for part, idx in index.items()}
+def labelled(index: dict[str, np.ndarray], labels: np.ndarray, task: str | None, fold: int) -> dict[str, np.ndarray]:
+    """A fold's trial indices without the trials that have no label (-1) for a secondary task;
+    a task with fewer than 2 classes among a fold's train trials cannot be fitted there."""
+    out = {part: idx[labels[idx] >= 0] for part, idx in index.items()}
+    if task is not None and len(np.unique(labels[out["train"]])) < 2:
+        raise PipelineError(f"baselines: task {task!r} of data.tasks has fewer than 2 classes among fold {fold}'s "
+                            "train trials; label more trials of it or leave it out of data.tasks")
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -147,3 +148,21 @@ def test_generated_manifests_carry_each_class_place_on_the_circumplex(tmp_path, 
                                                 trials_per_class=1, trial_seconds=1.0), dtype=str)
     assert [circumplex_columns(label) for label in manifest["label"]] == \
         manifest[["arousal", "valence"]].to_dict("records")
+
+
+def test_a_task_a_fold_cannot_fit_is_one_line_and_an_unlabelled_part_is_not_scored():
+    from pipeline.dataset import Trials
+    from pipeline.evaluate import score_model
+    from pipeline.stages.baselines import labelled
+
+    labels = np.array([0, 0, -1, 1, -1, -1])
+    index = {"train": np.array([0, 1, 2]), "val": np.array([3]), "test": np.array([4, 5])}
+    with pytest.raises(PipelineError) as info:
+        labelled(index, labels, "arousal", 2)
+    assert "task 'arousal' of data.tasks has fewer than 2 classes among fold 2's train trials" in one_line(info)
+    assert {k: list(v) for k, v in labelled({**index, "train": np.array([0, 3])}, labels, "arousal", 2).items()} == \
+        {"train": [0, 3], "val": [3], "test": []}
+    trials = Trials(labels=labels, subjects=np.array(["a", "a", "b", "b", "c", "c"]), classes=["lo", "hi"],
+                    folds=[{"train": ["a"], "val": ["b"], "test": ["c"]}])
+    scored = score_model("m:arousal", np.full((1, 1, 6, 2), 0.5), trials, [0])
+    assert scored["test"] == [] and len(scored["val"]) == 1  # subject c has no arousal label
