@@ -2,9 +2,8 @@
 and what the normalised inputs look like in each part (.json)."""
 from __future__ import annotations
 
-
 from pipeline import io
-from pipeline.dataset import NO_AUDIO, load_features, load_trials, skip_note
+from pipeline.dataset import NO_AUDIO, load_features, load_manifest, skip_note
 from pipeline.modalities import MODALITIES
 from pipeline.normalize import fold_normalizers
 from pipeline.params import Params
@@ -16,8 +15,7 @@ def run(params: Params, modality: str) -> None:
         io.save_npz(path)
         io.write_json(path.with_suffix(".json"), {"skipped": NO_AUDIO})
         return
-    trials = load_trials()
-    means, stds, summary = fold_normalizers(load_features(modality), trials.subjects, trials.folds,
-                                            MODALITIES[modality].norm_axes)
+    subjects, folds = load_manifest()["subject"].to_numpy(), io.read_json(io.SPLIT)["folds"]  # no labels needed
+    means, stds, summary = fold_normalizers(load_features(modality), subjects, folds, MODALITIES[modality].norm_axes)
     io.save_npz(path, mean=means, std=stds)
     io.write_json(path.with_suffix(".json"), summary)
