@@ -67,30 +67,35 @@ def load_params(rev: str) -> dict:
     return yaml.safe_load(read_at("params.yaml", rev)) or {}
 
 
-def _primary(table: pd.DataFrame) -> pd.DataFrame:
-    """The primary task's rows (a secondary task's model is named `<model>:<task>`)."""
-    return table[~table["model"].astype(str).str.contains(":")]
+def _by_task(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Rows per task: "" for the primary one, `<task>` for a secondary task's models (named
+    `<model>:<task>`)."""
+    task = table["model"].astype(str).str.partition(":")[2]
+    return {t: rows for t, rows in table.groupby(task, sort=False)}
 
 
-def _classes(table: pd.DataFrame) -> list[str]:
-    """The primary task's classes: its rows' probability columns."""
-    rows = _primary(table)
-    return sorted(c[2:] for c in table.columns if c.startswith("p_") and rows[c].notna().any())
+def _classes(rows: pd.DataFrame) -> list[str]:
+    """One task's classes: the probability columns its rows fill."""
+    return sorted(c[2:] for c in rows.columns if c.startswith("p_") and rows[c].notna().any())
 
 
 def check_comparable(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> None:
-    """Both runs must predict the same classes for the same test trials in the same folds (of
-    the primary task; a run with secondary tasks compares with one without on the tasks both
-    have); otherwise a paired comparison means nothing, and this says what differs."""
-    if _classes(a) != _classes(b):
-        raise PipelineError(f"compare: {names[0]} and {names[1]} do not share classes "
-                            f"({', '.join(_classes(a))} against {', '.join(_classes(b))})")
-    trials_a, trials_b = (set(_primary(t)[TRIAL_KEYS].itertuples(index=False, name=None)) for t in (a, b))
-    if trials_a != trials_b:
-        raise PipelineError(
-            f"compare: {names[0]} and {names[1]} do not share test trials and folds "
-            f"({len(trials_a - trials_b)} (fold, subject, trial, label) only in {names[0]}, "
-            f"{len(trials_b - trials_a)} only in {names[1]}): they ran on different data or splits")
+    """For every task both runs have (a run with secondary tasks compares with one without on
+    the primary task), both must predict the same classes for the same test trials in the same
+    folds; otherwise a paired comparison means nothing, and this says what differs."""
+    tasks_a, tasks_b = _by_task(a), _by_task(b)
+    for task in [t for t in tasks_a if t in tasks_b]:
+        rows_a, rows_b = tasks_a[task], tasks_b[task]
+        which = f" on task {task}" if task else ""
+        if _classes(rows_a) != _classes(rows_b):
+            raise PipelineError(f"compare: {names[0]} and {names[1]} do not share classes{which} "
+                                f"({', '.join(_classes(rows_a))} against {', '.join(_classes(rows_b))})")
+        trials_a, trials_b = (set(t[TRIAL_KEYS].itertuples(index=False, name=None)) for t in (rows_a, rows_b))
+        if trials_a != trials_b:
+            raise PipelineError(
+                f"compare: {names[0]} and {names[1]} do not share test trials and folds{which} "
+                f"({len(trials_a - trials_b)} (fold, subject, trial, label) only in {names[0]}, "
+                f"{len(trials_b - trials_a)} only in {names[1]}): they ran on different data or splits")
 
 
 def _per_subject(table: pd.DataFrame, model: str) -> dict:

@@ -142,9 +142,9 @@ def prediction_table(name: str, probs: np.ndarray, trials: Trials, seeds, folds=
     """One row per fold, seed and test trial of one model: its subject, trial (manifest row),
     true and predicted label and class probabilities. probs: (n_folds, n_seeds, n_trials, n_classes);
     `folds` as for `score_model`. A secondary task's model is named `<model>:<task>` (with
-    `trials.for_task`): its labelled trials only, and probability columns p_<model>_<task>_<class>."""
+    `trials.for_task`): its labelled trials only, and probability columns p_<task>_<class>."""
     frames = []
-    prefix = name.replace(":", "_") + "_" if ":" in name else ""  # a secondary task's own probability columns
+    prefix = name.partition(":")[2] + "_" if ":" in name else ""  # a secondary task's own probability columns
     for fold in range(len(probs)) if folds is None else folds:
         idx = fold_indices(trials.subjects, trials.folds[fold])["test"]
         idx = idx[trials.labels[idx] >= 0]

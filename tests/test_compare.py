@@ -87,11 +87,14 @@ def test_secondary_tasks_are_compared_and_do_not_block_a_single_task_run():
     with a single-task run on the primary task, and with another multi-task run on both."""
     single = _predictions(SIX)
     level = _predictions({s: [True, False, False, False] for s in SIX}, model="fusion:level")
-    level = level.rename(columns={"p_x": "p_fusion_level_x", "p_y": "p_fusion_level_y"}).assign(label="hi")
-    level["predicted"] = np.where(level["p_fusion_level_x"] > 0.5, "hi", "lo")
+    level = level.rename(columns={"p_x": "p_level_hi", "p_y": "p_level_lo"}).assign(label="hi")
+    level["predicted"] = np.where(level["p_level_hi"] > 0.5, "hi", "lo")
     multi = pd.concat([single, level], ignore_index=True)
     check_comparable(single, multi, ("A", "B"))
     assert [r["model"] for r in compare_runs(single, multi, seed=0)] == ["fusion"]
     better = level.assign(predicted="hi")
     rows = {r["model"]: r for r in compare_runs(multi, pd.concat([single, better], ignore_index=True), seed=0)}
     assert rows["fusion"]["delta"] == 0.0 and rows["fusion:level"]["delta"] == pytest.approx(0.75)
+    other_classes = pd.concat([single, level.rename(columns={"p_level_lo": "p_level_mid"})], ignore_index=True)
+    with pytest.raises(PipelineError, match="do not share classes on task level"):
+        check_comparable(multi, other_classes, ("A", "B"))
