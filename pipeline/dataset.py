@@ -86,30 +86,32 @@ def load_features(modality: str, mmap: bool = False, root: Path = Path(".")) -> 
     return np.load(path, mmap_mode="r" if mmap else None)
 
 
-def n_columns(trials: Trials) -> int:
-    """Probability columns of a model with a head per task: every task's classes side by side."""
-    return len(trials.classes) + sum(len(task.classes) for task in trials.tasks.values())
+def task_sizes(trials: Trials) -> list[int]:
+    """Class counts of the primary task, then of each secondary task: the column blocks of a
+    model with a head per task."""
+    return [len(trials.classes), *(len(task.classes) for task in trials.tasks.values())]
 
 
-def save_task_probabilities(out: Path, probs: np.ndarray, trials: Trials, name: str = "probabilities") -> None:
-    """Write a stage's probabilities (..., n_trials, n_columns) under `out`: the primary task's to
-    <name>.npy (what every reader of a single task reads), each secondary task's to
-    <name>_tasks.npz (task -> (..., n_trials, its classes); empty without such tasks, so that
-    a stage can depend on it)."""
-    sizes = [len(trials.classes), *(len(task.classes) for task in trials.tasks.values())]
-    blocks = np.split(probs, np.cumsum(sizes)[:-1], axis=-1)
-    np.save(out / f"{name}.npy", blocks[0])
-    np.savez(out / f"{name}_tasks.npz", **dict(zip(trials.tasks, blocks[1:])))
+def save_task_probabilities(out: Path, probs: np.ndarray, trials: Trials) -> None:
+    """Write a stage's probabilities (..., n_trials, sum of task_sizes) under `out`: the primary
+    task's to probabilities.npy (what every reader of a single task reads), each secondary
+    task's to probabilities_tasks.npz (task -> (..., n_trials, its classes); empty without such
+    tasks, so that a stage can depend on it)."""
+    blocks = np.split(probs, np.cumsum(task_sizes(trials))[:-1], axis=-1)
+    np.save(out / "probabilities.npy", blocks[0])
+    np.savez(out / "probabilities_tasks.npz", **dict(zip(trials.tasks, blocks[1:])))
 
 
-def load_task_probabilities(folder: Path, name: str = "probabilities") -> dict[str, np.ndarray]:
+def load_task_probabilities(folder: Path) -> dict[str, np.ndarray]:
     """The secondary tasks' probabilities `save_task_probabilities` wrote ({} without such tasks)."""
-    with np.load(folder / f"{name}_tasks.npz") as archive:
+    with np.load(folder / "probabilities_tasks.npz") as archive:
         return dict(archive)
 
 
-def load_all_probabilities(folder: Path, trials: Trials, name: str = "probabilities") -> np.ndarray:
-    """Every task's probabilities side by side (..., n_trials, n_columns), as a model outputs them."""
-    tasks = load_task_probabilities(folder, name)
-    primary = np.load(folder / f"{name}.npy")
-    return np.concatenate([primary, *(tasks[t] for t in trials.tasks)], axis=-1) if trials.tasks else primary
+def load_all_probabilities(folder: Path, trials: Trials) -> np.ndarray:
+    """Every task's probabilities side by side (..., n_trials, sum of task_sizes), as a model outputs them."""
+    primary = np.load(folder / "probabilities.npy")
+    if not trials.tasks:
+        return primary
+    tasks = load_task_probabilities(folder)
+    return np.concatenate([primary, *(tasks[t] for t in trials.tasks)], axis=-1)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
-from pipeline.dataset import (NO_AUDIO, available_modalities, load_all_probabilities, load_trials, n_columns,
-                              save_task_probabilities)
+from pipeline.dataset import (NO_AUDIO, available_modalities, load_all_probabilities, load_trials,
+                              save_task_probabilities, task_sizes)
 from pipeline.errors import warn
 from pipeline.folds import runs
 from pipeline.fusion_training import fusion_run
@@ -64,7 +64,7 @@ def run(params: Params) -> None:
     # every task's probabilities side by side; the decisions read the primary task's (:n_classes)
     branch_probs = {m: load_all_probabilities(io.branch_dir(m), trials) for m in fp.modalities}
     n_folds, n_classes = len(trials.folds), len(trials.classes)
-    shape = (n_folds, len(tp.seeds), len(trials.labels), n_columns(trials))
+    shape = (n_folds, len(tp.seeds), len(trials.labels), sum(task_sizes(trials)))
     probs, trained = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     vals, tests, views = [], [], []
     for fold in range(n_folds):  # on validation only: which views this fold fuses

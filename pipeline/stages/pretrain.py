@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
-from pipeline.dataset import NO_AUDIO, load_trials, n_columns, save_task_probabilities, skip_note
+from pipeline.dataset import NO_AUDIO, load_trials, save_task_probabilities, skip_note, task_sizes
 from pipeline.folds import runs
 from pipeline.parallel import stream
 from pipeline.params import Params
@@ -31,7 +31,7 @@ def run(params: Params, modality: str) -> None:
     grid = runs(len(trials.folds), p.seeds)
     root = str(Path.cwd())
     tasks = [(modality, fold, seed, p, trials, root, run_device(p.device, k)) for k, (fold, _, seed) in enumerate(grid)]
-    probs = np.zeros((len(trials.folds), len(p.seeds), len(trials.labels), n_columns(trials)), np.float32)
+    probs = np.zeros((len(trials.folds), len(p.seeds), len(trials.labels), sum(task_sizes(trials))), np.float32)
     histories = {}
     with io.atomic_path(io.branch_dir(modality)) as out:
         out.mkdir()
