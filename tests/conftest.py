@@ -43,6 +43,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     # The unit tests train models of a few hundred parameters: torch's intra-op thread pool
     # costs far more than it gains on them (about 20x slower with 2 threads on 2 cores).
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the pytest-xdist controller runs no test, and importing torch costs it 2 s before the workers start
     import torch
 
     torch.set_num_threads(1)
