@@ -90,6 +90,12 @@ def fuse(params: str = ParamsOption):
 
 
 @app.command()
+def distill(params: str = ParamsOption):
+    """Single-view students of the fused model for every fold and seed -> models/distill/."""
+    run_stage("distill", params)
+
+
+@app.command()
 def baselines(params: str = ParamsOption):
     """Logistic regression on handcrafted features of every view, per fold -> models/baselines/."""
     run_stage("baselines", params)

@@ -224,6 +224,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
              "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc |" for t in tasks),
              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]
     rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
+    rows += [(f"student: {view}", s) for view, s in metrics.get("students", {}).items()]
     rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
     for name, model in rows:
         test = model["test"]
@@ -244,6 +245,12 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                   "branches, the fused model only if it beats both by more than the margin; folds reporting each: "
                   + ", ".join(f"{k} {v}" for k, v in selected.items()) + ".", ""]
     lines += [trained_sentence(trained, metrics["n_folds"]), ""]
+    students = metrics.get("students", {})
+    if students:
+        lines += [f"Distillation (`distill`, targets {params.distill.teacher_targets}, alpha {params.distill.alpha}, "
+                  f"T {params.distill.temperature}): single-view students of the trained fused model, each against "
+                  "its view's branch paired over test subjects (Wilcoxon signed-rank):",
+                  *(distillation_sentence(view, student) for view, student in students.items()), ""]
     uninformative = [m for m, b in metrics["branches"].items() if not b.get("informative", True)]
     if uninformative:
         lines += [f"Views at chance on validation (binomial test, p >= {INFORMATIVE_ALPHA} in most folds): "
@@ -293,6 +300,34 @@ def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, .
                        "gain_test": gain["test"], "gain_n_subjects": gain["n_subjects"],
                        "best_branch_on_val": best, "below_best_branch": bool(gain["delta"] < 0)},
             "branches": branches}
+
+
+def student_metrics(students: dict[str, dict], scored: dict[str, dict], teacher: dict | None,
+                    classes: list[str], seed: int) -> dict:
+    """The `students` part of metrics.json: per student view (`students`: view -> its scored
+    student) its test summary, its gain over that view's branch paired over test subjects
+    (`gain_over_branch`, `gain_ci`, `gain_p`, as for the fusion's gain) and `gap_to_teacher`, the
+    student minus the trained fused model (its teacher), paired over the subjects both tested."""
+    out = {}
+    for view, s in students.items():
+        gain = paired_gain(scored[view], s, seed)
+        out[view] = {"test": summarize_test(s, classes, seed), "gain_over_branch": gain["delta"],
+                     "gain_ci": gain["ci"], "gain_p": gain["p"], "gain_test": gain["test"],
+                     "gain_n_subjects": gain["n_subjects"],
+                     "gap_to_teacher": None if teacher is None else paired_gain(teacher, s, seed)["delta"]}
+    return out
+
+
+def distillation_sentence(view: str, student: dict) -> str:
+    """What summary.md says of one student: whether distillation helped that view, in words."""
+    gain, ci, p, n = (student[k] for k in ("gain_over_branch", "gain_ci", "gain_p", "gain_n_subjects"))
+    if p is not None and p < 0.05:
+        said = "**helped**" if gain > 0 else "**hurt**"
+    else:
+        said = "did not measurably help" if p is not None else "cannot be judged here"
+    teacher = "" if student["gap_to_teacher"] is None else f"; {student['gap_to_teacher']:+.3f} against its teacher"
+    return (f"- `{view}`: distillation {said}: student {_fmt(student['test'], 'acc')} against the {view} branch, "
+            f"{gain:+.3f}{signed_interval(ci)}, {p_text(p, n)}{teacher}.")
 
 
 def score_task(probs: dict[str, np.ndarray], trials: Trials, task: str, seeds) -> dict[str, dict]:

@@ -300,6 +300,7 @@ class FusionModel(nn.Module):
         dims = {m: b.embed_dim for m, b in branches.items()}
         self.prep = nn.ModuleDict({m: EmbeddingPrep(d, p.embed_norm, p.channel_scale) for m, d in dims.items()})
         self.head = head
+        self.params = p  # what it was built with (its output temperature, a checkpoint's config)
         self.modality_dropout = p.modality_dropout
         self.branch_logits: Tensors = {}
         self.last_branch_logits: Tensors = {}

@@ -41,6 +41,12 @@ def branch_dir(modality: str) -> Path:
 
 
 FUSION_DIR = MODELS / "fusion"
+DISTILL_DIR = MODELS / "distill"  # a folder per student view
+
+
+def student_dir(view: str) -> Path:
+    return DISTILL_DIR / view
+
 BASELINES_DIR = MODELS / "baselines"
 FIGURES = REPORTS / "figures"
 PREDICTIONS = REPORTS / "predictions.csv"

@@ -322,6 +322,26 @@ class FusionParams(Section):
         return doubts
 
 
+class DistillParams(Section):
+    """The distill stage: single-view students trained on the fused model's soft labels
+    (pipeline/distillation.py)."""
+
+    students: tuple[Modality, ...]  # views to distil the fusion into; []: off
+    init: Literal["pretrained", "scratch"]  # the student starts from the fold's pretrained branch, or afresh
+    alpha: StrictFloat = allowed("0 <= alpha <= 1", ge=0.0, le=1.0)  # weight of the KD term; 1 - alpha: labels
+    temperature: StrictFloat = allowed("> 0", gt=0)
+    feature_weight: StrictFloat = allowed(">= 0", ge=0.0)  # x MSE to the teacher's fused representation
+    teacher_targets: Literal["in_fold", "cross_fitted"]
+    inner_folds: StrictInt = allowed("an integer >= 2", ge=2)  # cross_fitted: teachers per fold
+
+    @field_validator("students")
+    @classmethod
+    def _distinct(cls, students):
+        if len(set(students)) < len(students):
+            raise Rule("", list(students), "distinct views")
+        return students
+
+
 class BaselinesParams(Section):
     """The baselines stage: scikit-learn logistic regression on handcrafted features of each view,
     its inverse regularisation C chosen per fold on validation from `c_grid`."""
@@ -374,6 +394,7 @@ class Params(Section):
     branches: dict[str, TrainParams]  # every modality: `train` with `branches.<m>` on top (parse_params)
     fusion: FusionParams
     baselines: BaselinesParams
+    distill: DistillParams
     compute: ComputeParams = ComputeParams(n_jobs=1)
 
     def check_modalities(self, available: list[str], missing_reason: str) -> None:
@@ -383,12 +404,19 @@ class Params(Section):
             raise not_allowed("fusion.modalities", list(self.fusion.modalities),
                               f"modalities the data has ({', '.join(available)}); {', '.join(lacking)}: {missing_reason}")
 
+    def check_students(self, available: list[str], missing_reason: str) -> None:
+        """A student view must be one the data has and the fusion fuses."""
+        for view in self.distill.students:
+            if view not in available:
+                raise not_allowed("distill.students", list(self.distill.students),
+                                  f"views the data has ({', '.join(available)}); {view}: {missing_reason}")
+
     def branch(self, modality: str) -> TrainParams:
         """Training params of one branch: `train` with `branches.<modality>` on top."""
         return self.branches[modality]
 
 
-SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "compute")
+SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "distill", "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
               "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
 FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values
@@ -501,10 +529,23 @@ def parse_params(raw: dict) -> Params:
         if branch.encoder not in (None, *encoders):
             raise not_allowed(f"{key}.encoder", branch.encoder, ", ".join(encoders))
         branches[modality] = branch.model_copy(update={"encoder": branch.encoder or encoders[0]})
+    check_distill(built["distill"], built["fusion"])
     for key, section in [("train", built["train"]), ("fusion", built["fusion"]),
                          *((f"branches.{m}", b) for m, b in branches.items())]:
         check_task_weights(key, section, built["data"].tasks)
     return Params(branches=branches, **built)
+
+
+def check_distill(dp: DistillParams, fp: FusionParams) -> None:
+    """Students of fused views only; the feature term needs a fused representation."""
+    outside = [m for m in dp.students if m not in fp.modalities]
+    if outside:
+        raise not_allowed("distill.students", list(dp.students),
+                          f"views of fusion.modalities ({', '.join(fp.modalities)}); {outside[0]} is not fused")
+    if dp.feature_weight > 0 and dp.students and fp.type in BRANCH_FREEZING_TYPES:
+        raise not_allowed("distill.feature_weight", dp.feature_weight,
+                          f"0 with fusion.type {fp.type}: it combines the branches' outputs, "
+                          "with no fused representation to match")
 
 
 def check_task_weights(key: str, section: TrainParams | FusionParams, tasks: tuple[str, ...]) -> None:

@@ -56,7 +56,8 @@ def test_repro_writes_design_metrics(project):
     for figure in ("confusion_matrices", "training_curves", "modality_contributions", "fusion_dynamics",
                    "persistence_images"):
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
-    for stage in ("pretrain_eeg", "pretrain_mel", "pretrain_topo", "pretrain_acoustic", "fuse"):
+    assert set(metrics["students"]) == {"eeg", "acoustic"}  # the default students, through DVC
+    for stage in ("pretrain_eeg", "pretrain_mel", "pretrain_topo", "pretrain_acoustic", "fuse", "distill"):
         live = json.loads((project / "reports" / "live" / stage / "metrics.json").read_text())
         assert {"train_loss", "val_acc"} <= set(live)
     # Generated recordings are real files that MNE and soundfile read.

@@ -32,3 +32,12 @@ def test_mel_key_reruns_no_eeg_or_topo_stage(tmp_path_factory, tmp_path):
     rerun = {"features_mel"} | _downstream(workspace, "features_mel")
     assert {"normalize@mel", "pretrain@mel", "fuse", "evaluate"} <= rerun
     assert not {s for s in rerun if "eeg" in s or "topo" in s or "acoustic" in s}, rerun
+
+
+def test_distill_key_reruns_distill_and_evaluate_only(tmp_path_factory, tmp_path):
+    """A distill.* key: DVC finds distill and evaluate stale (evaluate reports the students'
+    settings), and nothing reads distill's output but evaluate."""
+    workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    set_params(workspace, {"distill": {"alpha": 0.9}})
+    assert set(json.loads(run(["dvc", "status", "--json"], workspace))) == {"distill", "evaluate"}
+    assert _downstream(workspace, "distill") == {"evaluate"}

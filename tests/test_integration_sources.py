@@ -24,12 +24,14 @@ pytestmark = pytest.mark.slow  # seconds each, not minutes; kept with the end-to
 
 VIEWS = ("eeg", "mel", "topo", "acoustic")
 STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in VIEWS],
-          ("baselines",), *[("pretrain", m) for m in VIEWS], ("fuse",), ("evaluate",)]
+          ("baselines",), *[("pretrain", m) for m in VIEWS], ("fuse",), ("distill",), ("evaluate",)]
 
 
 def _tiny_params(override: dict) -> dict:
     """params.yaml with the tiny test params and `override` on top, as a mapping."""
-    return merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), override)
+    # no students: distillation is tested on the shared project and in tests/stages
+    return merge(merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), {"distill": {"students": []}}),
+                 override)
 
 
 def _run_stages(raw: dict, stages: list[tuple]) -> None:

@@ -11,10 +11,11 @@ from pipeline.errors import warn
 from pipeline.evaluate import (baseline_flags, baseline_metrics, below_baseline_message, below_best_message,
                                gain_sentence, model_metrics, nondeterministic_kernels, prediction_table,
                                reproducibility_note, robustness_summary, score_model, selection_metrics,
-                               score_task, summarize_test, summary_markdown)
+                               score_task, student_metrics, summarize_test, summary_markdown)
 from pipeline.params import Params
 from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
 
+STUDENT = "student_"  # a student's model name: student_<view>
 INGEST_COUNTS = ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")
 UNCERTAINTY = {
     "unit": "test subject: each metric is first averaged over the seeds (and folds) that tested the subject",
@@ -25,10 +26,14 @@ UNCERTAINTY = {
 }
 
 
-def secondary_task_probabilities(modalities: list[str], trials) -> dict[str, dict[str, np.ndarray]]:
-    """task -> model (each branch, "fusion") -> its probabilities of that secondary task."""
+def secondary_task_probabilities(modalities: list[str], students: tuple[str, ...],
+                                 trials) -> dict[str, dict[str, np.ndarray]]:
+    """task -> model (each branch, "fusion", each "student_<view>") -> its probabilities of that
+    secondary task."""
     out: dict[str, dict[str, np.ndarray]] = {task: {} for task in trials.tasks}
-    for name, folder in {**{m: io.branch_dir(m) for m in modalities}, "fusion": io.FUSION_DIR}.items():
+    folders = {**{m: io.branch_dir(m) for m in modalities}, "fusion": io.FUSION_DIR,
+               **{STUDENT + v: io.student_dir(v) for v in students}}
+    for name, folder in folders.items():
         for task, p in load_task_probabilities(folder).items():
             out[task][name] = p
     return out
@@ -53,11 +58,14 @@ def run(params: Params) -> None:
     probs |= {"fusion": np.load(io.FUSION_DIR / "probabilities.npy"),
               "fusion_trained": np.load(io.FUSION_DIR / "trained_probabilities.npy")}
     scored = {name: score_model(name, p, trials, seeds) for name, p in probs.items() if name != "fusion_trained"}
+    students = params.distill.students
+    student_probs = {STUDENT + v: np.load(io.student_dir(v) / "probabilities.npy") for v in students}
+    scored_students = {name: score_model(name, p, trials, seeds) for name, p in student_probs.items()}
     baseline_probs = dict(np.load(io.BASELINES_DIR / "probabilities.npz"))
     baseline_views = {n: v["view"] for n, v in io.read_json(io.BASELINES_DIR / "selection.json").items()}
     # deterministic fits, one per fold: scored under the first seed
     scored_baselines = {n: score_model(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()}
-    for name, s in scored.items():
+    for name, s in (scored | scored_students).items():
         for r in s["test"]:
             if r["collapsed"]:
                 warn(f"{name} (fold {r['fold']}, seed {r['seed']}) collapsed: it predicts "
@@ -87,22 +95,28 @@ def run(params: Params) -> None:
         "folds": len(trained_folds),
         **({"stand_in": {str(d["fold"]): d["selected"] for d in decisions if not d["trained"]}}
            if len(trained_folds) < len(decisions) else {})}}
+    if students:
+        metrics["students"] = student_metrics({v: scored_students[STUDENT + v] for v in students}, scored,
+                                              trained if trained_folds else None, trials.classes, seed)
     if robust:
         metrics["fusion"]["robust"] = {k: robust[k] for k in ("runs", "clean", "missing")}
     message = below_best_message(metrics["fusion"], params.fusion.select)
     if message:
         warn(message)
     # secondary tasks: tasks.<task>.test of every branch, the fusion and every baseline
-    task_probs, baseline_task_probs = secondary_task_probabilities(modalities, trials), baseline_task_probabilities(trials)
+    task_probs = secondary_task_probabilities(modalities, students, trials)
+    baseline_task_probs = baseline_task_probabilities(trials)
     task_scored = {task: score_task(task_probs[task], trials, task, seeds) for task in trials.tasks}
     for task in trials.tasks:
         for name, s in [*task_scored[task].items(), *score_task(baseline_task_probs[task], trials, task, seeds[:1]).items()]:
-            entry = metrics["fusion"] if name == "fusion" else metrics["branches"].get(name) or metrics["baselines"][name]
+            entry = (metrics["fusion"] if name == "fusion" else metrics["students"][name[len(STUDENT):]]
+                     if name.startswith(STUDENT) else metrics["branches"].get(name) or metrics["baselines"][name])
             entry.setdefault("tasks", {})[task] = {"test": summarize_test(s, trials.tasks[task].classes, seed)}
     for row in scored["fusion"]["test"] + scored["fusion"]["val"]:
         row["selected"] = decisions[row["fold"]]["selected"]
     histories = {m: io.read_json(io.branch_dir(m) / "history.json") for m in modalities}
     histories["fusion"] = io.read_json(io.FUSION_DIR / "history.json")
+    histories |= {STUDENT + v: io.read_json(io.student_dir(v) / "history.json") for v in students}
     kernels = nondeterministic_kernels(histories)
     metrics = {
         **metrics,
@@ -129,10 +143,10 @@ def run(params: Params) -> None:
     io.write_json(io.REPORTS / "diagnostics.json", diagnostics)
     io.write_json(io.REPORTS / "robustness.json", robust)
     plots.plot_robustness(io.FIGURES / "robustness.png", robust)
-    all_scored = scored | scored_baselines
+    all_scored = scored | scored_students | scored_baselines
     with io.atomic_path(io.PREDICTIONS) as tmp:
         pd.concat([prediction_table(name, p, trials, seeds, trained_folds if name == "fusion_trained" else None)
-                   for name, p in probs.items()]
+                   for name, p in (probs | student_probs).items()]
                   + [prediction_table(n, p, trials, seeds[:1]) for n, p in baseline_probs.items()]
                   + [prediction_table(f"{name}:{task}", p, trials.for_task(task), seeds)
                      for task, by_model in task_probs.items() for name, p in by_model.items()]
@@ -145,7 +159,8 @@ def run(params: Params) -> None:
         pd.DataFrame([r for s in all_scored.values() for r in s["subjects"]]).to_csv(tmp, index=False)
     with io.atomic_path(io.REPORTS / "confusion") as tmp:  # one file a model, for `dvc plots`
         tmp.mkdir()
-        for name, s in [*scored.items(), *((f"{m}_{task}", s) for task, by in task_scored.items() for m, s in by.items())]:
+        for name, s in [*scored.items(), *scored_students.items(),
+                        *((f"{m}_{task}", s) for task, by in task_scored.items() for m, s in by.items())]:
             pd.DataFrame(s["pairs"], columns=["actual", "predicted"]).to_csv(tmp / f"{name}.csv", index=False)
     plots.plot_confusions(io.FIGURES / "confusion_matrices.png",
                           {name: s["confusion"] for name, s in scored.items()}, trials.classes)

@@ -14,7 +14,8 @@ from pipeline import io
 from pipeline.fusion import load_fusion
 from pipeline.nets import load_branch
 from pipeline.params import ComputeParams, parse_params
-from pipeline.stages import baselines, evaluate, fuse, normalize, pretrain, split
+from pipeline.errors import PipelineError
+from pipeline.stages import baselines, distill, evaluate, fuse, normalize, pretrain, split
 
 SUBJECTS = [f"s{k}" for k in range(6)]
 CLASSES = ["a", "b", "c"]
@@ -49,6 +50,7 @@ def workdir(tmp_path, monkeypatch, params):
     raw["train"].update(seeds=[0, 1], epochs=2, batch_size=8, embed_dim=8)
     raw["fusion"].update(epochs=2, hidden=8, heads=2)
     raw["compute"].update(n_jobs=1, backend="local")
+    raw["distill"].update(students=[])  # the tests that distil say so
     return tmp_path, parse_params(raw), labels
 
 
@@ -80,6 +82,7 @@ have no `level`."""
     raw["data"].update(tasks=["label", "level"])
     raw["train"].update(task_weighting="uncertainty")
     raw["fusion"].update(type=fusion_type)
+    raw["distill"].update(students=["eeg"])
     p = parse_params(raw)
     _prepare(p)
     for m in VIEWS:
@@ -94,10 +97,13 @@ have no `level`."""
     model = load_fusion(io.FUSION_DIR / "fold0_seed0.pt")  # rebuilt from the checkpoint alone
     assert model.task_sizes == [3, 2]
     baselines.run(p)
+    distill.run(p)  # the student gets the same heads, each distilled
+    assert load_branch(io.student_dir("eeg") / "fold0_seed0.pt").tasks == {"level": ["low", "high"]}
     evaluate.run(p)
     metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
     assert set(np.load(io.BASELINES_DIR / "probabilities_tasks.npz")) == {f"{b}:level" for b in metrics["baselines"]}
-    for entry in [*metrics["branches"].values(), metrics["fusion"], *metrics["baselines"].values()]:
+    for entry in [*metrics["branches"].values(), metrics["fusion"], *metrics["baselines"].values(),
+                  metrics["students"]["eeg"]]:
         test = entry["tasks"]["level"]["test"]
         assert 0 <= test["acc"] <= 1 and test["acc_ci"][0] <= test["acc"] <= test["acc_ci"][1] and "acc_std" in test
     predictions = pd.read_csv(tmp / "reports" / "predictions.csv", dtype={"label": str})
@@ -271,3 +277,54 @@ def test_a_fold_that_trains_no_fusion_is_reported_as_its_stand_in(workdir, monke
     assert "on fold(s) 0 eeg one informative view was left" in (tmp / "reports" / "summary.md").read_text()
     robust = json.loads((tmp / "reports" / "robustness.json").read_text())
     assert robust["runs"] == 2  # fold 1's two seeds fused every view; fold 0 trained none
+
+
+def test_distill_trains_students_that_evaluate_reports(workdir):
+    """Cross-fitted students of two views: branch checkpoints that load, probabilities of every
+    trial, each run's teachers (no train subject labelled by a teacher that trained on it), and
+    in metrics.json, predictions.csv and summary.md their scores against their branches. Too few
+    train subjects for distill.inner_folds, or a student view the data lacks, stops the stage
+    with one line and leaves the previous output."""
+    tmp, p, labels = workdir
+    _prepare(p)
+    fuse.run(p)
+    baselines.run(p)
+    raw = p.model_dump(mode="json")
+    raw.pop("branches")
+    raw["distill"].update(students=["eeg", "acoustic"], teacher_targets="cross_fitted", inner_folds=2,
+                          feature_weight=1.0)
+    p = parse_params(raw)
+    distill.run(p)
+    for view in ("eeg", "acoustic"):
+        assert np.load(io.student_dir(view) / "probabilities.npy").shape == (2, 2, len(labels), 3)
+        assert load_branch(io.student_dir(view) / "fold1_seed1.pt").modality == view
+    teachers = io.read_json(io.DISTILL_DIR / "teachers.json")
+    assert sorted(teachers) == [f"fold{f}_seed{s}" for f in range(2) for s in (0, 1)]
+    for run, info in teachers.items():
+        fold = io.read_json(io.SPLIT)["folds"][int(run[4])]
+        assert info["teacher"] == f"{run}.pt" and len(info["groups"]) == 2
+        assert sorted(s for g in info["groups"] for s in g["held_out"]) == sorted(fold["train"])
+        assert all(not set(g["held_out"]) & set(g["trained_on"]) for g in info["groups"])
+    evaluate.run(p)
+    metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
+    for view in ("eeg", "acoustic"):
+        student = metrics["students"][view]
+        assert 0 <= student["test"]["acc"] <= 1 and student["gain_test"] == "wilcoxon" and student["gain_n_subjects"] == 6
+        assert 0 < student["gain_p"] <= 1 and student["gain_ci"][0] <= student["gain_over_branch"] <= student["gain_ci"][1]
+        assert student["gap_to_teacher"] is not None
+    predictions = pd.read_csv(tmp / "reports" / "predictions.csv")
+    assert len(predictions[predictions["model"] == "student_eeg"]) == 2 * len(labels)  # every test trial, 2 seeds
+    summary = (tmp / "reports" / "summary.md").read_text()
+    assert "| student: eeg |" in summary and "- `acoustic`: distillation " in summary
+
+    before = (io.student_dir("eeg") / "probabilities.npy").read_bytes()
+    raw["distill"].update(inner_folds=3)  # 2 train subjects a fold
+    with pytest.raises(PipelineError, match="distill.inner_folds = 3 .*fold 0 has 2"):
+        distill.run(parse_params(raw))
+    manifest = pd.read_csv(io.MANIFEST).assign(audio_path="")  # as ingest writes data without audio
+    io.save_csv(io.MANIFEST, manifest)
+    raw["distill"].update(inner_folds=2, students=["eeg", "mel"])
+    raw["fusion"].update(modalities=["eeg", "mel"])
+    with pytest.raises(PipelineError, match=r"distill.students = \['eeg', 'mel'\].*mel: the data has no audio"):
+        distill.run(parse_params(raw))
+    assert (io.student_dir("eeg") / "probabilities.npy").read_bytes() == before
