@@ -143,22 +143,31 @@ def test_cross_fitted_targets_never_come_from_a_teacher_that_trained_on_the_subj
 
 
 @pytest.mark.parametrize("key,value,words", [
-    ("distill.students", ["eeg", "ecg"], "distill.students"),
+    ("distill.students", ["eeg", "ecg"], "eeg, mel, topo, acoustic"),
     ("distill.alpha", 1.5, "0 <= alpha <= 1"),
     ("distill.alpha", -0.1, "0 <= alpha <= 1"),
     ("distill.temperature", 0.0, "> 0"),
     ("distill.inner_folds", 1, ">= 2"),
 ])
-def test_bad_distill_params_stop_the_stage_with_one_line(tmp_path, key, value, words):
+def test_bad_distill_params_are_one_line_naming_the_key(key, value, words):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     section, name = key.split(".")
     raw[section][name] = value
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"params: {key}") and words in message, message
+
+
+def test_the_distill_command_stops_on_bad_params_with_exit_2_and_writes_nothing(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["distill"]["temperature"] = -1.0
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
     result = subprocess.run([sys.executable, "-m", "pipeline", "distill", "--params", str(bad)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.count("\n") == 1 and key in result.stderr and words in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "distill.temperature" in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 

@@ -54,7 +54,7 @@ def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
     table = run([sys.executable, "-m", "pipeline", "compare", "HEAD", experiment, "--md"], project)
     assert table.startswith(f"| model | acc HEAD | acc {experiment} | delta |")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    assert {"eeg", "mel", "topo", "fusion", "fusion_trained"} <= set(rows)
+    assert {"eeg", "mel", "topo", "fusion", "fusion_trained", "student_eeg", "student_acoustic"} <= set(rows)
     assert " | +0.000 | " in rows["eeg"]  # the branches did not rerun: same predictions
     assert "fusion.type: 'concat' -> 'late'" in table
     proc = subprocess.run([sys.executable, "-m", "pipeline", "compare", "HEAD~1", "HEAD"], cwd=project, env=ENV,

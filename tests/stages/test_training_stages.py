@@ -216,24 +216,28 @@ def _assert_identical(a: dict, b: dict) -> None:
 
 
 def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
-    """pretrain, fuse and baselines give the same probabilities, histories and weights, to the
-    last bit, run in-process one after another and on a two-worker Dask cluster (whose tasks
-    go through the same joblib calls as the loky pool's)."""
+    """pretrain, fuse, distill and baselines give the same probabilities, histories and weights,
+    to the last bit, run in-process one after another and on a two-worker Dask cluster (whose
+    tasks go through the same joblib calls as the loky pool's)."""
     tmp, p, _ = workdir
+    p = p.model_copy(update={"distill": p.distill.model_copy(update={"students": ("mel",)})})
     _prepare(p)  # local, n_jobs 1
     fuse.run(p)
+    distill.run(p)
     baselines.run(p)
 
     def baseline_probs():
         return dict(np.load(io.BASELINES_DIR / "probabilities.npz"))
 
     reference = {"eeg": _training_outputs(io.branch_dir("eeg")), "fusion": _training_outputs(io.FUSION_DIR),
-                 "baselines": baseline_probs()}
+                 "student": _training_outputs(io.student_dir("mel")), "baselines": baseline_probs()}
     on_dask = p.model_copy(update={"compute": ComputeParams(n_jobs=2, backend="dask")})
     pretrain.run(on_dask, "eeg")
     _assert_identical(reference["eeg"], _training_outputs(io.branch_dir("eeg")))
     fuse.run(on_dask)
     _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
+    distill.run(on_dask)
+    _assert_identical(reference["student"], _training_outputs(io.student_dir("mel")))
     baselines.run(on_dask)
     _assert_identical(reference["baselines"], baseline_probs())
 
