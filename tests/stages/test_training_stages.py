@@ -218,7 +218,8 @@ def _assert_identical(a: dict, b: dict) -> None:
 def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
     """pretrain, fuse, distill and baselines give the same probabilities, histories and weights,
     to the last bit, run in-process one after another and on a two-worker Dask cluster (whose
-    tasks go through the same joblib calls as the loky pool's)."""
+    tasks go through the same joblib calls as the loky pool's): pretrain on the LocalCluster the
+    stage starts, the others on a running cluster given by its scheduler's address."""
     tmp, p, _ = workdir
     p = p.model_copy(update={"distill": p.distill.model_copy(update={"students": ("mel",)})})
     _prepare(p)  # local, n_jobs 1
@@ -234,12 +235,17 @@ def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
     on_dask = p.model_copy(update={"compute": ComputeParams(n_jobs=2, backend="dask")})
     pretrain.run(on_dask, "eeg")
     _assert_identical(reference["eeg"], _training_outputs(io.branch_dir("eeg")))
-    fuse.run(on_dask)
-    _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
-    distill.run(on_dask)
-    _assert_identical(reference["student"], _training_outputs(io.student_dir("mel")))
-    baselines.run(on_dask)
-    _assert_identical(reference["baselines"], baseline_probs())
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        on_dask = p.model_copy(update={"compute": ComputeParams(n_jobs=2, backend="dask",
+                                                                scheduler=cluster.scheduler_address)})
+        fuse.run(on_dask)
+        _assert_identical(reference["fusion"], _training_outputs(io.FUSION_DIR))
+        distill.run(on_dask)
+        _assert_identical(reference["student"], _training_outputs(io.student_dir("mel")))
+        baselines.run(on_dask)
+        _assert_identical(reference["baselines"], baseline_probs())
 
 
 @pytest.mark.parametrize("fusion_type,informative,expected", [
