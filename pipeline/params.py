@@ -26,7 +26,7 @@ from pipeline.modalities import NAMES as MODALITIES
 FUSION_TYPES = ("concat", "gated", "cross_attention", "film", "transformer", "weighted", "late", "ensemble")
 MODALITY_SCORING_TYPES = ("concat",)  # heads with their own per-modality logits (OGM-GE scores with them)
 BRANCH_FREEZING_TYPES = ("late", "ensemble")  # heads that never train the branches
-DATA_SOURCES = ("synthetic", "manifest", "eav")
+DATA_SOURCES = ("synthetic", "manifest", "eav", "bids")
 SYNTHETIC_ROOT = "data/synthetic"  # where the synthesize stage writes (a dvc.yaml out)
 PRIMARY_TASK = "label"  # the manifest's label column: data.classes, selection and early stopping use it
 
@@ -86,6 +86,35 @@ class EAVParams(Section):
     segment_seconds: StrictFloat | None = allowed("null or > 0", gt=0)  # cut 20 s trials; null: whole
 
 
+class BIDSParams(Section):
+    """data.source bids (pipeline/data/bids.py): which recordings of a BIDS dataset, and which of
+    their events are trials."""
+
+    task: StrictStr | None                      # the BIDS task entity; null: every task
+    sessions: tuple[StrictStr, ...] | None      # null: every session
+    runs: tuple[StrictStr, ...] | None          # null: every run
+    datatype: Literal["eeg"]
+    label_column: StrictStr                     # the events.tsv column holding the class (trial_type: value if absent)
+    labels: tuple[StrictStr, ...] | None        # the values that are classes; null: every value but a next:<end> marker
+    trial_end: StrictStr                        # duration | fixed | next:<value>
+    trial_seconds: StrictFloat | None = allowed("null or > 0", gt=0)  # fixed: the window from the onset
+
+    @model_validator(mode="after")
+    def _rules(self):
+        end = self.trial_end
+        if end not in ("duration", "fixed") and not (end.startswith("next:") and end[5:]):
+            raise Rule("trial_end", end, "duration, fixed or next:<value> (the window ends at the next event "
+                                         "with that value)")
+        if end == "fixed" and self.trial_seconds is None:
+            raise Rule("trial_seconds", None, "a number > 0 with data.bids.trial_end fixed")
+        return self
+
+    @property
+    def end_marker(self) -> str | None:
+        """The value that ends a trial with trial_end next:<value>, else None."""
+        return self.trial_end[5:] if self.trial_end.startswith("next:") else None
+
+
 class DataParams(Section):
     source: DataSource
     root: StrictStr
@@ -96,6 +125,7 @@ class DataParams(Section):
     on_error: Literal["fail", "skip"]
     synthetic: SyntheticParams
     eav: EAVParams
+    bids: BIDSParams
 
     @model_validator(mode="after")
     def _rules(self):

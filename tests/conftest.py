@@ -109,3 +109,39 @@ def _write_eav(root: Path, n_subjects: int = 3, n_samples: int = 1000, trials_pe
 def write_eav():
     """Writes a small EAV-shaped dataset (generated, never downloaded): `write_eav(root, ...)`."""
     return _write_eav
+
+
+def _write_bids(root: Path, eeg_file: Path, subjects=("01", "02"), sessions=(None,), trial_end: str = "duration",
+                per_label: int = 4, seconds: float = 2.0) -> Path:
+    """A BIDS dataset at `root` written by mne-bids' own `write_raw_bids`: the real recording
+    `eeg_file` once per subject and session (task 'emo'), its events the first `per_label` of each
+    of its own event labels ('rt', 'square') that do not overlap, encoded for `trial_end`: `duration` (each event
+    lasts `seconds`), `fixed` (no duration) or `next:exit` (a 'press1' event 0.5 s after each and
+    an 'exit' event `seconds` after it, as OpenNeuro ds003004 marks its trials)."""
+    import mne
+    from mne_bids import BIDSPath, write_raw_bids
+
+    raw = mne.io.read_raw(eeg_file, preload=False, verbose="error")
+    onsets, labels, taken = [], [], {}
+    for onset, label in zip(raw.annotations.onset, raw.annotations.description):  # events `seconds` + 1 s apart
+        if taken.get(label, 0) < per_label and onset + seconds < raw.times[-1] and \
+                (not onsets or onset > onsets[-1] + seconds + 1.0):
+            taken[label] = taken.get(label, 0) + 1
+            onsets.append(float(onset))
+            labels.append(str(label))
+    durations = [seconds if trial_end == "duration" else 0.0] * len(onsets)
+    if trial_end == "next:exit":
+        onsets, labels, durations = (onsets + [o + 0.5 for o in onsets] + [o + seconds for o in onsets],
+                                     labels + ["press1"] * len(labels) + ["exit"] * len(labels), durations * 3)
+    raw.set_annotations(mne.Annotations(onsets, durations, labels))
+    for subject in subjects:
+        for session in sessions:
+            write_raw_bids(raw, BIDSPath(subject=subject, session=session, task="emo", datatype="eeg", root=root),
+                           overwrite=True, verbose="error")
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_bids():
+    """Writes a small BIDS dataset from a real recording with mne-bids: `write_bids(root, eeg_file, ...)`."""
+    return _write_bids

@@ -87,6 +87,25 @@ def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, re
     assert proc.stderr.count("\n") == 1 and "fusion.modalities" in proc.stderr and "no audio" in proc.stderr
 
 
+def test_eeg_only_fusion_on_a_bids_dataset(tmp_path, monkeypatch, capsys, realdata, write_bids):
+    """A BIDS dataset (written by mne-bids from the real recording: 4 subjects, sub-01 with two
+    sessions, events with durations) runs through every stage's body with data.source bids and
+    fusion.modalities [eeg, topo]: sub-01's sessions stay one subject, read with read_raw_bids."""
+    root = write_bids(tmp_path / "data" / "bids", realdata / "eeg" / "test_raw.set", subjects=("02", "03", "04"))
+    write_bids(root, realdata / "eeg" / "test_raw.set", subjects=("01",), sessions=("a", "b"))
+    raw = _tiny_params({"data": {"source": "bids", "root": "data/bids"}, "eeg": {"epoch_seconds": 2.0},
+                        "fusion": {"modalities": ["eeg", "topo"]}})
+    monkeypatch.chdir(tmp_path)
+    _run_stages(raw, STAGES)
+    report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
+    assert report["subjects_kept"] == 4 and report["trials_kept"] == 5 * 8 and report["classes"] == ["rt", "square"]
+    assert len(report["bids_recordings"]) == 5
+    split = json.loads((tmp_path / "data" / "interim" / "split.json").read_text())
+    assert sorted(s for part in split["folds"][0].values() for s in part) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert set(metrics["branches"]) == {"eeg", "topo"} and 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
+
+
 def test_eav_layout_through_the_feature_stages(tmp_path, monkeypatch, write_eav):
     """The EAV source on a generated EAV-shaped folder (4 subjects, 2 s trials cut into 1 s
     segments) runs through ingest and the three views' features (what comes after reads features

@@ -1,7 +1,8 @@
 """The one reader path for every recording, generated or brought by a user.
 
 EEG goes through MNE's readers, chosen by file extension (EDF, BDF, GDF, FIF, EEGLAB .set,
-BrainVision .vhdr, Neuroscan .cnt, ...), plus the EAV dataset's .mat arrays; audio goes
+BrainVision .vhdr, Neuroscan .cnt, ...), or mne-bids' `read_raw_bids` for a recording inside a
+BIDS dataset, plus the EAV dataset's .mat arrays; audio goes
 through soundfile (WAV, FLAC, OGG, ...) at any sample rate.
 """
 from __future__ import annotations
@@ -52,6 +53,17 @@ def read_eav_mat(path: str | Path) -> mne.io.RawArray:
     return raw
 
 
+def bids_path(path: Path):
+    """The mne-bids BIDSPath of a recording inside a BIDS dataset (a dataset_description.json in a
+    folder above it), else None."""
+    for parent in path.resolve().parents:
+        if (parent / "dataset_description.json").is_file():
+            from mne_bids import get_bids_path_from_fname
+
+            return get_bids_path_from_fname(path.resolve()).update(root=parent)
+    return None
+
+
 def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None,
              preload: bool = True) -> mne.io.BaseRaw:
     """The EEG channels of one recording as an MNE Raw.
@@ -66,6 +78,10 @@ def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None,
     try:
         if path.suffix.lower() == ".mat":
             raw = read_eav_mat(path)
+        elif (bids := bids_path(path)) is not None:  # channel types, bads and units from its sidecars
+            from mne_bids import read_raw_bids
+
+            raw = read_raw_bids(bids, extra_params=dict(read_kwargs or {}), verbose="error")
         else:
             raw = mne.io.read_raw(path, preload=False, verbose="error", **(read_kwargs or {}))
     except PipelineError:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.data.bids import BIDSSource
 from pipeline.data.eav import EAVSource
 from pipeline.data.manifest import BadInput, read_manifest_csv
 from pipeline.params import Params
@@ -25,4 +26,4 @@ class ManifestSource:
                                  params.data.secondary_tasks), {}
 
 
-SOURCES = {"synthetic": ManifestSource, "manifest": ManifestSource, "eav": EAVSource}
+SOURCES = {"synthetic": ManifestSource, "manifest": ManifestSource, "eav": EAVSource, "bids": BIDSSource}
