@@ -107,6 +107,19 @@ def evaluate(params: str = ParamsOption):
     run_stage("evaluate", params)
 
 
+@app.command("predict")
+def predict_command(data: str = typer.Argument(..., help="a manifest CSV or a BIDS root (labelled)"),
+                    out: str = typer.Option(..., "--out", help="the CSV to write: one row a trial"),
+                    model: str = typer.Option("fold0_seed0", "--model", help="fold<k>_seed<s>: a model of models/fusion/"),
+                    params: str = ParamsOption):
+    """Label new recordings with a trained fused model of this project (same feature code, the
+    model's fold's normalisation) -> a CSV of predictions and class probabilities."""
+    with one_line_errors():
+        if load_params(params).compute.portable_numerics:
+            pin_cpu_dispatch()
+        typer.echo(importlib.import_module("pipeline.predict").predict(data, out, model, params))
+
+
 @app.command("portable-env")
 def portable_env():
     """The environment portable numerics set (KEY=VALUE lines): what remote Dask workers need,

@@ -134,3 +134,35 @@ def test_stage_killed_mid_run_leaves_previous_outputs(workspace):
     assert not list(models.glob(".eeg.*")) or run([sys.executable, "-m", "pipeline", "pretrain", "eeg"], workspace)
     assert not list(models.glob(".eeg.*"))  # the killed runs' temporary folders are gone
     assert "pretrain@eeg" not in run(["dvc", "status"], workspace)
+
+
+def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp_path):
+    """`predict` on the project's own recordings with fold 0's model gives, to the last bit, the
+    probabilities the fuse stage computed for every trial with that model (the same feature
+    code, normalisation and network); without audio, mel and acoustic are filled with the fold's
+    train mean and the rows say so; a model that does not exist is one line and exit code 2."""
+    import numpy as np
+    import pandas as pd
+
+    out = tmp_path / "predictions.csv"
+    said = run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out", str(out),
+                "--model", "fold0_seed0"], project)
+    assert "predict: 40 trials of 4 subject(s)" in said and "accuracy " in said
+    rows = pd.read_csv(out, keep_default_na=False)
+    fused = np.load(project / "models" / "fusion" / "trained_probabilities.npy")[0, 0]
+    assert np.array_equal(rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy(np.float32), fused)
+    assert (rows["filled"] == "").all()
+
+    manifest = pd.read_csv(project / "data" / "synthetic" / "manifest.csv", dtype=str, keep_default_na=False)
+    eeg_only = manifest.drop(columns=[c for c in manifest.columns if c.startswith("audio")])
+    eeg_only["eeg_path"] = [str(project / "data" / "synthetic" / f) for f in eeg_only["eeg_path"]]
+    eeg_only.to_csv(tmp_path / "eeg_only.csv", index=False)
+    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "eeg_only.csv"), "--out", str(out)], project)
+    assert "views filled with the fold's train mean: mel, acoustic" in said
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert len(rows) == 40 and (rows["filled"] == "mel;acoustic").all()
+    assert np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1.0, atol=1e-5)
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out",
+                           str(out), "--model", "fold7_seed0"], cwd=project, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "fold7_seed0" in proc.stderr, proc.stderr
