@@ -102,6 +102,12 @@ def baselines(params: str = ParamsOption):
 
 
 @app.command()
+def final(params: str = ParamsOption):
+    """Train every branch and the fusion on all subjects -> models/final/ (the model to use)."""
+    run_stage("final", params)
+
+
+@app.command()
 def evaluate(params: str = ParamsOption):
     """Test metrics of every branch and the fusion -> reports/metrics.json."""
     run_stage("evaluate", params)
@@ -110,14 +116,26 @@ def evaluate(params: str = ParamsOption):
 @app.command("predict")
 def predict_command(data: str = typer.Argument(..., help="a manifest CSV or a BIDS root (labelled)"),
                     out: str = typer.Option(..., "--out", help="the CSV to write: one row a trial"),
-                    model: str = typer.Option("fold0_seed0", "--model", help="fold<k>_seed<s>: a model of models/fusion/"),
+                    model: str = typer.Option("final", "--model", help="final (models/final/) or fold<k>_seed<s> "
+                                              "(a model of models/fusion/)"),
+                    rev: str = typer.Option(None, "--rev", help="the final model of another git revision or DVC "
+                                            "experiment (read through dvc.api)"),
                     params: str = ParamsOption):
     """Label new recordings with a trained fused model of this project (same feature code, the
     model's fold's normalisation) -> a CSV of predictions and class probabilities."""
     with one_line_errors():
         if load_params(params).compute.portable_numerics:
             pin_cpu_dispatch()
-        typer.echo(importlib.import_module("pipeline.predict").predict(data, out, model, params))
+        typer.echo(importlib.import_module("pipeline.predict").predict(data, out, model, params, rev))
+
+
+@app.command("export")
+def export_command(fmt: str = typer.Option("onnx", "--format", help="onnx"), params: str = ParamsOption):
+    """The final fused network (models/final/) as ONNX -> models/final.onnx, checked with onnxruntime."""
+    with one_line_errors():
+        if load_params(params).compute.portable_numerics:
+            pin_cpu_dispatch()
+        typer.echo(importlib.import_module("pipeline.export").export(fmt))
 
 
 @app.command("portable-env")

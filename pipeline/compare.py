@@ -26,31 +26,32 @@ def _rev(name: str) -> str | None:
     return None if name == WORKSPACE else name
 
 
-def read_at(path: str, rev: str) -> str:
-    """The text of `path` at git revision or experiment `rev` (`workspace`: as on disk)."""
+def read_at(path: str, rev: str, mode: str = "r", who: str = "compare") -> str | bytes:
+    """The text (mode "rb": bytes) of `path` at git revision or experiment `rev` (`workspace`: as on
+    disk); a failure is one line for command `who`, saying what to do."""
     import dvc.api
 
     try:
-        return dvc.api.read(path, rev=_rev(rev))
+        return dvc.api.read(path, rev=_rev(rev), mode=mode)
     except Exception as error:  # dvc raises many kinds; the user needs the path, the rev and why
         if rev != WORKSPACE and _locked_output(path, rev):
             raise PipelineError(
-                f"compare: {path} at {rev} is a DVC output that is not in this clone's cache: `dvc pull` "
+                f"{who}: {path} at {rev} is a DVC output that is not in this clone's cache: `dvc pull` "
                 f"it from the project's remote (README: Review), or `dvc repro` at {rev}") from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PipelineError(f"compare: cannot read {path} at {rev}: {reason}") from None
+        raise PipelineError(f"{who}: cannot read {path} at {rev}: {reason}") from None
 
 
 def _locked_output(path: str, rev: str) -> bool:
-    """Whether dvc.lock at `rev` records `path` as a stage's output (made there, cached somewhere)."""
+    """Whether dvc.lock at `rev` records `path` (or a folder holding it) as a stage's output."""
     import dvc.api
 
     try:
         lock = yaml.safe_load(dvc.api.read("dvc.lock", rev=rev)) or {}
     except Exception:  # no dvc.lock at rev: nothing was reproduced there
         return False
-    return any(out.get("path") == path for stage in (lock.get("stages") or {}).values()
-               for out in stage.get("outs") or [])
+    return any(path == out.get("path") or path.startswith(f"{out.get('path')}/")
+               for stage in (lock.get("stages") or {}).values() for out in stage.get("outs") or [])
 
 
 def load_predictions(rev: str) -> pd.DataFrame:

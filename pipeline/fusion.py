@@ -161,7 +161,7 @@ class TransformerFusion(FusionHead):
 
     def forward(self, emb: Tensors, logits: Tensors) -> torch.Tensor:
         tokens = self.tokens(emb)
-        x = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.position
+        x = torch.cat([self.cls.expand_as(tokens[:, :1]), tokens], dim=1) + self.position  # traced: any batch size
         return self.out(self.encoder(x)[:, 0])
 
 
@@ -212,7 +212,7 @@ class LateFusion(FusionHead):
         # a modality's weight: its share of the primary task's layer's absolute weight
         primary = self.linears[0]
         share = primary.weight.detach().abs().reshape(len(primary.bias), len(logits), -1).sum(dim=(0, 2))
-        self.last_weights = (share / share.sum()).expand(len(out[0]), -1)
+        self.last_weights = (share / share.sum()).expand(out[0].shape[0], -1)
         return torch.cat(out, dim=1)
 
 

@@ -42,6 +42,7 @@ def branch_dir(modality: str) -> Path:
 
 FUSION_DIR = MODELS / "fusion"
 DISTILL_DIR = MODELS / "distill"  # a folder per student view
+FINAL_DIR = MODELS / "final"  # the model on every subject (a DVC artifact)
 
 
 def student_dir(view: str) -> Path:

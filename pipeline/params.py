@@ -372,6 +372,12 @@ class DistillParams(Section):
         return students
 
 
+class FinalParams(Section):
+    """The final stage: one model on every subject, the DVC artifact to use (pipeline/stages/final.py)."""
+
+    enabled: StrictBool
+
+
 class BaselinesParams(Section):
     """The baselines stage: scikit-learn logistic regression on handcrafted features of each view,
     its inverse regularisation C chosen per fold on validation from `c_grid`."""
@@ -425,6 +431,7 @@ class Params(Section):
     fusion: FusionParams
     baselines: BaselinesParams
     distill: DistillParams
+    final: FinalParams
     compute: ComputeParams = ComputeParams(n_jobs=1)
 
     def check_modalities(self, available: list[str], missing_reason: str) -> None:
@@ -441,12 +448,19 @@ class Params(Section):
                 raise not_allowed("distill.students", list(self.distill.students),
                                   f"views the data has ({', '.join(available)}); {view}: {missing_reason}")
 
+    def to_yaml_mapping(self) -> dict:
+        """Plain values that `parse_params` reads back to these params (each branch's train keys but
+        the seeds, which only train.seeds may set): what a self-describing model stores."""
+        dumped = self.model_dump(mode="json")
+        dumped["branches"] = {m: {k: v for k, v in b.items() if k != "seeds"} for m, b in dumped["branches"].items()}
+        return dumped
+
     def branch(self, modality: str) -> TrainParams:
         """Training params of one branch: `train` with `branches.<modality>` on top."""
         return self.branches[modality]
 
 
-SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "distill", "compute")
+SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "distill", "final", "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
               "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
 FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values

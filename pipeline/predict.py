@@ -1,18 +1,24 @@
-"""`python -m pipeline predict DATA --out FILE --model fold<k>_seed<s>`: a trained fused model of this
-project labels recordings it has not seen.
+"""`python -m pipeline predict DATA --out FILE [--model final|fold<k>_seed<s>] [--rev REV]`: a
+trained fused model labels recordings it has not seen.
 
 DATA (a manifest CSV or a BIDS root) goes through the very code of the stages: ingest and the
-feature stages run on it in a temporary folder with this project's params.yaml, the features are
-standardised with the model's fold's train-only statistics, and the fused model's probabilities
-come out as the fuse stage computes them. A view DATA lacks (no audio) is filled with the fold's
-train mean, as the robustness check fills a missing view, and the row says so.
+feature stages run on it in a temporary folder, the features are standardised with the model's
+own train-only statistics, and the fused model's probabilities come out as the fuse stage
+computes them. The final model (models/final/, the final stage's) carries its params, so its
+features are computed as it was trained, at any revision (`--rev`, through dvc.api); a fold's
+model (models/fusion/) uses this workspace's params.yaml and its fold's statistics. A view DATA
+lacks (no audio) is filled with the model's train mean, as the robustness check fills a missing
+view, and the row says so.
 """
 from __future__ import annotations
 
 import contextlib
+import io as bytes_io
+import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +26,7 @@ import pandas as pd
 
 from pipeline import io
 from pipeline.errors import PipelineError
-from pipeline.params import Params, load_params
+from pipeline.params import Params, load_params, parse_params
 
 MODEL = re.compile(r"fold(\d+)_seed(\d+)")
 
@@ -65,54 +71,94 @@ def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame
         return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str}), x
 
 
-def predict(data: str, out: str, model: str, params_path: str = "params.yaml") -> str:
-    """Label DATA's trials with `model` (fold<k>_seed<s> of models/fusion/); writes `out` (one row a
-    trial: subject, trial, label, predicted, p_<class>, filled) and returns what to print."""
-    import torch
+@dataclass
+class Model:
+    """A fused model ready to label new trials: the network, its classes, the params its features
+    are computed with, and per view the normaliser's mean and std and the fill of a missing view."""
+    fused: object
+    classes: list[str]
+    params: Params
+    stats: dict[str, dict[str, np.ndarray]]
 
+
+def fold_model(name: str, params_path: str) -> Model:
+    """Model fold<k>_seed<s> of models/fusion/, with its fold's statistics and this workspace's params."""
     from pipeline.dataset import load_features, load_trials
-    from pipeline.folds import NormalizedRows, fold_data
+    from pipeline.folds import fold_data
     from pipeline.fusion import load_fusion
-    from pipeline.fusion_training import output_temperature
     from pipeline.split import fold_indices
-    from pipeline.stats import bootstrap_ci
-    from pipeline.training import predict_proba
 
-    match = MODEL.fullmatch(model)
-    if not match:
-        raise PipelineError(f"predict: --model {model!r} is not allowed; allowed: fold<k>_seed<s>, a model of "
-                            "models/fusion/ (a final model on every subject is not built yet)")
-    checkpoint = io.FUSION_DIR / f"{model}.pt"
+    checkpoint = io.FUSION_DIR / f"{name}.pt"
     if not checkpoint.is_file():
         raise PipelineError(f"predict: {checkpoint}: no such model; run `dvc repro` (models/fusion/ holds "
                             f"{', '.join(sorted(f.stem for f in io.FUSION_DIR.glob('*.pt'))) or 'none'})")
-    fold = int(match.group(1))
-    fused = load_fusion(checkpoint)
-    views = list(fused.branches)
-    trials = load_trials()
-    p = data_params(load_params(params_path), Path(data), trials.classes)
+    fold, fused, trials = int(MODEL.fullmatch(name).group(1)), load_fusion(checkpoint), load_trials()
+    train = fold_indices(trials.subjects, trials.folds[fold])["train"]
+    stats = {}
+    for m in fused.branches:
+        saved = np.load(io.normalizer_path(m))
+        fill = fold_data({m: load_features(m, mmap=True)}, trials, fold).inputs[m].subset(train).mean_row().numpy()
+        stats[m] = {"mean": saved["mean"][fold], "std": saved["std"][fold], "fill": fill}
+    return Model(fused, trials.classes, load_params(params_path), stats)
+
+
+def final_model(rev: str | None) -> Model:
+    """models/final/ of the workspace, or of git revision or DVC experiment `rev` read through dvc.api."""
+    from pipeline.compare import WORKSPACE, read_at
+    from pipeline.fusion import load_fusion
+
+    def read(name: str, mode: str = "r"):
+        path = io.FINAL_DIR / name
+        if rev is None and not path.is_file():
+            raise PipelineError(f"predict: {path} not found: no final model here (final.enabled false, or the final "
+                                "stage has not run; `dvc repro`), or choose --model fold<k>_seed<s>")
+        return read_at(str(path), rev or WORKSPACE, mode, who="predict")
+
+    meta = json.loads(read("meta.json"))
+    if not meta.get("enabled"):
+        raise PipelineError(f"predict: the final model is off (final.enabled false){f' at {rev}' if rev else ''}; "
+                            "choose --model fold<k>_seed<s>")
+    fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
+    stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
+    return Model(fused, meta["classes"], parse_params(meta["params"]), stats)
+
+
+def predict(data: str, out: str, model: str, params_path: str = "params.yaml", rev: str | None = None) -> str:
+    """Label DATA's trials with `model` ("final" or fold<k>_seed<s>); writes `out` (one row a trial:
+    subject, trial, label, predicted, p_<class>, filled) and returns what to print."""
+    import torch
+
+    from pipeline.fusion_training import output_temperature
+    from pipeline.normalize import apply_normalizer
+    from pipeline.stats import bootstrap_ci
+    from pipeline.training import predict_proba
+
+    if model != "final" and not MODEL.fullmatch(model):
+        raise PipelineError(f"predict: --model {model!r} is not allowed; allowed: final, or fold<k>_seed<s> "
+                            "(a model of models/fusion/)")
+    if rev is not None and model != "final":
+        raise PipelineError("predict: --rev reads the final model (models/final/ carries its params and "
+                            "statistics); for a fold's model, check out that revision")
+    chosen = final_model(rev) if model == "final" else fold_model(model, params_path)
+    views, classes = list(chosen.fused.branches), chosen.classes
+    p = data_params(chosen.params, Path(data), classes)
     torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
     with tempfile.TemporaryDirectory() as tmp:
         table, x = data_features(p, views, Path(tmp).resolve())
-    train = fold_indices(trials.subjects, trials.folds[fold])["train"]
-    inputs, filled = {}, [m for m in views if m not in x]
-    for m in views:
-        stats = np.load(io.normalizer_path(m))
-        if m in x:
-            inputs[m] = NormalizedRows(x[m], stats["mean"][fold], stats["std"][fold])[:]
-        else:  # the view DATA lacks: the fold's train mean, as the robustness check fills it
-            mean = fold_data({m: load_features(m, mmap=True)}, trials, fold).inputs[m].subset(train).mean_row()
-            inputs[m] = mean.expand(len(table), *mean.shape[1:])
-    probs = predict_proba(fused, inputs, torch.device("cpu"), output_temperature(fused, fused.params))
-    probs = probs[:, :len(trials.classes)]
+    filled = [m for m in views if m not in x]
+    inputs = {m: torch.from_numpy(apply_normalizer(x[m], chosen.stats[m]["mean"], chosen.stats[m]["std"])) if m in x
+              else torch.from_numpy(chosen.stats[m]["fill"]).expand(len(table), *chosen.stats[m]["fill"].shape[1:])
+              for m in views}
+    probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))
+    probs = probs[:, :len(classes)]
     rows = pd.DataFrame({"subject": table["subject"], "trial": np.arange(len(table)), "label": table["label"],
-                         "predicted": np.asarray(trials.classes)[probs.argmax(1)]})
-    rows = rows.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in trials.classes]))
+                         "predicted": np.asarray(classes)[probs.argmax(1)]})
+    rows = rows.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in classes]))
     rows["filled"] = ";".join(filled)
     io.save_csv(out, rows)
     right = (rows["label"] == rows["predicted"]).groupby(rows["subject"]).mean()
     ci = bootstrap_ci(right.to_list(), p.split.seed)
     interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-    return (f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out}; accuracy "
-            f"{right.mean():.3f}{interval} (mean over subjects, 95% bootstrap interval)"
-            + (f"; views filled with the fold's train mean: {', '.join(filled)}" if filled else ""))
+    return (f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out} (model {model}"
+            + (f" at {rev}" if rev else "") + f"); accuracy {right.mean():.3f}{interval} (mean over subjects, 95% "
+            "bootstrap interval)" + (f"; views filled with the model's train mean: {', '.join(filled)}" if filled else ""))

@@ -49,6 +49,17 @@ def make_folds(subjects: list[str], p: SplitParams) -> list[dict[str, list[str]]
     return folds
 
 
+def final_split(subjects, p: SplitParams) -> dict[str, list[str]]:
+    """Every subject, for the final model: `p.val_subjects` of them for early stopping (drawn as
+    the splits draw validation subjects, seeded by `p.seed`), the others to train; no test part."""
+    subjects = np.array(sorted(set(subjects)))
+    if len(subjects) < p.val_subjects + 1:
+        raise PipelineError(f"final: {len(subjects)} subjects, but split.val_subjects={p.val_subjects} needs at "
+                            f"least {p.val_subjects + 1}")
+    train, val = _take_val(subjects, p.val_subjects, np.random.default_rng(p.seed))
+    return {"train": train, "val": val, "test": []}
+
+
 def fold_indices(trial_subjects, fold: dict[str, list[str]]) -> dict[str, np.ndarray]:
     """Trial indices of each part of a fold."""
     trial_subjects = np.asarray(trial_subjects)

@@ -72,12 +72,12 @@ def test_no_change_repro_runs_nothing(workspace):
     assert ran(out) == set()
 
 
-def test_fusion_knob_makes_only_fuse_and_evaluate_stale(workspace):
-    """A fusion knob invalidates fuse and evaluate and nothing upstream (DVC's own status; the
-    queued sweep in tests/test_integration_queue.py then reruns them)."""
+def test_fusion_knob_makes_only_fuse_final_and_evaluate_stale(workspace):
+    """A fusion knob invalidates fuse, the final model and evaluate, and nothing upstream (DVC's
+    own status; the queued sweep in tests/test_integration_queue.py then reruns them)."""
     set_params(workspace, {"fusion": {"type": "gated"}})
     stale = json.loads(run(["dvc", "status", "--json"], workspace))
-    assert set(stale) == {"fuse", "evaluate"}, stale
+    assert set(stale) == {"fuse", "final", "evaluate"}, stale
 
 
 def test_user_recordings_come_from_data_root_not_synthesize(workspace):
@@ -157,8 +157,9 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     eeg_only = manifest.drop(columns=[c for c in manifest.columns if c.startswith("audio")])
     eeg_only["eeg_path"] = [str(project / "data" / "synthetic" / f) for f in eeg_only["eeg_path"]]
     eeg_only.to_csv(tmp_path / "eeg_only.csv", index=False)
-    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "eeg_only.csv"), "--out", str(out)], project)
-    assert "views filled with the fold's train mean: mel, acoustic" in said
+    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "eeg_only.csv"), "--out", str(out),
+                "--model", "fold0_seed0"], project)
+    assert "views filled with the model's train mean: mel, acoustic" in said
     rows = pd.read_csv(out, keep_default_na=False)
     assert len(rows) == 40 and (rows["filled"] == "mel;acoustic").all()
     assert np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1.0, atol=1e-5)
@@ -166,3 +167,30 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     proc = subprocess.run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out",
                            str(out), "--model", "fold7_seed0"], cwd=project, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "fold7_seed0" in proc.stderr, proc.stderr
+
+
+def test_final_model_predicts_at_any_revision_and_exports_to_onnx(project, workspace, tmp_path):
+    """The final stage's model (every subject; a DVC artifact) is self-describing: `predict`
+    with it labels new trials, reads it at a revision through dvc.api to the same bits, and
+    `export` writes it as ONNX that onnxruntime runs within 1e-5 of torch on real trials."""
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    meta = json.loads((project / "models" / "final" / "meta.json").read_text())
+    assert meta["enabled"] and meta["views"] == ["eeg", "mel", "topo", "acoustic"]
+    assert sorted(meta["train_subjects"] + meta["val_subjects"]) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    artifacts = yaml.safe_load((project / "dvc.yaml").read_text())["artifacts"]
+    assert artifacts["final-model"] == {**artifacts["final-model"], "path": "models/final", "type": "model"}
+    here, there = tmp_path / "here.csv", tmp_path / "there.csv"
+    said = run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out", str(here)], project)
+    assert "(model final)" in said
+    said = run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out", str(there),
+                "--rev", "HEAD"], project)
+    assert "(model final at HEAD)" in said and here.read_bytes() == there.read_bytes()
+    rows = pd.read_csv(here)
+    assert len(rows) == 40 and np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1, atol=1e-5)
+
+    said = run([sys.executable, "-m", "pipeline", "export", "--format", "onnx"], workspace)
+    assert re.search(r"onnxruntime agrees with torch within \S+ on 40 real trials", said), said
+    assert (workspace / "models" / "final.onnx").stat().st_size > 10_000

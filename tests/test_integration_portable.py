@@ -47,9 +47,9 @@ def test_every_output_is_byte_identical_on_a_second_machine(tmp_path_factory, tm
                            env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.split() == ["False", "AVX2"]  # the simulated machine has no AVX-512
     commands = _stage_commands(second)
-    assert len(commands) == 19 and all(command[:3] == ["python", "-m", "pipeline"] for command in commands)
+    assert len(commands) == 20 and all(command[:3] == ["python", "-m", "pipeline"] for command in commands)
     # every stage as its command runs it (cli.run_stage: params, pins, the stage), in one process
-    # to spare 19 interpreter start-ups; the first stage pins before numpy or torch load
+    # to spare 20 interpreter start-ups; the first stage pins before numpy or torch load
     script = ("import json, sys\nfrom pipeline.cli import run_stage\n"
               "for command in json.loads(sys.argv[1]):\n    run_stage(command[3], 'params.yaml', *command[4:])")
     run([sys.executable, "-c", script, json.dumps(commands)], second, env)

@@ -419,6 +419,7 @@ def test_dump_of_the_whole_file_parses_back(raw, params):
     for mode in ("python", "json"):
         again = {k: v for k, v in params.model_dump(mode=mode).items() if k != "branches"}
         assert parse_params({**again, "branches": raw["branches"]}) == params
+    assert parse_params(params.to_yaml_mapping()) == params  # what models/final/meta.json stores
 
 
 def test_params_pickle_and_are_frozen(params):

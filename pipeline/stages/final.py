@@ -1,0 +1,75 @@
+"""final: the model to use, trained on every subject -> models/final/ (a DVC artifact, `dvc.yaml`
+artifacts): every fused view's branch pretrained and the fusion fine-tuned as pretrain and fuse
+do, with `split.val_subjects` subjects (drawn as the splits draw them) held out for early stopping
+and no test part, under the first seed of train.seeds. Self-describing: fusion.pt (rebuilds
+without params.yaml), each view's normaliser fitted on its train trials and its train mean (what
+fills a missing view), and meta.json (views, classes, the params, who trained). With
+`final.enabled: false` it writes only meta.json saying so.
+"""
+from __future__ import annotations
+
+import io as bytes_io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import io
+from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_features, load_trials
+from pipeline.folds import FoldData, NormalizedRows, task_labels
+from pipeline.fusion import save_fusion
+from pipeline.fusion_training import train_fusion
+from pipeline.modalities import MODALITIES
+from pipeline.normalize import fit_normalizer
+from pipeline.parallel import stream
+from pipeline.params import Params
+from pipeline.pretraining import train_branch
+from pipeline.split import final_split, fold_indices
+from pipeline.training import run_device
+
+
+def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[bytes, dict, dict, list[dict]]:
+    """The final model as one worker task: its checkpoint's bytes, each view's normaliser and
+    train mean, and the fusion's history."""
+    views, seed = list(params.fusion.modalities), params.train.seeds[0]
+    split = final_split(trials.subjects, params.split)
+    index = fold_indices(trials.subjects, split)
+    inputs, stats = {}, {}
+    for m in views:
+        x = load_features(m, mmap=True, root=Path(root))
+        mean, std = fit_normalizer(np.asarray(x[index["train"]]), MODALITIES[m].norm_axes)
+        inputs[m] = NormalizedRows(x, mean, std)
+        stats[m] = {"mean": mean, "std": std, "fill": inputs[m].subset(index["train"]).mean_row().numpy()}
+    data = FoldData(inputs, torch.tensor(task_labels(trials)), index)
+    tasks = {task: t.classes for task, t in trials.tasks.items()}
+    branches = {m: train_branch(m, data, params.branch(m), len(trials.classes), seed, torch.device(device), tasks,
+                                trials.classes)[0] for m in views}
+    model, history = train_fusion(branches, data, params.fusion, params.train, len(trials.classes), seed,
+                                  torch.device(device))
+    checkpoint = bytes_io.BytesIO()
+    save_fusion(checkpoint, model.cpu(), params.fusion)
+    return checkpoint.getvalue(), stats, split, history
+
+
+def run(params: Params) -> None:
+    with io.atomic_path(io.FINAL_DIR) as out:
+        out.mkdir()
+        if not params.final.enabled:
+            io.write_json(out / "meta.json", {"enabled": False})
+            print("final: final.enabled is false: no final model")
+            return
+        params.check_modalities(available_modalities(), NO_AUDIO)
+        trials = load_trials()
+        (checkpoint, stats, split, history), = stream(final_run, [(params, trials, str(Path.cwd()),
+                                                                  run_device(params.train.device, 0))],
+                                                      params.compute, "final", "model")
+        (out / "fusion.pt").write_bytes(checkpoint)
+        for m, s in stats.items():
+            io.save_npz(out / f"{m}.npz", **s)
+        io.write_json(out / "meta.json", {
+            "enabled": True, "views": list(params.fusion.modalities), "classes": trials.classes,
+            "tasks": {task: t.classes for task, t in trials.tasks.items()}, "seed": params.train.seeds[0],
+            "train_subjects": split["train"], "val_subjects": split["val"], "history": history,
+            "params": params.to_yaml_mapping()})
+    print(f"final: fused {', '.join(params.fusion.modalities)} on {len(split['train'])} train and "
+          f"{len(split['val'])} validation subjects -> {io.FINAL_DIR}")
