@@ -41,34 +41,52 @@ def _inside(folder: Path):
         os.chdir(before)
 
 
-def data_params(params: Params, data: Path, classes: list[str]) -> Params:
-    """This project's params with DATA as the source: a BIDS root (dataset_description.json) or a
-    manifest CSV; the model's classes; the primary task alone."""
+def data_params(params: Params, data: Path, classes: list[str], work: Path) -> Params:
+    """`params` with DATA as the source: a BIDS root (dataset_description.json) or a manifest CSV
+    (without a label column: a copy in `work` with blank labels and absolute paths); the model's
+    classes; the primary task alone."""
     if (data / "dataset_description.json").is_file():
         source = {"source": "bids", "root": str(data.resolve())}
     elif data.suffix.lower() == ".csv" and data.is_file():
         source = {"source": "manifest", "root": str(data.resolve().parent), "manifest": data.name}
+        table = pd.read_csv(data, dtype=str, keep_default_na=False)
+        if "label" not in table.columns:  # unlabelled trials
+            for column in ("eeg_path", "audio_path"):
+                if column in table:
+                    table[column] = [str((data.parent / v).resolve()) if v else "" for v in table[column]]
+            table.assign(label="").to_csv(work / "unlabelled.csv", index=False)
+            source = {"source": "manifest", "root": str(work), "manifest": "unlabelled.csv"}
     else:
         raise PipelineError(f"predict: {data}: neither a manifest CSV nor a BIDS root (no dataset_description.json)")
     return params.model_copy(update={"data": params.data.model_copy(update={
-        **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}})})
+        **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}, "on_error": "fail"})})
 
 
-def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """DATA's kept trials and the features of each of `views` it has, computed by the ingest and
-    feature stages' own bodies inside `work`."""
-    from pipeline.dataset import available_modalities
-    from pipeline.stages import features, ingest
+def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    """DATA's trials, which of them are labelled, and the features of each of `views` it has:
+    the source and ingest's checks of every trial (not its checks of the whole set: one class or
+    none is fine here), then the feature stages' own bodies, inside `work`. An unlabelled trial
+    carries the first class through the stages (the topology view's example figure reads labels)."""
+    from pipeline.data.ingest import check_trials
+    from pipeline.data.manifest import COLUMNS, BadInput, modalities_of
+    from pipeline.data.sources import SOURCES
+    from pipeline.stages import features
 
     with _inside(work):
-        ingest.run(p)
-        have = available_modalities()
-        x = {}
+        bad = BadInput("fail")
+        table, _ = SOURCES[p.data.source]().trials(p, bad)
+        labelled = (table["label"] != "").to_numpy()
+        table.loc[~labelled, "label"] = p.data.classes[0]
+        trials = check_trials(table, p, bad).reset_index(drop=True)[list(COLUMNS)]
+        io.save_csv(io.MANIFEST, trials)
+        io.write_json(io.CLASSES, list(p.data.classes))
+        io.write_json(io.TASKS, {})
+        have, x = modalities_of(trials), {}
         for view in ["eeg", *(m for m in views if m != "eeg")]:  # topo reads the EEG features
             if view in have:
                 features.run(p, view)
                 x[view] = np.load(io.feature_path(view))
-        return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str}), x
+        return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str}), labelled, x
 
 
 @dataclass
@@ -125,7 +143,8 @@ def final_model(rev: str | None) -> Model:
 
 def predict(data: str, out: str, model: str, params_path: str = "params.yaml", rev: str | None = None) -> str:
     """Label DATA's trials with `model` ("final" or fold<k>_seed<s>); writes `out` (one row a trial:
-    subject, trial, label, predicted, p_<class>, filled) and returns what to print."""
+    subject, trial, label (blank where DATA has none), predicted, p_<class>, filled) and returns
+    what to print (with labels, the accuracy and its interval)."""
     import torch
 
     from pipeline.fusion_training import output_temperature
@@ -141,24 +160,28 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
                             "statistics); for a fold's model, check out that revision")
     chosen = final_model(rev) if model == "final" else fold_model(model, params_path)
     views, classes = list(chosen.fused.branches), chosen.classes
-    p = data_params(chosen.params, Path(data), classes)
-    torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
     with tempfile.TemporaryDirectory() as tmp:
-        table, x = data_features(p, views, Path(tmp).resolve())
+        work = Path(tmp).resolve()
+        p = data_params(chosen.params, Path(data), classes, work)
+        torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
+        table, labelled, x = data_features(p, views, work)
     filled = [m for m in views if m not in x]
     inputs = {m: torch.from_numpy(apply_normalizer(x[m], chosen.stats[m]["mean"], chosen.stats[m]["std"])) if m in x
               else torch.from_numpy(chosen.stats[m]["fill"]).expand(len(table), *chosen.stats[m]["fill"].shape[1:])
               for m in views}
     probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))
     probs = probs[:, :len(classes)]
-    rows = pd.DataFrame({"subject": table["subject"], "trial": np.arange(len(table)), "label": table["label"],
-                         "predicted": np.asarray(classes)[probs.argmax(1)]})
+    rows = pd.DataFrame({"subject": table["subject"], "trial": np.arange(len(table)),
+                         "label": table["label"].where(labelled, ""), "predicted": np.asarray(classes)[probs.argmax(1)]})
     rows = rows.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in classes]))
     rows["filled"] = ";".join(filled)
     io.save_csv(out, rows)
-    right = (rows["label"] == rows["predicted"]).groupby(rows["subject"]).mean()
-    ci = bootstrap_ci(right.to_list(), p.split.seed)
-    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-    return (f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out} (model {model}"
-            + (f" at {rev}" if rev else "") + f"); accuracy {right.mean():.3f}{interval} (mean over subjects, 95% "
-            "bootstrap interval)" + (f"; views filled with the model's train mean: {', '.join(filled)}" if filled else ""))
+    said = f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out} (model {model}" + \
+        (f" at {rev}" if rev else "") + ")"
+    if labelled.any():  # accuracy over the labelled trials, subject by subject
+        scored = rows[labelled]
+        right = (scored["label"] == scored["predicted"]).groupby(scored["subject"]).mean()
+        ci = bootstrap_ci(right.to_list(), p.split.seed)
+        said += (f"; accuracy {right.mean():.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                 + f" over the {int(labelled.sum())} labelled trials (mean over subjects, 95% bootstrap interval)")
+    return said + (f"; views filled with the model's train mean: {', '.join(filled)}" if filled else "")

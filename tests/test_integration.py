@@ -140,7 +140,8 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     """`predict` on the project's own recordings with fold 0's model gives, to the last bit, the
     probabilities the fuse stage computed for every trial with that model (the same feature
     code, normalisation and network); without audio, mel and acoustic are filled with the fold's
-    train mean and the rows say so; a model that does not exist is one line and exit code 2."""
+    train mean and the rows say so; trials without labels get predictions and no accuracy; a model
+    that does not exist is one line and exit code 2."""
     import numpy as np
     import pandas as pd
 
@@ -163,6 +164,14 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     rows = pd.read_csv(out, keep_default_na=False)
     assert len(rows) == 40 and (rows["filled"] == "mel;acoustic").all()
     assert np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1.0, atol=1e-5)
+
+    unlabelled = eeg_only.drop(columns="label")[eeg_only["subject"] == "sub-02"]  # one subject, no labels
+    unlabelled.to_csv(tmp_path / "unlabelled.csv", index=False)
+    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "unlabelled.csv"), "--out", str(out),
+                "--model", "fold0_seed0"], project)
+    assert "predict: 10 trials of 1 subject(s)" in said and "accuracy" not in said
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert (rows["label"] == "").all() and set(rows["predicted"]) <= set(manifest["label"])
 
     proc = subprocess.run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out",
                            str(out), "--model", "fold7_seed0"], cwd=project, env=ENV, capture_output=True, text=True)
