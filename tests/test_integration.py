@@ -200,6 +200,11 @@ def test_final_model_predicts_at_any_revision_and_exports_to_onnx(project, works
     rows = pd.read_csv(here)
     assert len(rows) == 40 and np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1, atol=1e-5)
 
+    run(["git", "tag", "-a", "final-model@v0.1.0", "-m", "a version of the artifact"], workspace)  # as GTO registers
+    run(["dvc", "artifacts", "get", str(workspace), "final-model", "-o", str(tmp_path / "got")], tmp_path)
+    assert sorted(f.name for f in (tmp_path / "got").iterdir()) == sorted(
+        f.name for f in (project / "models" / "final").iterdir())
+
     said = run([sys.executable, "-m", "pipeline", "export", "--format", "onnx"], workspace)
     assert re.search(r"onnxruntime agrees with torch within \S+ on 40 real trials", said), said
     assert (workspace / "models" / "final.onnx").stat().st_size > 10_000
