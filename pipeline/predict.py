@@ -6,9 +6,9 @@ feature stages run on it in a temporary folder, the features are standardised wi
 own train-only statistics, and the fused model's probabilities come out as the fuse stage
 computes them. The final model (models/final/, the final stage's) carries its params, so its
 features are computed as it was trained, at any revision (`--rev`, through dvc.api); a fold's
-model (models/fusion/) uses this workspace's params.yaml and its fold's statistics. A view DATA
-lacks (no audio) is filled with the model's train mean, as the robustness check fills a missing
-view, and the row says so.
+model (models/fusion/) uses this workspace's params.yaml and its fold's statistics. A trial
+without a view (no audio) gets it filled with the model's train mean, as the robustness check
+fills a missing view, and its row says so.
 """
 from __future__ import annotations
 
@@ -62,31 +62,52 @@ def data_params(params: Params, data: Path, classes: list[str], work: Path) -> P
         **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}, "on_error": "fail"})})
 
 
-def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
-    """DATA's trials, which of them are labelled, and the features of each of `views` it has:
+def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """DATA's trials, which of them are labelled, and per view of `views` its features and which
+    trials have it (a speech view: the trials with audio; none: the view is missing everywhere):
     the source and ingest's checks of every trial (not its checks of the whole set: one class or
-    none is fine here), then the feature stages' own bodies, inside `work`. An unlabelled trial
-    carries the first class through the stages (the topology view's example figure reads labels)."""
+    none is fine here), then the feature stages' own bodies, inside `work` (a speech view's on the
+    trials with audio, in a folder of their own). An unlabelled trial carries the first class
+    through the stages (the topology view's example figure reads labels)."""
     from pipeline.data.ingest import check_trials
-    from pipeline.data.manifest import COLUMNS, BadInput, modalities_of
+    from pipeline.data.manifest import COLUMNS, BadInput
     from pipeline.data.sources import SOURCES
+    from pipeline.modalities import MODALITIES
     from pipeline.stages import features
+
+    def stage_features(view: str, trials: pd.DataFrame, folder: Path) -> np.ndarray:
+        folder.mkdir(exist_ok=True)
+        with _inside(folder):
+            io.save_csv(io.MANIFEST, trials)
+            io.write_json(io.CLASSES, list(p.data.classes))
+            io.write_json(io.TASKS, {})
+            if view == "topo":  # it reads the EEG features
+                io.save_array(io.feature_path("eeg"), np.load(work / io.feature_path("eeg")))
+            features.run(p, view)
+            return np.load(io.feature_path(view))
 
     with _inside(work):
         bad = BadInput("fail")
         table, _ = SOURCES[p.data.source]().trials(p, bad)
         labelled = (table["label"] != "").to_numpy()
         table.loc[~labelled, "label"] = p.data.classes[0]
-        trials = check_trials(table, p, bad).reset_index(drop=True)[list(COLUMNS)]
-        io.save_csv(io.MANIFEST, trials)
-        io.write_json(io.CLASSES, list(p.data.classes))
-        io.write_json(io.TASKS, {})
-        have, x = modalities_of(trials), {}
-        for view in ["eeg", *(m for m in views if m != "eeg")]:  # topo reads the EEG features
-            if view in have:
-                features.run(p, view)
-                x[view] = np.load(io.feature_path(view))
-        return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str}), labelled, x
+        audio = (table["audio_path"] != "").to_numpy()
+        # trials with audio and without, each checked as ingest checks a source's trials (which
+        # refuses a mix), then back in DATA's order
+        checked = [check_trials(table[rows].assign(order=np.flatnonzero(rows)), p, bad) for rows in (audio, ~audio)
+                   if rows.any()]
+        trials = pd.concat(checked).sort_values("order")[list(COLUMNS)].reset_index(drop=True)
+    x = {}
+    for view in ["eeg", *(m for m in views if m != "eeg")]:  # topo reads the EEG features
+        if not MODALITIES[view].needs_audio:
+            x[view] = (stage_features(view, trials, work), np.ones(len(trials), bool))
+        elif audio.any():
+            rows = np.flatnonzero(audio)
+            values = stage_features(view, trials.iloc[rows].reset_index(drop=True), work / "audio")
+            full = np.zeros((len(trials), *values.shape[1:]), values.dtype)
+            full[rows] = values
+            x[view] = (full, audio)
+    return trials, labelled, {m: v for m, v in x.items() if m in views}
 
 
 @dataclass
@@ -165,16 +186,21 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         p = data_params(chosen.params, Path(data), classes, work)
         torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
         table, labelled, x = data_features(p, views, work)
-    filled = [m for m in views if m not in x]
-    inputs = {m: torch.from_numpy(apply_normalizer(x[m], chosen.stats[m]["mean"], chosen.stats[m]["std"])) if m in x
-              else torch.from_numpy(chosen.stats[m]["fill"]).expand(len(table), *chosen.stats[m]["fill"].shape[1:])
-              for m in views}
+    present = {m: x[m][1] if m in x else np.zeros(len(table), bool) for m in views}
+    inputs = {}
+    for m in views:  # a trial without the view: the model's train mean, as the robustness check fills it
+        stats = chosen.stats[m]
+        fill = torch.from_numpy(stats["fill"]).expand(len(table), *stats["fill"].shape[1:])
+        inputs[m] = fill.clone() if m not in x else torch.where(
+            torch.from_numpy(present[m]).view(-1, *[1] * (fill.dim() - 1)),
+            torch.from_numpy(apply_normalizer(x[m][0], stats["mean"], stats["std"])), fill)
+    filled = [m for m in views if not present[m].all()]
     probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))
     probs = probs[:, :len(classes)]
     rows = pd.DataFrame({"subject": table["subject"], "trial": np.arange(len(table)),
                          "label": table["label"].where(labelled, ""), "predicted": np.asarray(classes)[probs.argmax(1)]})
     rows = rows.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in classes]))
-    rows["filled"] = ";".join(filled)
+    rows["filled"] = [";".join(m for m in views if not present[m][k]) for k in range(len(table))]
     io.save_csv(out, rows)
     said = f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out} (model {model}" + \
         (f" at {rev}" if rev else "") + ")"
@@ -184,4 +210,5 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         ci = bootstrap_ci(right.to_list(), p.split.seed)
         said += (f"; accuracy {right.mean():.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
                  + f" over the {int(labelled.sum())} labelled trials (mean over subjects, 95% bootstrap interval)")
-    return said + (f"; views filled with the model's train mean: {', '.join(filled)}" if filled else "")
+    return said + (f"; views filled with the model's train mean: " + ", ".join(
+        f"{m} ({int((~present[m]).sum())} trials)" for m in filled) if filled else "")

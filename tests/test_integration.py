@@ -139,8 +139,8 @@ def test_stage_killed_mid_run_leaves_previous_outputs(workspace):
 def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp_path):
     """`predict` on the project's own recordings with fold 0's model gives, to the last bit, the
     probabilities the fuse stage computed for every trial with that model (the same feature
-    code, normalisation and network); without audio, mel and acoustic are filled with the fold's
-    train mean and the rows say so; trials without labels get predictions and no accuracy; a model
+    code, normalisation and network); trials without audio get mel and acoustic filled with the
+    fold's train mean, and their rows say so; trials without labels get predictions and no accuracy; a model
     that does not exist is one line and exit code 2."""
     import numpy as np
     import pandas as pd
@@ -155,17 +155,22 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     assert (rows["filled"] == "").all()
 
     manifest = pd.read_csv(project / "data" / "synthetic" / "manifest.csv", dtype=str, keep_default_na=False)
-    eeg_only = manifest.drop(columns=[c for c in manifest.columns if c.startswith("audio")])
-    eeg_only["eeg_path"] = [str(project / "data" / "synthetic" / f) for f in eeg_only["eeg_path"]]
-    eeg_only.to_csv(tmp_path / "eeg_only.csv", index=False)
-    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "eeg_only.csv"), "--out", str(out),
+    mixed = manifest.copy()  # only sub-01's trials keep their audio
+    for column in ("eeg_path", "audio_path"):
+        mixed[column] = [str(project / "data" / "synthetic" / f) for f in mixed[column]]
+    mixed.loc[mixed["subject"] != "sub-01", ["audio_path", "audio_onset", "audio_duration"]] = ""
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "mixed.csv"), "--out", str(out),
                 "--model", "fold0_seed0"], project)
-    assert "views filled with the model's train mean: mel, acoustic" in said
+    assert "views filled with the model's train mean: mel (30 trials), acoustic (30 trials)" in said
     rows = pd.read_csv(out, keep_default_na=False)
-    assert len(rows) == 40 and (rows["filled"] == "mel;acoustic").all()
-    assert np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1.0, atol=1e-5)
+    with_audio = (rows["subject"] == "sub-01").to_numpy()
+    assert (rows["filled"][with_audio] == "").all() and (rows["filled"][~with_audio] == "mel;acoustic").all()
+    probs = rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy(np.float32)
+    assert np.allclose(probs[with_audio], fused[with_audio], atol=1e-6)  # their features are all there
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and not np.allclose(probs[~with_audio], fused[~with_audio])
 
-    unlabelled = eeg_only.drop(columns="label")[eeg_only["subject"] == "sub-02"]  # one subject, no labels
+    unlabelled = mixed.drop(columns="label")[mixed["subject"] == "sub-02"]  # one subject, no audio, no labels
     unlabelled.to_csv(tmp_path / "unlabelled.csv", index=False)
     said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "unlabelled.csv"), "--out", str(out),
                 "--model", "fold0_seed0"], project)
