@@ -114,7 +114,7 @@ def evaluate(params: str = ParamsOption):
 
 
 @app.command("predict")
-def predict_command(data: str = typer.Argument(..., help="a manifest CSV or a BIDS root (labelled)"),
+def predict_command(data: str = typer.Argument(..., help="a manifest CSV or a BIDS root (labels optional)"),
                     out: str = typer.Option(..., "--out", help="the CSV to write: one row a trial"),
                     model: str = typer.Option("final", "--model", help="final (models/final/) or fold<k>_seed<s> "
                                               "(a model of models/fusion/)"),

@@ -586,6 +586,10 @@ def check_distill(dp: DistillParams, fp: FusionParams) -> None:
     if outside:
         raise not_allowed("distill.students", list(dp.students),
                           f"views of fusion.modalities ({', '.join(fp.modalities)}); {outside[0]} is not fused")
+    if dp.feature_weight > 0 and dp.students and dp.teacher_targets == "cross_fitted":
+        raise not_allowed("distill.feature_weight", dp.feature_weight,
+                          "0 with distill.teacher_targets cross_fitted: its inner teachers' representations are "
+                          "separately trained spaces, which one projection of the student cannot match")
     if dp.feature_weight > 0 and dp.students and fp.type in BRANCH_FREEZING_TYPES:
         raise not_allowed("distill.feature_weight", dp.feature_weight,
                           f"0 with fusion.type {fp.type}: it combines the branches' outputs, "

@@ -58,8 +58,11 @@ def data_params(params: Params, data: Path, classes: list[str], work: Path) -> P
             source = {"source": "manifest", "root": str(work), "manifest": "unlabelled.csv"}
     else:
         raise PipelineError(f"predict: {data}: neither a manifest CSV nor a BIDS root (no dataset_description.json)")
+    bids = params.data.bids  # events other than the model's classes are no trials, unless the model says which are
+    bids = bids if bids.labels is not None else bids.model_copy(update={"labels": tuple(classes)})
     return params.model_copy(update={"data": params.data.model_copy(update={
-        **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}, "on_error": "fail"})})
+        **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}, "on_error": "fail",
+        "bids": bids})})
 
 
 def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
@@ -113,11 +116,27 @@ def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame
 @dataclass
 class Model:
     """A fused model ready to label new trials: the network, its classes, the params its features
-    are computed with, and per view the normaliser's mean and std and the fill of a missing view."""
+    are computed with (the EEG channels it was trained on pinned, in their order), and per view
+    the normaliser's mean and std and the fill of a missing view."""
     fused: object
     classes: list[str]
     params: Params
     stats: dict[str, dict[str, np.ndarray]]
+
+
+def with_channels(params: Params, channels: list[str]) -> Params:
+    """`params` reading exactly `channels`, in that order: new recordings with the channels in
+    another order are reordered, and one lacking a channel stops with one line naming it."""
+    return params.model_copy(update={"eeg": params.eeg.model_copy(update={"channels": tuple(channels)})})
+
+
+def training_channels(params: Params) -> list[str]:
+    """The EEG channels of the project's recordings (its manifest's first one: ingest makes sure
+    every recording has the same)."""
+    from pipeline.data.readers import eeg_channels_of
+    from pipeline.dataset import load_manifest
+
+    return eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg.read_kwargs, params.eeg.channels)
 
 
 def fold_model(name: str, params_path: str) -> Model:
@@ -138,7 +157,8 @@ def fold_model(name: str, params_path: str) -> Model:
         saved = np.load(io.normalizer_path(m))
         fill = fold_data({m: load_features(m, mmap=True)}, trials, fold).inputs[m].subset(train).mean_row().numpy()
         stats[m] = {"mean": saved["mean"][fold], "std": saved["std"][fold], "fill": fill}
-    return Model(fused, trials.classes, load_params(params_path), stats)
+    params = load_params(params_path)
+    return Model(fused, trials.classes, with_channels(params, training_channels(params)), stats)
 
 
 def final_model(rev: str | None) -> Model:
@@ -159,7 +179,7 @@ def final_model(rev: str | None) -> Model:
                             "choose --model fold<k>_seed<s>")
     fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
     stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
-    return Model(fused, meta["classes"], parse_params(meta["params"]), stats)
+    return Model(fused, meta["classes"], with_channels(parse_params(meta["params"]), meta["eeg_channels"]), stats)
 
 
 def predict(data: str, out: str, model: str, params_path: str = "params.yaml", rev: str | None = None) -> str:

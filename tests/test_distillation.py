@@ -102,6 +102,12 @@ def test_alpha_zero_trains_exactly_the_student_on_labels_alone():
     assert zero[1] == alone[1]
     assert all(torch.equal(a, b) for a, b in zip(alone[0].state_dict().values(), zero[0].state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(alone[0].state_dict().values(), half[0].state_dict().values()))
+    # the feature term (FitNets) acts on the student: another student, still a plain branch
+    features = np.random.default_rng(3).normal(size=(len(data.labels), 5)).astype(np.float32)
+    dp = p.distill.model_copy(update={"alpha": 0.5, "feature_weight": 1.0})
+    matched, _ = train_student(copy.deepcopy(branch), data, p.branch("eeg"), dp, teacher, features, 0, torch.device("cpu"))
+    assert type(matched) is BranchClassifier and matched.state_dict().keys() == half[0].state_dict().keys()
+    assert not all(torch.equal(a, b) for a, b in zip(half[0].state_dict().values(), matched.state_dict().values()))
 
 
 def test_cross_fitted_targets_never_come_from_a_teacher_that_trained_on_the_subject(monkeypatch):
@@ -177,7 +183,10 @@ def test_a_student_of_a_view_the_fusion_does_not_fuse_is_a_params_error():
     raw["distill"]["students"] = ["acoustic"]
     with pytest.raises(ParamsError, match=r"distill.students = \['acoustic'\].*acoustic is not fused"):
         parse_params(raw)
-    raw["distill"].update(students=["eeg"], feature_weight=1.0)
+    raw["distill"].update(students=["eeg"], feature_weight=1.0, teacher_targets="cross_fitted")
+    with pytest.raises(ParamsError, match="distill.feature_weight = 1.0 .*cross_fitted"):
+        parse_params(raw)
+    raw["distill"]["teacher_targets"] = "in_fold"
     raw["fusion"]["type"] = "ensemble"
     with pytest.raises(ParamsError, match="distill.feature_weight = 1.0 .*no fused representation"):
         parse_params(raw)

@@ -170,6 +170,18 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     assert np.allclose(probs[with_audio], fused[with_audio], atol=1e-6)  # their features are all there
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and not np.allclose(probs[~with_audio], fused[~with_audio])
 
+    import mne  # a recording with its channels in reverse order is read in the model's order
+
+    reversed_fif = tmp_path / "sub-03_reversed_eeg.fif"
+    recording = mne.io.read_raw(project / "data" / "synthetic" / "sub-03_eeg.fif", preload=True, verbose="error")
+    recording.reorder_channels(recording.ch_names[::-1]).save(reversed_fif, verbose="error")
+    reordered = mixed.assign(eeg_path=mixed["eeg_path"].where(mixed["subject"] != "sub-03", str(reversed_fif)))
+    reordered.to_csv(tmp_path / "reordered.csv", index=False)
+    run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "reordered.csv"), "--out", str(out),
+         "--model", "fold0_seed0"], project)
+    again = pd.read_csv(out, keep_default_na=False)
+    assert np.allclose(again[[c for c in again.columns if c.startswith("p_")]].to_numpy(np.float32), probs, atol=1e-6)
+
     unlabelled = mixed.drop(columns="label")[mixed["subject"] == "sub-02"]  # one subject, no audio, no labels
     unlabelled.to_csv(tmp_path / "unlabelled.csv", index=False)
     said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "unlabelled.csv"), "--out", str(out),

@@ -106,6 +106,9 @@ class BIDSSource:
                 if (p.labels is not None and label not in p.labels) or label in (p.end_marker, "n/a", ""):
                     continue
                 row_where = f"{where} event at {events['onset'].iloc[k]} s ({label})"
+                if not np.isfinite(events["onset"].iloc[k]):
+                    bad(row_where, "bad_time", "its onset is not a number", subject, label)
+                    continue
                 onset, end = float(events["onset"].iloc[k]), window_end(events, k, column, p)
                 if isinstance(end, str):
                     bad(row_where, "no_window", end, subject, label)

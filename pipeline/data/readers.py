@@ -104,6 +104,11 @@ def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None,
     return raw
 
 
+def eeg_channels_of(path: str | Path, read_kwargs: dict | None = None, channels=None) -> list[str]:
+    """The EEG channels `read_eeg` gives for a recording (eeg.read_kwargs, eeg.channels), in order."""
+    return read_eeg(path, read_kwargs, channels, preload=False).ch_names
+
+
 def eeg_seconds(raw: mne.io.BaseRaw) -> float:
     """Length of a recording in seconds."""
     return raw.n_times / raw.info["sfreq"]

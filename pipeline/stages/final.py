@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from pipeline import io
-from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_features, load_trials
+from pipeline.data.readers import eeg_channels_of
+from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_features, load_manifest, load_trials
 from pipeline.folds import FoldData, NormalizedRows, task_labels
 from pipeline.fusion import save_fusion
 from pipeline.fusion_training import train_fusion
@@ -68,6 +69,9 @@ def run(params: Params) -> None:
             io.save_npz(out / f"{m}.npz", **s)
         io.write_json(out / "meta.json", {
             "enabled": True, "views": list(params.fusion.modalities), "classes": trials.classes,
+            # what predict reads from new recordings, in this order
+            "eeg_channels": eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg.read_kwargs,
+                                            params.eeg.channels),
             "tasks": {task: t.classes for task, t in trials.tasks.items()}, "seed": params.train.seeds[0],
             "train_subjects": split["train"], "val_subjects": split["val"], "history": history,
             "params": params.to_yaml_mapping()})

@@ -22,9 +22,7 @@ def run(params: Params, modality: str) -> None:
         with io.atomic_path(io.branch_dir(modality)) as out:
             out.mkdir()
             io.write_json(out / "skipped.json", {"skipped": NO_AUDIO})
-        with io.atomic_path(io.live_dir(f"pretrain_{modality}")) as live:
-            (live / "plots" / "metrics").mkdir(parents=True)
-            io.write_json(live / "metrics.json", {})
+        log_curves(io.live_dir(f"pretrain_{modality}"), {})
         return
     p = params.branch(modality)
     trials = load_trials()

@@ -97,6 +97,11 @@ def test_bad_input_is_named_and_skipped_or_fatal_under_on_error(tmp_path, params
     assert set(table["subject"]) == {"sub-01"} and [d["kind"] for d in skip.dropped] == ["out_of_range", "bad_label"]
     assert skip.dropped[1]["where"].endswith("sub-02_task-emo_events.tsv")
     assert skip.dropped[1]["reason"].startswith("no onset or no label column 'trial_type' (data.bids.label_column)")
+    events.astype({"onset": str}).assign(onset=["n/a", *events["onset"].astype(str)[1:]]).to_csv(
+        events_file, sep="\t", index=False)  # no number: a bad time, not a window over the whole recording
+    skip = BadInput("skip")
+    BIDSSource().trials(p, skip)
+    assert [d["kind"] for d in skip.dropped] == ["bad_time", "bad_label"]
     with pytest.raises(PipelineError, match="no eeg recordings match data.bids .task rest"):
         BIDSSource().trials(_params(params, root, task="rest"), BadInput("fail"))
     with pytest.raises(PipelineError, match="not a BIDS dataset"):

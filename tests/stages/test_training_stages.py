@@ -301,8 +301,7 @@ def test_distill_trains_students_that_evaluate_reports(workdir):
     baselines.run(p)
     raw = p.model_dump(mode="json")
     raw.pop("branches")
-    raw["distill"].update(students=["eeg", "acoustic"], teacher_targets="cross_fitted", inner_folds=2,
-                          feature_weight=1.0)
+    raw["distill"].update(students=["eeg", "acoustic"], teacher_targets="cross_fitted", inner_folds=2)
     p = parse_params(raw)
     distill.run(p)
     for view in ("eeg", "acoustic"):
