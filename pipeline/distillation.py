@@ -28,10 +28,9 @@ from pipeline import io
 from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.fusion import FusionModel, load_fusion
-from pipeline.fusion_training import output_temperature, train_fusion
+from pipeline.fusion_training import output_temperature, train_fusion_afresh
 from pipeline.nets import BranchClassifier, load_branch, save_branch
-from pipeline.params import DistillParams, FusionParams, TrainParams
-from pipeline.pretraining import train_branch
+from pipeline.params import DistillParams, TrainParams
 from pipeline.training import FitConfig, fit, predict_proba, seed_everything, take, task_loss
 
 
@@ -165,8 +164,8 @@ def inner_groups(train_subjects: list[str], k: int) -> list[list[str]]:
     return [ordered[g::k] for g in range(k)]
 
 
-def cross_fitted_targets(views: list[str], data: FoldData, trials: Trials, branch_params: dict[str, TrainParams],
-                         fp: FusionParams, tp: TrainParams, teacher: FusionModel, k: int, seed: int,
+def cross_fitted_targets(data: FoldData, trials: Trials, branch_params: dict[str, TrainParams], tp: TrainParams,
+                         teacher: FusionModel, k: int, seed: int,
                          device: torch.device) -> tuple[np.ndarray, np.ndarray | None, list[dict]]:
     """Teacher targets where no train trial is labelled by a teacher that trained on its subject:
     the fold's train subjects fall into `k` groups; for each, a teacher (every fused view's branch
@@ -182,10 +181,7 @@ def cross_fitted_targets(views: list[str], data: FoldData, trials: Trials, branc
     for group in inner_groups(sorted(set(subjects)), k):
         held = np.isin(subjects, group)
         inner = FoldData(data.inputs, data.labels, {**data.index, "train": train[~held]})
-        branches = {m: train_branch(m, inner, branch_params[m], len(trials.classes), seed, device,
-                                    {t: task.classes for t, task in trials.tasks.items()}, trials.classes)[0]
-                    for m in views}
-        model, _ = train_fusion(branches, inner, fp, tp, len(trials.classes), seed, device)
+        model, _ = train_fusion_afresh(inner, trials, branch_params, teacher.params, tp, seed, device)
         rows = train[held]
         group_logp, group_features = teacher_outputs(model, {m: x.subset(rows) for m, x in data.inputs.items()}, device)
         logp[rows] = group_logp
@@ -206,12 +202,11 @@ def teacher_run(fold: int, seed: int, dp: DistillParams, branch_params: dict[str
     if not teacher_path.exists():
         return None, None, {"teacher": None, "targets": dp.teacher_targets}
     teacher = load_fusion(teacher_path)
-    views = list(teacher.branches)
-    data = fold_data({m: load_features(m, mmap=True, root=base) for m in views}, trials, fold, base)
+    data = fold_data({m: load_features(m, mmap=True, root=base) for m in teacher.branches}, trials, fold, base)
     info: dict = {"teacher": teacher_path.name, "targets": dp.teacher_targets}
     if dp.teacher_targets == "cross_fitted":
-        logp, features, info["groups"] = cross_fitted_targets(views, data, trials, branch_params, teacher.params, tp,
-                                                              teacher, dp.inner_folds, seed, device_)
+        logp, features, info["groups"] = cross_fitted_targets(data, trials, branch_params, tp, teacher,
+                                                              dp.inner_folds, seed, device_)
     else:
         logp, features = teacher_outputs(teacher, data.inputs, device_)
     return logp, (features if dp.feature_weight > 0 else None), info

@@ -18,6 +18,7 @@ from pipeline.folds import FoldData, fold_data, primary_labels
 from pipeline.fusion import FusionModel, branch_outputs, build_fusion, save_fusion
 from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
+from pipeline.pretraining import train_branch
 from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
                                predict_proba, seed_everything, task_loss)
 
@@ -86,6 +87,17 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     model.head.set_weights(ensemble_weights(fp, model, data, device))
     (train_loss, train_acc), (val_loss, val_acc) = (loss_and_accuracy(model, loss, *part, device) for part in (train, val))
     return model, [{"epoch": 0, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}]
+
+
+def train_fusion_afresh(data: FoldData, trials: Trials, branch_params: dict[str, TrainParams], fp: FusionParams,
+                        tp: TrainParams, seed: int, device: torch.device) -> tuple[FusionModel, list[dict]]:
+    """A fused model that has seen only `data`'s train trials: every view of `fp.modalities`
+    pretrained there as the pretrain stage does (`branch_params`: each view's train params), then
+    fused as `train_fusion` does (the final model; distillation's cross-fitted teachers)."""
+    tasks = {task: t.classes for task, t in trials.tasks.items()}
+    branches = {m: train_branch(m, data, branch_params[m], len(trials.classes), seed, device, tasks, trials.classes)[0]
+                for m in fp.modalities}
+    return train_fusion(branches, data, fp, tp, len(trials.classes), seed, device)
 
 
 def output_temperature(model: FusionModel, fp: FusionParams) -> float:

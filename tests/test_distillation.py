@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import distillation
+from pipeline import distillation, fusion_training
 from pipeline.dataset import Trials
 from pipeline.distillation import DistillationLoss, inner_groups, train_student
 from pipeline.folds import FoldData, NormalizedRows
@@ -117,7 +117,7 @@ def test_cross_fitted_targets_never_come_from_a_teacher_that_trained_on_the_subj
     data, trials = _fold()
     p = _params(teacher_targets="cross_fitted", inner_folds=2)
     trained_on: list[set] = []
-    real_branch, real_fusion = distillation.train_branch, distillation.train_fusion
+    real_branch, real_fusion = fusion_training.train_branch, fusion_training.train_fusion
 
     def spy_branch(modality, inner, *args, **kwargs):
         trained_on.append(set(trials.subjects[inner.index["train"]]))
@@ -127,15 +127,14 @@ def test_cross_fitted_targets_never_come_from_a_teacher_that_trained_on_the_subj
         trained_on.append(set(trials.subjects[inner.index["train"]]))
         return real_fusion(branches, inner, *args, **kwargs)
 
-    monkeypatch.setattr(distillation, "train_branch", spy_branch)
-    monkeypatch.setattr(distillation, "train_fusion", spy_fusion)
+    monkeypatch.setattr(fusion_training, "train_branch", spy_branch)
+    monkeypatch.setattr(fusion_training, "train_fusion", spy_fusion)
     branches = {m: BranchClassifier(m, (6,), 2, 4, 0.1, "linear") for m in ("eeg", "acoustic")}
     teacher = build_fusion(branches, p.fusion)
     fold_logp, _ = distillation.teacher_outputs(teacher, data.inputs, torch.device("cpu"))
-    logp, _, record = distillation.cross_fitted_targets(["eeg", "acoustic"], data, trials,
-                                                        {m: p.branch(m).model_copy(update={"encoder": "linear"})
-                                                         for m in branches}, p.fusion, p.train,
-                                                        teacher, 2, 0, torch.device("cpu"))
+    logp, _, record = distillation.cross_fitted_targets(data, trials, {m: p.branch(m).model_copy(update={"encoder": "linear"})
+                                                                       for m in branches}, p.train, teacher, 2, 0,
+                                                        torch.device("cpu"))
     groups = inner_groups(["a", "b", "c", "d"], 2)
     assert [r["held_out"] for r in record] == groups == [["a", "c"], ["b", "d"]]
     assert len(trained_on) == 2 * 3  # per group: two branches, one fusion

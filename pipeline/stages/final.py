@@ -19,12 +19,11 @@ from pipeline.data.readers import eeg_channels_of
 from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_features, load_manifest, load_trials
 from pipeline.folds import FoldData, NormalizedRows, task_labels
 from pipeline.fusion import save_fusion
-from pipeline.fusion_training import train_fusion
+from pipeline.fusion_training import train_fusion_afresh
 from pipeline.modalities import MODALITIES
 from pipeline.normalize import fit_normalizer
 from pipeline.parallel import stream
 from pipeline.params import Params
-from pipeline.pretraining import train_branch
 from pipeline.split import final_split, fold_indices
 from pipeline.training import run_device
 
@@ -42,11 +41,8 @@ def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[b
         inputs[m] = NormalizedRows(x, mean, std)
         stats[m] = {"mean": mean, "std": std, "fill": inputs[m].subset(index["train"]).mean_row().numpy()}
     data = FoldData(inputs, torch.tensor(task_labels(trials)), index)
-    tasks = {task: t.classes for task, t in trials.tasks.items()}
-    branches = {m: train_branch(m, data, params.branch(m), len(trials.classes), seed, torch.device(device), tasks,
-                                trials.classes)[0] for m in views}
-    model, history = train_fusion(branches, data, params.fusion, params.train, len(trials.classes), seed,
-                                  torch.device(device))
+    model, history = train_fusion_afresh(data, trials, {m: params.branch(m) for m in views}, params.fusion,
+                                         params.train, seed, torch.device(device))
     checkpoint = bytes_io.BytesIO()
     save_fusion(checkpoint, model.cpu(), params.fusion)
     return checkpoint.getvalue(), stats, split, history
