@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from pipeline.normalize import constant_on_train
 from pipeline.params import Params
 
 
@@ -59,6 +60,18 @@ def tangent_space_steps() -> list:
     from pyriemann.tangentspace import TangentSpace
 
     return [Covariances(estimator="oas"), TangentSpace(metric="riemann")]
+
+
+class TrainStandardScaler(StandardScaler):
+    """scikit-learn's StandardScaler with `fit_normalizer`'s rule for features constant on the
+    train rows: they map to 0 on every row (StandardScaler would divide by 1, or by a rounding
+    error's std, and pass a held-out trial's raw difference on). A branch and its baseline
+    then see the same inputs."""
+
+    def fit(self, X, y=None, sample_weight=None):
+        super().fit(X, y, sample_weight)
+        self.scale_ = np.where(constant_on_train(self.mean_, np.sqrt(self.var_)), np.inf, self.scale_)
+        return self
 
 
 @dataclass(frozen=True)
@@ -145,7 +158,7 @@ def fit_on_fold(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray],
     for block_scaled in (False, True) if blocks else (False,):
         scaled = [FunctionTransformer(scale_blocks, kw_args={"blocks": blocks})] if block_scaled else []
         for c in sorted(c_grid):
-            model = make_pipeline(*fitted_steps(), StandardScaler(), *scaled, LogisticRegression(C=c, max_iter=5000))
+            model = make_pipeline(*fitted_steps(), TrainStandardScaler(), *scaled, LogisticRegression(C=c, max_iter=5000))
             model.fit(x[index["train"]], labels[index["train"]])
             acc = float(model.score(x[index["val"]], labels[index["val"]]))
             if best is None or acc > best[2]:

@@ -6,12 +6,20 @@ import numpy as np
 from pipeline.split import fold_indices
 
 
+def constant_on_train(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Where a feature's train std is no more than float32 rounding (1e-6 of its mean, or
+    1e-8): train says nothing about it. Dividing by such a std blows a held-out trial's value
+    up to 1e5-1e7 standard deviations, and that one input then decides every prediction."""
+    return std <= np.maximum(1e-8, 1e-6 * np.abs(mean))
+
+
 def fit_normalizer(x_train: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over `axes` of the train rows (kept as broadcastable shape without the
-    sample axis). A constant feature gets std 1 so it maps to 0, not NaN."""
+    sample axis). A feature constant on the train rows (`constant_on_train`) gets std inf, so
+    it maps to 0 on every trial, held-out ones included, never to NaN or to a huge value."""
     mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)[0]
     std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)[0]
-    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    return mean.astype(np.float32), np.where(constant_on_train(mean, std), np.inf, std).astype(np.float32)
 
 
 def apply_normalizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

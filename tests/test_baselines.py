@@ -166,3 +166,19 @@ def test_block_scaling_is_chosen_on_validation_where_it_helps():
     wide = np.concatenate([rng.standard_normal((120, 5)), labels[:, None] * 0.3 + rng.standard_normal((120, 2000))],
                           axis=1)
     assert fit_on_fold(wide, labels, index, 2, (0.001, 0.01, 0.1, 1.0), blocks=(5, 2000))[1]["block_scaled"] is False
+
+
+def test_train_standard_scaler_follows_the_same_rule():
+    """The baselines' scaler: StandardScaler on ordinary features, 0 on train-constant ones."""
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline.baselines import TrainStandardScaler
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 3))
+    x[:30, 0], x[30:, 0] = 0.0, 5.0
+    x[:30, 1], x[30:, 1] = 0.9979 + rng.normal(scale=1e-9, size=30), 0.42
+    z = TrainStandardScaler().fit(x[:30]).transform(x)
+    np.testing.assert_array_equal(z[:, :2], 0.0)
+    np.testing.assert_array_equal(z[:, 2], StandardScaler().fit(x[:30]).transform(x)[:, 2])
+    assert np.abs(StandardScaler().fit(x[:30]).transform(x)[30:, :2]).min() >= 5.0  # what it replaces

@@ -81,8 +81,23 @@ def test_constant_channel_maps_to_zero_not_nan():
     z = apply_normalizer(x, mean, std)
     assert np.isfinite(z).all()
     np.testing.assert_array_equal(z[:, 2, :], 0.0)
-    assert std[2, 0] == 1.0
 
+
+def test_feature_constant_on_train_maps_to_zero_on_held_out_trials_too():
+    """A feature constant on the train trials (exactly, or up to float32 rounding around 1.0)
+    that moves on held-out trials carries nothing train could learn: it maps to 0 there too,
+    instead of to (value - mean) / tiny std, which collapsed a fold of a real-speech study."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    x[:30, 0] = 0.0
+    x[30:, 0] = 27920.0                                    # exactly constant on train
+    x[:30, 1] = np.float32(0.9979) + rng.choice([0, 1], 30) * np.spacing(np.float32(0.9979))
+    x[30:, 1] = 0.42                                       # constant up to one float32 step
+    mean, std = fit_normalizer(x[:30], (0,))
+    z = apply_normalizer(x, mean, std)
+    np.testing.assert_array_equal(z[:, :2], 0.0)
+    np.testing.assert_allclose(z[:30, 2].std(), 1.0, rtol=1e-5)  # a real feature is standardised
+    assert np.abs(z[30:, 2]).max() < 10
 
 def test_fold_normalizers_fit_each_fold_on_its_train_subjects_only():
     """The normalize stage's statistics: fold k's mean and std are those of fold k's train
