@@ -240,10 +240,12 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                   f"subjects: **{gain_sentence(fusion)}**.", ""]
     selected, trained = fusion.get("selected", {}), fusion["trained"]
     if params.fusion.select == "safe":
+        alpha = params.fusion.select_alpha
         lines += [f"Selection (`fusion.select: safe`, margin {params.fusion.select_margin}): per fold, on validation, "
                   "the best of the fused model, the best branch and the validation-weighted ensemble of the fused "
-                  "branches, the fused model only if it beats both by more than the margin; folds reporting each: "
-                  + ", ".join(f"{k} {v}" for k, v in selected.items()) + ".", ""]
+                  "branches, the fused model only if it beats both by more than the margin"
+                  + (f", the others only if McNemar's test says so at {alpha}" if alpha is not None else "")
+                  + "; folds reporting each: " + ", ".join(f"{k} {v}" for k, v in selected.items()) + ".", ""]
     lines += [trained_sentence(trained, metrics["n_folds"]), ""]
     students = metrics.get("students", {})
     if students:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from pipeline.selection import accuracy, ensemble_of_branches, informative_test, safe_choice
+from pipeline.selection import accuracy, ensemble_of_branches, fallback_p_value, informative_test, safe_choice
 
 
 def _onehot(pred, n=4):
@@ -55,3 +55,23 @@ def test_ensemble_weights_by_validation_accuracy():
 ])
 def test_safe_choice(fused, ensemble, margin, expected):
     assert safe_choice(fused, {"eeg": 0.3, "mel": 0.7}, ensemble, margin) == expected
+
+
+def test_fallback_p_value_is_an_exact_one_sided_mcnemar_test():
+    fused = np.ones((1, 20), bool)
+    fallback = fused.copy()
+    fallback[0, :3] = False                           # fused alone right on 3 trials
+    assert fallback_p_value(fused, fallback) == pytest.approx(1.0)   # 0 of 3 discordant for the fallback
+    fused[0, 10:18] = False                           # fallback alone right on 8 trials
+    assert fallback_p_value(fused, fallback) == pytest.approx(binom.sf(7, 11, 0.5))  # P(X >= 8 of 11)
+    assert fallback_p_value(fused, fused) == 1.0     # they never disagree
+
+
+def test_fallback_p_value_counts_a_trial_once_whatever_the_seeds():
+    """Two seeds that each put a different model right on a trial are no evidence either way;
+    three seeds of one trial are one trial."""
+    fused = np.array([[True, False, True], [False, True, True], [True, True, True]])
+    fallback = np.array([[False, True, True], [True, False, True], [True, True, True]])
+    assert fallback_p_value(fused, fallback) == 1.0
+    one_trial = np.zeros((3, 1), bool)
+    assert fallback_p_value(one_trial, ~one_trial) == pytest.approx(0.5)
