@@ -66,11 +66,12 @@ class TrainStandardScaler(StandardScaler):
     """scikit-learn's StandardScaler with `fit_normalizer`'s rule for features constant on the
     train rows: they map to 0 on every row (StandardScaler would divide by 1, or by a rounding
     error's std, and pass a held-out trial's raw difference on). A branch and its baseline
-    then see the same inputs."""
+    then see the same inputs. (`inverse_transform` cannot restore such a column: NaN.)"""
 
-    def fit(self, X, y=None, sample_weight=None):
-        super().fit(X, y, sample_weight)
-        self.scale_ = np.where(constant_on_train(self.mean_, np.sqrt(self.var_)), np.inf, self.scale_)
+    def partial_fit(self, X, y=None, sample_weight=None):  # fit calls it too
+        super().partial_fit(X, y, sample_weight)
+        if self.var_ is not None:
+            self.scale_ = np.where(constant_on_train(self.mean_, np.sqrt(self.var_)), np.inf, self.scale_)
         return self
 
 

@@ -240,12 +240,14 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
                   f"subjects: **{gain_sentence(fusion)}**.", ""]
     selected, trained = fusion.get("selected", {}), fusion["trained"]
     if params.fusion.select == "safe":
-        alpha = params.fusion.select_alpha
-        lines += [f"Selection (`fusion.select: safe`, margin {params.fusion.select_margin}): per fold, on validation, "
-                  "the best of the fused model, the best branch and the validation-weighted ensemble of the fused "
-                  "branches, the fused model only if it beats both by more than the margin"
-                  + (f", the others only if McNemar's test says so at {alpha}" if alpha is not None else "")
-                  + "; folds reporting each: " + ", ".join(f"{k} {v}" for k, v in selected.items()) + ".", ""]
+        alpha, margin = params.fusion.select_alpha, params.fusion.select_margin
+        rule = (f"the best branch or the validation-weighted ensemble of the fused branches where it is right on "
+                f"significantly more validation trials than the fused model (McNemar's test at {alpha}), the "
+                "fused model otherwise" if alpha is not None else
+                f"the best on validation of the fused model, the best branch and the validation-weighted ensemble "
+                f"of the fused branches, the fused model only if it beats both by more than {margin}")
+        lines += [f"Selection (`fusion.select: safe`): per fold, {rule}; folds reporting each: "
+                  + ", ".join(f"{k} {v}" for k, v in selected.items()) + ".", ""]
     lines += [trained_sentence(trained, metrics["n_folds"]), ""]
     students = metrics.get("students", {})
     if students:

@@ -300,7 +300,7 @@ class FusionParams(Section):
     optimizer: Literal["adamw", "sgd"]
     momentum: StrictFloat = allowed("0 <= momentum < 1", ge=0.0, lt=1.0)  # sgd
     select: Literal["fusion", "safe"]  # safe: per fold, the best on val of fusion, best branch, ensemble of the fused branches
-    select_margin: StrictFloat = allowed(">= 0", ge=0.0)  # safe: fusion must beat the other two by more than this on val
+    select_margin: StrictFloat = allowed(">= 0", ge=0.0)  # safe, select_alpha null: fusion must beat the other two by more than this on val
     select_alpha: StrictFloat | None = allowed("null or 0 < alpha <= 1", gt=0.0, le=1.0)  # safe: fall back only on McNemar evidence at this level
     drop_uninformative: StrictBool  # leave out views at chance on val (binomial test) from a fold's fusion
     ensemble_weighting: Literal["equal", "val", "fixed"]

@@ -57,7 +57,8 @@ def fallback_p_value(fused_correct: np.ndarray, fallback_correct: np.ndarray) ->
     fused model: of the trials where exactly one of the two is right, a binomial test (p = 1/2)
     of those only the fallback gets. (n_seeds, n) correctness is averaged over seeds first and
     the counts rounded: a trial's seeds are not independent evidence. Like `informative_test` it
-    treats a fold's trials as independent; it gates a fold's choice and is reported nowhere.
+    treats a fold's trials as independent: a screen for a fold's choice (selection.json keeps
+    it), not a reported significance.
 
     One or two validation subjects make validation accuracy noisy: on three real-speech studies
     safe selection without this test fell back on 4-5 of 6-8 folds where the fused model then
@@ -67,3 +68,17 @@ def fallback_p_value(fused_correct: np.ndarray, fallback_correct: np.ndarray) ->
     if only_fallback + only_fused == 0:
         return 1.0
     return float(binomtest(only_fallback, only_fallback + only_fused, 0.5, alternative="greater").pvalue)
+
+
+def gate_fallback(choice: str, fused_correct: np.ndarray, fallback_correct: np.ndarray,
+                  alpha: float | None) -> tuple[str, float | None]:
+    """`safe_choice`'s `choice` after the evidence gate (`fusion.select_alpha`): a fallback stands
+    only where `fallback_p_value` < `alpha`, otherwise the fold keeps the fused model. Returns the
+    choice and the p (None when nothing was tested: the fused model was chosen, or `alpha` is None).
+
+    With the gate `select_margin` has no effect: a significant fallback is right on more trials,
+    so the fused model never beats it by a margin >= 0."""
+    if choice == "fusion" or alpha is None:
+        return choice, None
+    p = fallback_p_value(fused_correct, fallback_correct)
+    return (choice if p < alpha else "fusion"), p

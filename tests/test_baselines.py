@@ -182,3 +182,5 @@ def test_train_standard_scaler_follows_the_same_rule():
     np.testing.assert_array_equal(z[:, :2], 0.0)
     np.testing.assert_array_equal(z[:, 2], StandardScaler().fit(x[:30]).transform(x)[:, 2])
     assert np.abs(StandardScaler().fit(x[:30]).transform(x)[30:, :2]).min() >= 5.0  # what it replaces
+    incremental = TrainStandardScaler().partial_fit(x[:15]).partial_fit(x[15:30])
+    np.testing.assert_array_equal(incremental.transform(x)[:, :2], 0.0)

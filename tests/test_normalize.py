@@ -81,6 +81,7 @@ def test_constant_channel_maps_to_zero_not_nan():
     z = apply_normalizer(x, mean, std)
     assert np.isfinite(z).all()
     np.testing.assert_array_equal(z[:, 2, :], 0.0)
+    assert np.isinf(std[2, 0])  # 0 on any trial, held-out ones included
 
 
 def test_feature_constant_on_train_maps_to_zero_on_held_out_trials_too():
@@ -98,6 +99,7 @@ def test_feature_constant_on_train_maps_to_zero_on_held_out_trials_too():
     np.testing.assert_array_equal(z[:, :2], 0.0)
     np.testing.assert_allclose(z[:30, 2].std(), 1.0, rtol=1e-5)  # a real feature is standardised
     assert np.abs(z[30:, 2]).max() < 10
+
 
 def test_fold_normalizers_fit_each_fold_on_its_train_subjects_only():
     """The normalize stage's statistics: fold k's mean and std are those of fold k's train

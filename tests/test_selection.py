@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from pipeline.selection import accuracy, ensemble_of_branches, fallback_p_value, informative_test, safe_choice
+from pipeline.selection import (accuracy, ensemble_of_branches, fallback_p_value, gate_fallback, informative_test,
+                                safe_choice)
 
 
 def _onehot(pred, n=4):
@@ -75,3 +76,13 @@ def test_fallback_p_value_counts_a_trial_once_whatever_the_seeds():
     assert fallback_p_value(fused, fallback) == 1.0
     one_trial = np.zeros((3, 1), bool)
     assert fallback_p_value(one_trial, ~one_trial) == pytest.approx(0.5)
+
+
+def test_the_gate_keeps_the_fused_model_unless_the_fallback_is_significantly_better():
+    fused = np.ones((1, 40), bool)
+    fused[0, :3] = False                                   # the fallback is right on 3 more trials: p = 1/8
+    assert gate_fallback("mel", fused, np.ones((1, 40), bool), 0.05) == ("fusion", pytest.approx(0.125))
+    assert gate_fallback("mel", fused, np.ones((1, 40), bool), None) == ("mel", None)   # null: no test
+    fused[0, :8] = False                                   # 8 more: p = 1/256
+    assert gate_fallback("ensemble", fused, np.ones((1, 40), bool), 0.05) == ("ensemble", pytest.approx(1 / 256))
+    assert gate_fallback("fusion", fused, fused, 0.05) == ("fusion", None)             # nothing to test

@@ -10,9 +10,10 @@ applies to all tasks.
 Per fold, on validation only: each branch is tested against chance (`drop_uninformative` leaves
 the views at chance out of that fold's fusion), and with `select: safe` the fold reports the
 best on validation of the fused model, the best branch and the validation-weighted ensemble of
-the branches it fused, where the fused model must beat both by more than `select_margin`, and
-(with `select_alpha`) a fallback must also be right on significantly more validation trials
-than the fused model (McNemar's test), not just ahead by a few trials of one or two subjects.
+the branches it fused: with `select_alpha` a branch or the ensemble only where it is right on
+significantly more validation trials than the fused model (McNemar's test; a lead of a few
+trials of one or two subjects is not enough), with `select_alpha: null` the fused model only
+where it beats both by more than `select_margin`.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from pipeline.folds import runs
 from pipeline.fusion_training import fusion_run
 from pipeline.parallel import stream
 from pipeline.params import FusionParams, Params
-from pipeline.selection import (INFORMATIVE_ALPHA, accuracy, ensemble_of_branches, fallback_p_value,
-                                informative_test, safe_choice)
+from pipeline.selection import (INFORMATIVE_ALPHA, accuracy, ensemble_of_branches, gate_fallback, informative_test,
+                                safe_choice)
 from pipeline.split import fold_indices
 from pipeline.training import log_curves, run_device
 
@@ -104,22 +105,22 @@ def run(params: Params) -> None:
             else:
                 choice = "fusion"
             candidates = {"fusion": trained[fold], "ensemble": ensemble, **{m: p[fold] for m, p in branch_probs.items()}}
-            fallback_p = None
-            if was_trained and choice != "fusion" and fp.select_alpha is not None:
-                right = {k: candidates[k][:, val, :n_classes].argmax(-1) == y_val for k in ("fusion", choice)}
-                fallback_p = fallback_p_value(right["fusion"], right[choice])
-                if fallback_p >= fp.select_alpha:
-                    print(f"fuse: fold {fold}: select safe keeps the fused model: validation does not show {choice} "
-                          f"better (McNemar p = {fallback_p:.2g} >= {fp.select_alpha}; validation accuracy fusion "
-                          f"{val_acc['fusion']:.3f}, {choice} {val_acc[choice]:.3f})")
-                    choice = "fusion"
+            fallback, fallback_p = choice, None
+            if was_trained:
+                right = {k: candidates[k][:, val, :n_classes].argmax(-1) == y_val for k in {"fusion", choice}}
+                choice, fallback_p = gate_fallback(choice, right["fusion"], right[choice], fp.select_alpha)
+            if fallback_p is not None and choice == "fusion":
+                print(f"fuse: fold {fold}: select safe keeps the fused model: validation does not show {fallback} "
+                      f"better (McNemar p = {fallback_p:.2g} >= {fp.select_alpha}; validation accuracy fusion "
+                      f"{val_acc['fusion']:.3f}, {fallback} {val_acc[fallback]:.3f})")
             if choice != "fusion":
                 print(f"fuse: fold {fold}: " + ("select safe reports" if was_trained else "no fusion trained, reports")
                       + f" {choice} (validation accuracy "
                       + ", ".join(f"{k} {v:.3f}" for k, v in val_acc.items() if v is not None) + ")")
             probs[fold] = candidates[choice]
             decisions.append({"fold": fold, "views": views[fold], "trained": was_trained, "selected": choice,
-                              "val_acc": val_acc, "fallback_p": fallback_p,
+                              "val_acc": val_acc, "fallback": None if fallback_p is None else fallback,
+                              "fallback_p": fallback_p,
                               "informative_p": {m: tests[fold][m][1] for m in fp.modalities}})
         save_task_probabilities(out, probs, trials)
         np.save(out / "trained_probabilities.npy", trained[..., :n_classes])  # evaluate reads the primary task's
