@@ -23,6 +23,11 @@ class Trials:
     folds: list[dict[str, list[str]]]
     tasks: dict[str, "Task"] = field(default_factory=dict)  # the secondary tasks, in data.tasks order
 
+    @property
+    def task_classes(self) -> dict[str, list[str]]:
+        """Each secondary task's class names (what a model's task heads are built from)."""
+        return {task: t.classes for task, t in self.tasks.items()}
+
     def for_task(self, task: str) -> "Trials":
         """These trials seen through secondary task `task`: its labels (-1: none) and classes."""
         return Trials(labels=self.tasks[task].labels, subjects=self.subjects, classes=self.tasks[task].classes,

@@ -227,7 +227,7 @@ def student_run(view: str, fold: int, seed: int, dp: DistillParams, p: TrainPara
         seed_everything(seed)
         branch = BranchClassifier(view, tuple(data.inputs[view].shape[1:]), len(trials.classes), p.embed_dim,
                                   p.dropout, p.encoder, p.loss_temperature,
-                                  {t: task.classes for t, task in trials.tasks.items()}, trials.classes)
+                                  trials.task_classes, trials.classes)
     student, history = train_student(branch, data, p, dp, teacher_logp, teacher_features, seed, device_)
     probs = predict_proba(student, data.inputs, device_, p.loss_temperature)
     checkpoint = bytes_io.BytesIO()

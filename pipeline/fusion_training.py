@@ -94,7 +94,7 @@ def train_fusion_afresh(data: FoldData, trials: Trials, branch_params: dict[str,
     """A fused model that has seen only `data`'s train trials: every view of `fp.modalities`
     pretrained there as the pretrain stage does (`branch_params`: each view's train params), then
     fused as `train_fusion` does (the final model; distillation's cross-fitted teachers)."""
-    tasks = {task: t.classes for task, t in trials.tasks.items()}
+    tasks = trials.task_classes
     branches = {m: train_branch(m, data, branch_params[m], len(trials.classes), seed, device, tasks, trials.classes)[0]
                 for m in fp.modalities}
     return train_fusion(branches, data, fp, tp, len(trials.classes), seed, device)

@@ -43,7 +43,7 @@ def branch_run(modality: str, fold: int, seed: int, p: TrainParams, trials: Tria
     per-epoch history and the checkpoint's bytes."""
     data = fold_data({modality: load_features(modality, mmap=True, root=Path(root))}, trials, fold, Path(root))
     model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device),
-                                  {task: t.classes for task, t in trials.tasks.items()}, trials.classes)
+                                  trials.task_classes, trials.classes)
     probs = predict_proba(model, data.inputs, torch.device(device), p.loss_temperature)
     checkpoint = bytes_io.BytesIO()
     save_branch(checkpoint, model.cpu())

@@ -68,7 +68,7 @@ def run(params: Params) -> None:
             # what predict reads from new recordings, in this order
             "eeg_channels": eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg.read_kwargs,
                                             params.eeg.channels),
-            "tasks": {task: t.classes for task, t in trials.tasks.items()}, "seed": params.train.seeds[0],
+            "tasks": trials.task_classes, "seed": params.train.seeds[0],
             "train_subjects": split["train"], "val_subjects": split["val"], "history": history,
             "params": params.to_yaml_mapping()})
     print(f"final: fused {', '.join(params.fusion.modalities)} on {len(split['train'])} train and "
