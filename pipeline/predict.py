@@ -212,7 +212,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         stats = chosen.stats[m]
         fill = torch.from_numpy(stats["fill"]).expand(len(table), *stats["fill"].shape[1:])
         inputs[m] = fill.clone() if m not in x else torch.where(
-            torch.from_numpy(present[m]).view(-1, *[1] * (fill.dim() - 1)),
+            torch.tensor(present[m]).view(-1, *[1] * (fill.dim() - 1)),
             torch.from_numpy(apply_normalizer(x[m][0], stats["mean"], stats["std"])), fill)
     filled = [m for m in views if not present[m].all()]
     probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))

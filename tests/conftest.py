@@ -31,13 +31,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config, items):
-    """Start building the shared project, and order the files so that no worker waits for it:
+    """Start building the shared project, and order the tests so that no worker waits for it:
     the other slow files first (the longest work first keeps two workers busy to the end), then
-    the unit tests, then the files that read the shared project (pytest-xdist hands out files in
-    this order)."""
+    the unit tests, then the tests that read the shared project, the longest of them
+    (`shared_project(longest=True)`) first: pytest-xdist hands each worker a contiguous part of
+    this order, and an idle worker takes the end of another's, so the longest one starts as soon
+    as the project is built and the short ones fill in beside it."""
     if any(item.get_closest_marker(SHARED) for item in items):
         start_build(config._tmp_path_factory)  # the session's tmp_path_factory
-    items.sort(key=lambda item: 2 if item.get_closest_marker(SHARED) else 0 if item.get_closest_marker("slow") else 1)
+
+    def rank(item) -> tuple[int, bool]:
+        shared = item.get_closest_marker(SHARED)
+        if shared:
+            return 2, not shared.kwargs.get("longest", False)
+        return (0 if item.get_closest_marker("slow") else 1), False
+
+    items.sort(key=rank)
 
 
 def pytest_configure(config):

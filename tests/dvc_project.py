@@ -23,6 +23,9 @@ TINY = {
     "acoustic": {"feature_sets": ["eGeMAPSv02"]},  # ComParE's 6,373 columns: the real-speech test has them
     "train": {"seeds": [0], "epochs": 2, "batch_size": 8},
     "fusion": {"epochs": 2},
+    # off, the final stage writes only meta.json: the test of the final model turns it on in its
+    # own copy (tests/test_integration.py), and the queued experiments skip its training
+    "final": {"enabled": False},
     "compute": {"n_jobs": 1},  # a worker pool costs seconds to start and saves nothing on 40 trials
 }
 
@@ -43,6 +46,25 @@ def run(args: list[str], cwd: Path, env: dict | None = None) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{out[-4000:]}"
     return out
+
+
+def cli(args: list[str], cwd: Path, code: int = 0):
+    """`python -m pipeline <args>` run in this process in `cwd` (typer's CliRunner; the result has
+    stdout, stderr and exit_code): the libraries a command loads (torch, MNE, librosa, openSMILE)
+    and their first-call compilation are paid once per test worker instead of once per call. The
+    stage commands, which pin CPU dispatch before numpy loads, still run as DVC runs them."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+    finally:
+        os.chdir(before)
+    assert result.exit_code == code, f"pipeline {' '.join(args)}: exit code {result.exit_code}:\n{result.output[-4000:]}"
+    return result
 
 
 def ran(output: str) -> set[str]:

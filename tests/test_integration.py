@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_project import ENV, built_project, copy_project, ran, run, set_params
+from dvc_project import ENV, built_project, cli, copy_project, ran, run, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
 
@@ -146,8 +146,7 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     import pandas as pd
 
     out = tmp_path / "predictions.csv"
-    said = run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out", str(out),
-                "--model", "fold0_seed0"], project)
+    said = cli(["predict", "data/synthetic/manifest.csv", "--out", str(out), "--model", "fold0_seed0"], project).output
     assert "predict: 40 trials of 4 subject(s)" in said and "accuracy " in said
     rows = pd.read_csv(out, keep_default_na=False)
     fused = np.load(project / "models" / "fusion" / "trained_probabilities.npy")[0, 0]
@@ -160,8 +159,7 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
         mixed[column] = [str(project / "data" / "synthetic" / f) for f in mixed[column]]
     mixed.loc[mixed["subject"] != "sub-01", ["audio_path", "audio_onset", "audio_duration"]] = ""
     mixed.to_csv(tmp_path / "mixed.csv", index=False)
-    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "mixed.csv"), "--out", str(out),
-                "--model", "fold0_seed0"], project)
+    said = cli(["predict", str(tmp_path / "mixed.csv"), "--out", str(out), "--model", "fold0_seed0"], project).output
     assert "views filled with the model's train mean: mel (30 trials), acoustic (30 trials)" in said
     rows = pd.read_csv(out, keep_default_na=False)
     with_audio = (rows["subject"] == "sub-01").to_numpy()
@@ -177,42 +175,42 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     recording.reorder_channels(recording.ch_names[::-1]).save(reversed_fif, verbose="error")
     reordered = mixed.assign(eeg_path=mixed["eeg_path"].where(mixed["subject"] != "sub-03", str(reversed_fif)))
     reordered.to_csv(tmp_path / "reordered.csv", index=False)
-    run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "reordered.csv"), "--out", str(out),
-         "--model", "fold0_seed0"], project)
+    cli(["predict", str(tmp_path / "reordered.csv"), "--out", str(out), "--model", "fold0_seed0"], project)
     again = pd.read_csv(out, keep_default_na=False)
     assert np.allclose(again[[c for c in again.columns if c.startswith("p_")]].to_numpy(np.float32), probs, atol=1e-6)
 
     unlabelled = mixed.drop(columns="label")[mixed["subject"] == "sub-02"]  # one subject, no audio, no labels
     unlabelled.to_csv(tmp_path / "unlabelled.csv", index=False)
-    said = run([sys.executable, "-m", "pipeline", "predict", str(tmp_path / "unlabelled.csv"), "--out", str(out),
-                "--model", "fold0_seed0"], project)
+    said = cli(["predict", str(tmp_path / "unlabelled.csv"), "--out", str(out), "--model", "fold0_seed0"], project).output
     assert "predict: 10 trials of 1 subject(s)" in said and "accuracy" not in said
     rows = pd.read_csv(out, keep_default_na=False)
     assert (rows["label"] == "").all() and set(rows["predicted"]) <= set(manifest["label"])
 
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out",
-                           str(out), "--model", "fold7_seed0"], cwd=project, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "fold7_seed0" in proc.stderr, proc.stderr
+    failed = cli(["predict", "data/synthetic/manifest.csv", "--out", str(out), "--model", "fold7_seed0"], project, code=2)
+    assert failed.stderr.count("\n") == 1 and "fold7_seed0" in failed.stderr, failed.stderr
 
 
-def test_final_model_predicts_at_any_revision_and_exports_to_onnx(project, workspace, tmp_path):
-    """The final stage's model (every subject; a DVC artifact) is self-describing: `predict`
-    with it labels new trials, reads it at a revision through dvc.api to the same bits, and
-    `export` writes it as ONNX that onnxruntime runs within 1e-5 of torch on real trials."""
+def test_final_model_predicts_at_any_revision_and_exports_to_onnx(workspace, tmp_path):
+    """The final stage's model (every subject; a DVC artifact; off in the shared project, so on
+    here: only the final stage reruns) is self-describing: `predict` with it labels new trials,
+    reads it at a revision through dvc.api to the same bits, and `export` writes it as ONNX that
+    onnxruntime runs within 1e-5 of torch on real trials."""
     import numpy as np
     import pandas as pd
     import yaml
 
-    meta = json.loads((project / "models" / "final" / "meta.json").read_text())
+    set_params(workspace, {"final": {"enabled": True}})
+    assert ran(run(["dvc", "repro"], workspace)) == {"final"}
+    run(["git", "commit", "-qam", "final model"], workspace)
+    meta = json.loads((workspace / "models" / "final" / "meta.json").read_text())
     assert meta["enabled"] and meta["views"] == ["eeg", "mel", "topo", "acoustic"]
     assert sorted(meta["train_subjects"] + meta["val_subjects"]) == ["sub-01", "sub-02", "sub-03", "sub-04"]
-    artifacts = yaml.safe_load((project / "dvc.yaml").read_text())["artifacts"]
+    artifacts = yaml.safe_load((workspace / "dvc.yaml").read_text())["artifacts"]
     assert artifacts["final-model"] == {**artifacts["final-model"], "path": "models/final", "type": "model"}
     here, there = tmp_path / "here.csv", tmp_path / "there.csv"
-    said = run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out", str(here)], project)
+    said = cli(["predict", "data/synthetic/manifest.csv", "--out", str(here)], workspace).output
     assert "(model final)" in said
-    said = run([sys.executable, "-m", "pipeline", "predict", "data/synthetic/manifest.csv", "--out", str(there),
-                "--rev", "HEAD"], project)
+    said = cli(["predict", "data/synthetic/manifest.csv", "--out", str(there), "--rev", "HEAD"], workspace).output
     assert "(model final at HEAD)" in said and here.read_bytes() == there.read_bytes()
     rows = pd.read_csv(here)
     assert len(rows) == 40 and np.allclose(rows[[c for c in rows.columns if c.startswith("p_")]].sum(axis=1), 1, atol=1e-5)
@@ -220,8 +218,8 @@ def test_final_model_predicts_at_any_revision_and_exports_to_onnx(project, works
     run(["git", "tag", "-a", "final-model@v0.1.0", "-m", "a version of the artifact"], workspace)  # as GTO registers
     run(["dvc", "artifacts", "get", str(workspace), "final-model", "-o", str(tmp_path / "got")], tmp_path)
     assert sorted(f.name for f in (tmp_path / "got").iterdir()) == sorted(
-        f.name for f in (project / "models" / "final").iterdir())
+        f.name for f in (workspace / "models" / "final").iterdir())
 
-    said = run([sys.executable, "-m", "pipeline", "export", "--format", "onnx"], workspace)
+    said = cli(["export", "--format", "onnx"], workspace).output
     assert re.search(r"onnxruntime agrees with torch within \S+ on 40 real trials", said), said
     assert (workspace / "models" / "final.onnx").stat().st_size > 10_000

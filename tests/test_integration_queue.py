@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from dvc_project import ENV, built_project, copy_project, run
+from dvc_project import built_project, cli, copy_project, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
+pytestmark = [pytest.mark.slow, pytest.mark.shared_project(longest=True)]  # the suite's longest: conftest starts it first
 
 
 def _finished_experiments(project: Path) -> dict[str, tuple[str, float]]:
@@ -43,7 +41,7 @@ def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
     deadline = time.monotonic() + 400
     while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], project)):
         assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
-        time.sleep(3)
+        time.sleep(1)
     assert status.count("Success") == 2, status
     done = _finished_experiments(project)
     assert {"late", "ensemble"} <= set(done) and all(0.0 <= acc <= 1.0 for _, acc in done.values()), done
@@ -51,14 +49,13 @@ def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
     experiment = done["late"][0]
     diff = run(["dvc", "metrics", "diff", "HEAD", experiment, "--all"], project)
     assert "fusion.test.acc" in diff
-    table = run([sys.executable, "-m", "pipeline", "compare", "HEAD", experiment, "--md"], project)
+    table = cli(["compare", "HEAD", experiment, "--md"], project).stdout
     assert table.startswith(f"| model | acc HEAD | acc {experiment} | delta |")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert {"eeg", "mel", "topo", "fusion", "fusion_trained", "student_eeg", "student_acoustic"} <= set(rows)
     assert " | +0.000 | " in rows["eeg"]  # the branches did not rerun: same predictions
     assert "fusion.type: 'concat' -> 'late'" in table
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "compare", "HEAD~1", "HEAD"], cwd=project, env=ENV,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stdout == ""
+    proc = cli(["compare", "HEAD~1", "HEAD"], project, code=2)
+    assert proc.stdout == ""
     assert proc.stderr.startswith("error: compare: cannot read reports/predictions.csv at HEAD~1") and \
         proc.stderr.count("\n") == 1, proc.stderr

@@ -2,27 +2,19 @@
 its outputs until `dvc pull` from the project's DVC remote (README: Review)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from dvc_project import ENV, built_project, copy_project, run
+from dvc_project import built_project, cli, copy_project, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
-
-
-def _compare(clone) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "compare", "HEAD", "HEAD"], cwd=clone, env=ENV,
-                          capture_output=True, text=True)
 
 
 def test_compare_in_a_clone_after_dvc_pull_from_a_shared_remote(tmp_path_factory, tmp_path):
     author = copy_project(built_project(tmp_path_factory), tmp_path / "author")
     reviewer = tmp_path / "reviewer"
     run(["git", "clone", "-q", str(author), str(reviewer)], tmp_path)
-    proc = _compare(reviewer)
-    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    proc = cli(["compare", "HEAD", "HEAD"], reviewer, code=2)
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
     assert "reports/predictions.csv at HEAD is a DVC output that is not in this clone's cache" in proc.stderr
     assert "`dvc pull`" in proc.stderr and "`dvc repro` at HEAD" in proc.stderr
 
@@ -31,7 +23,7 @@ def test_compare_in_a_clone_after_dvc_pull_from_a_shared_remote(tmp_path_factory
     run(["dvc", "push"], author)
     run(["git", "pull", "-q"], reviewer)
     run(["dvc", "pull"], reviewer)
-    table = run([sys.executable, "-m", "pipeline", "compare", "HEAD", "HEAD"], reviewer)
+    table = cli(["compare", "HEAD", "HEAD"], reviewer).stdout
     assert "params that differ: none" in table
     assert all(" +0.000 " in line for line in table.splitlines()[1:6])
     assert (reviewer / "models" / "fusion" / "probabilities.npy").read_bytes() == \
