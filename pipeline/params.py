@@ -608,13 +608,32 @@ def check_task_weights(key: str, section: TrainParams | FusionParams, tasks: tup
                           f"data.tasks ({', '.join(tasks)}), the first above 0")
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; raises ParamsError with a one-line message."""
+def read_params_yaml(path: str | Path = "params.yaml") -> dict:
+    """params.yaml as parsed YAML, unvalidated; raises ParamsError with a one-line message."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params: file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(f"params: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_params(raw)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raises ParamsError with a one-line message."""
+    return parse_params(read_params_yaml(path))
+
+
+def fill_missing(saved: dict, current: dict, prefix: str = "") -> tuple[dict, list[str]]:
+    """`saved` (params stored with a model) with every key it lacks taken from `current` (this
+    project's), recursively, and the dotted keys so taken: a model saved before a key existed
+    still loads. The keys are named to the user, since the model never ran under their values."""
+    filled, taken = dict(saved), []
+    for key, value in current.items():
+        if key not in saved:
+            filled[key] = value
+            taken.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(saved[key], dict):
+            filled[key], deeper = fill_missing(saved[key], value, f"{prefix}{key}.")
+            taken += deeper
+    return filled, taken

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import io
-from pipeline.errors import PipelineError
-from pipeline.params import Params, load_params, parse_params
+from pipeline.errors import PipelineError, warn
+from pipeline.params import Params, fill_missing, load_params, parse_params, read_params_yaml
 
 MODEL = re.compile(r"fold(\d+)_seed(\d+)")
 
@@ -161,8 +161,10 @@ def fold_model(name: str, params_path: str) -> Model:
     return Model(fused, trials.classes, with_channels(params, training_channels(params)), stats)
 
 
-def final_model(rev: str | None) -> Model:
-    """models/final/ of the workspace, or of git revision or DVC experiment `rev` read through dvc.api."""
+def final_model(rev: str | None, params_path: str) -> Model:
+    """models/final/ of the workspace, or of git revision or DVC experiment `rev` read through
+    dvc.api. Params keys added since the model was saved take this project's values (a warning
+    names them)."""
     from pipeline.compare import WORKSPACE, read_at
     from pipeline.fusion import load_fusion
 
@@ -179,7 +181,11 @@ def final_model(rev: str | None) -> Model:
                             "choose --model fold<k>_seed<s>")
     fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
     stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
-    return Model(fused, meta["classes"], with_channels(parse_params(meta["params"]), meta["eeg_channels"]), stats)
+    saved, newer = fill_missing(meta["params"], read_params_yaml(params_path))
+    if newer:
+        warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
+             f"{', '.join(newer)} existed; {params_path}'s values stand in for them")
+    return Model(fused, meta["classes"], with_channels(parse_params(saved), meta["eeg_channels"]), stats)
 
 
 def predict(data: str, out: str, model: str, params_path: str = "params.yaml", rev: str | None = None) -> str:
@@ -199,7 +205,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
     if rev is not None and model != "final":
         raise PipelineError("predict: --rev reads the final model (models/final/ carries its params and "
                             "statistics); for a fold's model, check out that revision")
-    chosen = final_model(rev) if model == "final" else fold_model(model, params_path)
+    chosen = final_model(rev, params_path) if model == "final" else fold_model(model, params_path)
     views, classes = list(chosen.fused.branches), chosen.classes
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp).resolve()

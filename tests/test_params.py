@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.modalities import MODALITIES as MODALITY_SPECS
-from pipeline.params import FUSION_TYPES, MODALITIES, SECTIONS, ParamsError, load_params, parse_params
+from pipeline.params import FUSION_TYPES, MODALITIES, SECTIONS, ParamsError, fill_missing, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -441,3 +441,17 @@ def test_baselines_section_is_declared(raw):
     assert _error(_with(raw, "baselines.c_grid", [])).startswith("params: baselines.c_grid = [] is not allowed")
     assert "baselines.bands.alpha" in _error(_with(raw, "baselines.bands", {"alpha": [13.0, 8.0]}))
     assert _error(_with(raw, "baselines.tangent_space", "yes")).endswith("true or false")
+
+
+def test_params_saved_before_a_key_existed_take_the_projects_values_and_name_them(raw):
+    """A final model's stored params lacking keys added since (a key, a whole section) parse
+    again with this project's values for exactly those keys, and the keys are named; stored
+    values are never overwritten."""
+    saved = copy.deepcopy(raw)
+    del saved["fusion"]["select_alpha"], saved["final"]
+    saved["fusion"]["dropout"] = 0.45
+    filled, taken = fill_missing(saved, raw)
+    assert taken == ["fusion.select_alpha", "final"]
+    assert filled["fusion"]["dropout"] == 0.45 and "select_alpha" not in saved["fusion"]  # the input is left as it was
+    assert parse_params(filled) == parse_params(_with(raw, "fusion.dropout", 0.45))
+    assert fill_missing(raw, raw) == (raw, [])
