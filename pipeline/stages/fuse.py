@@ -106,8 +106,8 @@ def run(params: Params) -> None:
                 choice = "fusion"
             candidates = {"fusion": trained[fold], "ensemble": ensemble, **{m: p[fold] for m, p in branch_probs.items()}}
             fallback, fallback_p = choice, None
-            if was_trained:
-                right = {k: candidates[k][:, val, :n_classes].argmax(-1) == y_val for k in {"fusion", choice}}
+            if was_trained and choice != "fusion":  # a fallback: does validation show it right more often?
+                right = {k: candidates[k][:, val, :n_classes].argmax(-1) == y_val for k in ("fusion", choice)}
                 choice, fallback_p = gate_fallback(choice, right["fusion"], right[choice], fp.select_alpha)
             if fallback_p is not None and choice == "fusion":
                 print(f"fuse: fold {fold}: select safe keeps the fused model: validation does not show {fallback} "
