@@ -624,16 +624,22 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(read_params_yaml(path))
 
 
-def fill_missing(saved: dict, current: dict, prefix: str = "") -> tuple[dict, list[str]]:
+def fill_missing(saved: dict, current: dict, model: type[BaseModel] | None = None,
+                 prefix: str = "") -> tuple[dict, list[str]]:
     """`saved` (params stored with a model) with every key it lacks taken from `current` (this
-    project's), recursively, and the dotted keys so taken: a model saved before a key existed
-    still loads. The keys are named to the user, since the model never ran under their values."""
+    project's), and the dotted keys so taken: a model saved before a key existed still loads. It
+    goes down into sections only (`model`'s fields that are sections themselves); a value that is
+    a mapping (`topo.bands`, `eeg.read_kwargs`, `branches`) is kept whole, as the model ran with
+    it. The keys are named to the user, since the model never ran under their values."""
+    model = model or Params
     filled, taken = dict(saved), []
     for key, value in current.items():
+        field = model.model_fields.get(key)
+        section = _unwrap(field.annotation, None)[0] if field else None
         if key not in saved:
             filled[key] = value
             taken.append(prefix + key)
-        elif isinstance(value, dict) and isinstance(saved[key], dict):
-            filled[key], deeper = fill_missing(saved[key], value, f"{prefix}{key}.")
+        elif _is_model(section) and isinstance(value, dict) and isinstance(saved[key], dict):
+            filled[key], deeper = fill_missing(saved[key], value, section, f"{prefix}{key}.")
             taken += deeper
     return filled, taken

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -53,17 +54,22 @@ def cli(args: list[str], cwd: Path, code: int = 0):
     stdout, stderr and exit_code): the libraries a command loads (torch, MNE, librosa, openSMILE)
     and their first-call compilation are paid once per test worker instead of once per call. The
     stage commands, which pin CPU dispatch before numpy loads, still run as DVC runs them."""
+    import torch
     from typer.testing import CliRunner
 
     from pipeline.cli import app
 
-    before = Path.cwd()
+    before, threads = Path.cwd(), torch.get_num_threads()  # predict sets torch's threads from params
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        with warnings.catch_warnings(record=True) as caught:  # a subprocess would print them to stderr
+            warnings.simplefilter("always")
+            result = CliRunner().invoke(app, args, catch_exceptions=False)
     finally:
         os.chdir(before)
+        torch.set_num_threads(threads)
     assert result.exit_code == code, f"pipeline {' '.join(args)}: exit code {result.exit_code}:\n{result.output[-4000:]}"
+    assert code == 0 or not caught, f"pipeline {' '.join(args)} warned besides its error: {caught[0].message}"
     return result
 
 

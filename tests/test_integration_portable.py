@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from dvc_project import ENV, built_project, copy_project, run
+from dvc_project import ENV, built_project, copy_project, run, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
 
@@ -56,3 +56,11 @@ def test_every_output_is_byte_identical_on_a_second_machine(tmp_path_factory, tm
     # DVC hashes every output again and finds each equal to the first machine's dvc.lock
     assert json.loads(run(["dvc", "status", "--json"], second, env)) == {}
     assert (second / "reports" / "metrics.json").read_bytes() == (project / "reports" / "metrics.json").read_bytes()
+    # the final model (off in the shared project): trained here, then on the second machine, to the same bytes
+    set_params(second, {"final": {"enabled": True}})
+    final = "from pipeline.cli import run_stage\nrun_stage('final', 'params.yaml')"
+    run([sys.executable, "-c", final], second)
+    here = {f.name: f.read_bytes() for f in (second / "models" / "final").iterdir()}
+    assert "fusion.pt" in here
+    run([sys.executable, "-c", final], second, env)
+    assert {f.name: f.read_bytes() for f in (second / "models" / "final").iterdir()} == here

@@ -455,3 +455,7 @@ def test_params_saved_before_a_key_existed_take_the_projects_values_and_name_the
     assert filled["fusion"]["dropout"] == 0.45 and "select_alpha" not in saved["fusion"]  # the input is left as it was
     assert parse_params(filled) == parse_params(_with(raw, "fusion.dropout", 0.45))
     assert fill_missing(raw, raw) == (raw, [])
+    # a mapping-valued key is a value, not a section: the model's own bands stay as they were
+    fewer = copy.deepcopy(raw)
+    fewer["topo"]["bands"] = dict(list(raw["topo"]["bands"].items())[:2])
+    assert fill_missing(fewer, raw) == (fewer, [])
