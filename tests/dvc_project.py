@@ -25,9 +25,6 @@ TINY = {
     "acoustic": {"feature_sets": ["eGeMAPSv02"]},  # ComParE's 6,373 columns: the real-speech test has them
     "train": {"seeds": [0], "epochs": 2, "batch_size": 8},
     "fusion": {"epochs": 2},
-    # off, the final stage writes only meta.json: the test of the final model turns it on in its
-    # own copy (tests/test_integration.py), and the queued experiments skip its training
-    "final": {"enabled": False},
     "compute": {"n_jobs": 1},  # a worker pool costs seconds to start and saves nothing on 40 trials
 }
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import yaml
 from pipeline.data.synthetic import write_manifest
 from pipeline.params import parse_params
 
-from dvc_project import ENV, ROOT, TINY, merge
+from dvc_project import ROOT, TINY, cli, merge
 
 pytestmark = pytest.mark.slow  # seconds each, not minutes; kept with the end-to-end tests
 
@@ -81,9 +79,7 @@ def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, re
 
     raw["fusion"]["modalities"] = ["eeg", "mel", "topo"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "fuse"], cwd=tmp_path, env=ENV, capture_output=True,
-                          text=True)
-    assert proc.returncode == 2
+    proc = cli(["fuse"], tmp_path, code=2)
     assert proc.stderr.count("\n") == 1 and "fusion.modalities" in proc.stderr and "no audio" in proc.stderr
 
 
