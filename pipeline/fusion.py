@@ -368,6 +368,7 @@ def load_fusion(path: Path, map_location="cpu") -> FusionModel:
     ckpt = read_checkpoint(path, "fusion", map_location)
     config = ckpt["config"]
     branches = {m: branch_from_config(c) for m, c in config["branches"].items()}
-    model = build_fusion(branches, FusionParams.model_validate(config["fusion"]))
+    # a checkpoint saved before fusion.restarts existed trained one head
+    model = build_fusion(branches, FusionParams.model_validate({"restarts": 1, **config["fusion"]}))
     model.load_state_dict(ckpt["state_dict"])
     return model

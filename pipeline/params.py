@@ -279,6 +279,7 @@ class FusionParams(Section):
     modalities: tuple[Modality, ...]
     epochs: StrictInt = allowed("an integer >= 1", ge=1)
     patience: StrictInt = allowed("an integer >= 1", ge=1)
+    restarts: StrictInt = allowed("an integer >= 1", ge=1)  # trained heads per run; the lowest val log-loss is kept
     branch_lr: StrictFloat = allowed(">= 0", ge=0)      # fine-tuning rate of the pretrained branches
     head_lr: StrictFloat = allowed("> 0", gt=0)         # rate of the fusion head
     freeze_epochs: StrictInt = allowed("an integer >= 0", ge=0)  # branches frozen (and in eval mode) first

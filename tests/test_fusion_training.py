@@ -137,6 +137,32 @@ def test_train_fusion_same_seed_same_run(params):
     assert {"grad_norm/eeg", "embed_norm/topo", "entropy/eeg"} <= set(outs[0][0][0])
 
 
+def test_restarts_keep_the_lowest_validation_log_loss_of_independent_trainings(params):
+    """fusion.restarts 3: three trainings under seeds 5, 1005 and 2005, each from the branches as
+    given (fine-tuned here, so a shared copy would leak one restart into the next), and the kept
+    one is the restart with the lowest validation log-loss, bit for bit that seed's run alone."""
+    tp, cpu = params.train.model_copy(update=dict(batch_size=4)), torch.device("cpu")
+    fp = _fp(params, epochs=3, freeze_epochs=0, branch_lr=1e-2, restarts=3)
+    branches = _branches()
+    before = {m: {k: v.clone() for k, v in b.state_dict().items()} for m, b in branches.items()}
+    model, history = train_fusion(branches, _fold(), fp, tp, 3, 5, cpu)
+    for m, b in branches.items():  # the caller's branches are untouched
+        assert all(torch.equal(v, before[m][k]) for k, v in b.state_dict().items())
+    losses = history[-1]["restart_val_log_loss"]
+    kept = history[0]["restart"]
+    assert len(losses) == 3 and kept == int(np.argmin(losses)) and len(set(losses)) == 3
+    assert all(record["restart"] == kept for record in history) and len(history[-1]["restart_epochs"]) == 3
+    alone, alone_history = train_fusion(_branches(), _fold(), fp.model_copy(update={"restarts": 1}), tp, 3,
+                                        5 + 1000 * kept, cpu)
+    assert [r["val_loss"] for r in alone_history] == [r["val_loss"] for r in history]
+    for k, v in alone.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+    x_val, y_val = _fold().part("val")
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()({m: x[:] for m, x in x_val.items()})[:, :3] / fp.loss_temperature, dim=1)
+    assert float(-torch.log(probs[torch.arange(len(y_val)), y_val]).mean()) == pytest.approx(losses[kept], rel=1e-5)
+
+
 def test_ablation_fills_a_modality_with_its_train_mean(params, monkeypatch):
     """The ablated input is the mean of the train trials, not of the test trials."""
     import pipeline.fusion_training as ft
