@@ -24,7 +24,7 @@ TINY = {
     "topo": {"n_bins": 8},
     "acoustic": {"feature_sets": ["eGeMAPSv02"]},  # ComParE's 6,373 columns: the real-speech test has them
     "train": {"seeds": [0], "epochs": 2, "batch_size": 8},
-    "fusion": {"epochs": 2, "restarts": 1},  # restarts: tests/test_fusion_training.py, and on Dask in tests/stages
+    "fusion": {"epochs": 2},
     "compute": {"n_jobs": 1},  # a worker pool costs seconds to start and saves nothing on 40 trials
 }
 

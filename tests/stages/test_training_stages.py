@@ -48,7 +48,7 @@ def workdir(tmp_path, monkeypatch, params):
     raw["split"].update(scheme="kfold", folds=2, val_subjects=1, seed=3)
     raw["acoustic"].update(feature_sets=["eGeMAPSv02"])
     raw["train"].update(seeds=[0, 1], epochs=2, batch_size=8, embed_dim=8)
-    raw["fusion"].update(epochs=2, hidden=8, heads=2, restarts=1)  # the bit-identity test below restarts
+    raw["fusion"].update(epochs=2, hidden=8, heads=2)
     raw["compute"].update(n_jobs=1, backend="local")
     raw["distill"].update(students=[])  # the tests that distil say so
     return tmp_path, parse_params(raw), labels
@@ -216,14 +216,12 @@ def _assert_identical(a: dict, b: dict) -> None:
 
 
 def test_training_runs_are_bit_identical_for_any_backend_and_n_jobs(workdir):
-    """pretrain, fuse (two restarts of the head), distill and baselines give the same
-    probabilities, histories and weights, to the last bit, run in-process one after another and
-    on a two-worker Dask cluster (whose tasks go through the same joblib calls as the loky
-    pool's): pretrain on the LocalCluster the stage starts, the others on a running cluster given
-    by its scheduler's address."""
+    """pretrain, fuse, distill and baselines give the same probabilities, histories and weights,
+    to the last bit, run in-process one after another and on a two-worker Dask cluster (whose
+    tasks go through the same joblib calls as the loky pool's): pretrain on the LocalCluster the
+    stage starts, the others on a running cluster given by its scheduler's address."""
     tmp, p, _ = workdir
-    p = p.model_copy(update={"distill": p.distill.model_copy(update={"students": ("mel",)}),
-                             "fusion": p.fusion.model_copy(update={"restarts": 2})})
+    p = p.model_copy(update={"distill": p.distill.model_copy(update={"students": ("mel",)})})
     _prepare(p)  # local, n_jobs 1
     fuse.run(p)
     distill.run(p)
