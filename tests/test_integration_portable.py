@@ -34,8 +34,9 @@ def test_every_output_is_byte_identical_on_a_second_machine(tmp_path_factory, tm
                             "import torch; print(f['AVX512F'], torch.backends.cpu.get_cpu_capability())"],
                            env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.split() == ["False", "AVX2"]  # the simulated machine has no AVX-512
-    assert len(stage_commands(second)) == 20
-    run_stages(second, env)  # every stage, in one process that sees the second machine
+    commands = stage_commands(second)
+    assert len(commands) == 20
+    run_stages(second, env, commands)  # every stage, in one process that sees the second machine
     assert (second / "models" / "final" / "fusion.pt").is_file()  # the final model trained too
     # DVC hashes every output again and finds each equal to the first machine's dvc.lock
     assert json.loads(run(["dvc", "status", "--json"], second, env)) == {}
