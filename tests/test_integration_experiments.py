@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_project import built_project, copy_project, ran, run, set_params
+from dvc_project import built_project, copy_project, run, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
 
@@ -34,14 +34,11 @@ def test_mel_key_reruns_no_eeg_or_topo_stage(tmp_path_factory, tmp_path):
     assert not {s for s in rerun if "eeg" in s or "topo" in s or "acoustic" in s}, rerun
 
 
-def test_distill_key_reruns_distill_and_evaluate_only(tmp_path_factory, tmp_path):
+def test_distill_key_makes_only_distill_and_evaluate_stale(tmp_path_factory, tmp_path):
     """A distill.* key: DVC finds distill and evaluate stale (evaluate reports the students'
-    settings), and nothing reads distill's output but evaluate; with no students `dvc repro`
-    runs them and the metrics have none."""
+    settings), and nothing reads distill's output but evaluate (the queued sweep of
+    distill.students in tests/test_integration_queue.py then reruns them, students off included)."""
     workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     set_params(workspace, {"distill": {"alpha": 0.9}})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace))) == {"distill", "evaluate"}
     assert _downstream(workspace, "distill") == {"evaluate"}
-    set_params(workspace, {"distill": {"students": []}})  # off: distill still writes what DVC expects
-    assert ran(run(["dvc", "repro"], workspace)) == {"distill", "evaluate"}
-    assert "students" not in json.loads((workspace / "reports" / "metrics.json").read_text())

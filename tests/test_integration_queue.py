@@ -7,51 +7,59 @@ from pathlib import Path
 
 import pytest
 
-from dvc_project import built_project, cli, copy_project, run
+from dvc_project import built_project, cli, copy_project, ran, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_project(longest=True)]  # the suite's longest: conftest starts it first
 
 
-def _finished_experiments(project: Path) -> dict[str, tuple[str, float]]:
-    """fusion.type -> (experiment name, fusion test acc) of every experiment with metrics."""
+def _finished_experiments(project: Path) -> dict[tuple[str, ...], tuple[str, dict]]:
+    """distill.students -> (experiment name, its metrics) of every experiment with metrics."""
     done = {}
     for commit in json.loads(run(["dvc", "exp", "show", "--json"], project)):
         for exp in commit.get("experiments") or []:
             for rev in exp["revs"]:
                 data = rev.get("data") or {}
-                fusion_type = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("fusion", {}).get("type")
+                students = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("distill", {}).get("students")
                 metrics = data.get("metrics", {}).get("reports/metrics.json", {}).get("data", {})
                 if "fusion" in metrics:
-                    done[fusion_type] = (rev.get("name") or exp.get("name"), metrics["fusion"]["test"]["acc"])
+                    done[tuple(students)] = (rev.get("name") or exp.get("name"), metrics)
     return done
 
 
 def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
-    """`dvc exp run --queue -S 'fusion.type=late,ensemble'` queues one experiment per value,
-    `dvc exp run --run-all -j 2` runs them side by side on the queue's workers, and `dvc exp show` then
-    has both with metrics; `compare` pairs one with HEAD through dvc.api, names the changed key,
-    and says in one line what a revision without outputs lacks (a run against itself:
-    tests/test_integration_review.py)."""
+    """`dvc exp run --queue -S 'distill.students=[],[eeg]'` queues one experiment per value (a
+    list each), `dvc exp run --run-all -j 2` runs them side by side on the queue's workers, each
+    rerunning `distill` and `evaluate` only, and `dvc exp show` then has both with their metrics:
+    no students when distillation is off, one when one is asked for. `compare` pairs an
+    experiment with HEAD through dvc.api, names the changed key, and says in one line what a
+    revision without outputs lacks (a run against itself: tests/test_integration_review.py).
+    A sweep of a fusion knob reruns `fuse` and `final` too (tests/test_integration.py asks DVC
+    which stages it makes stale): the same queue, at twice the cost here."""
     project = copy_project(built_project(tmp_path_factory), tmp_path / "project")
-    out = run(["dvc", "exp", "run", "--queue", "-S", "fusion.type=late,ensemble"], project)
+    out = run(["dvc", "exp", "run", "--queue", "-S", "distill.students=[],[eeg]"], project)
     assert out.count("Queued experiment") == 2, out
     # two DVC queue workers run them side by side; this call follows their logs until both end
     # (cheaper than polling `dvc queue status`: about 0.6 s of CPU per call here)
-    run(["dvc", "exp", "run", "--run-all", "-j", "2"], project, timeout=400)
+    out = run(["dvc", "exp", "run", "--run-all", "-j", "2"], project, timeout=400)
+    assert ran(out) == {"distill", "evaluate"}, out
     status = run(["dvc", "queue", "status"], project)
     assert status.count("Success") == 2, status
     done = _finished_experiments(project)
-    assert {"late", "ensemble"} <= set(done) and all(0.0 <= acc <= 1.0 for _, acc in done.values()), done
+    assert set(done) == {(), ("eeg",)}, done
+    assert "students" not in done[()][1]  # off: distill still wrote every output DVC expects
+    assert set(done[("eeg",)][1]["students"]) == {"eeg"}
 
-    experiment = done["late"][0]
+    experiment = done[("eeg",)][0]
     diff = run(["dvc", "metrics", "diff", "HEAD", experiment, "--all"], project)
-    assert "fusion.test.acc" in diff
+    assert "students.eeg.test.acc" in diff
     table = cli(["compare", "HEAD", experiment, "--md"], project).stdout
     assert table.startswith(f"| model | acc HEAD | acc {experiment} | delta |")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    assert {"eeg", "mel", "topo", "fusion", "fusion_trained", "student_eeg", "student_acoustic"} <= set(rows)
-    assert " | +0.000 | " in rows["eeg"]  # the branches did not rerun: same predictions
-    assert "fusion.type: 'concat' -> 'late'" in table
+    # the experiment's own predictions: its one student, and HEAD's acoustic student nowhere
+    assert {"eeg", "mel", "topo", "fusion", "fusion_trained", "student_eeg"} <= set(rows)
+    assert "student_acoustic" not in rows
+    assert all(" | +0.000 | " in rows[m] for m in ("eeg", "fusion", "student_eeg"))  # reran no training of theirs
+    assert "distill.students: ['eeg', 'acoustic'] -> ['eeg']" in table
     proc = cli(["compare", "HEAD~1", "HEAD"], project, code=2)
     assert proc.stdout == ""
     assert proc.stderr.startswith("error: compare: cannot read reports/predictions.csv at HEAD~1") and \
