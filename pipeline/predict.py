@@ -165,22 +165,23 @@ def final_model(rev: str | None, params_path: str) -> Model:
     """models/final/ of the workspace, or of git revision or DVC experiment `rev` read through
     dvc.api. Params keys added since the model was saved take this project's values (a warning
     names them)."""
-    from pipeline.compare import WORKSPACE, read_at
+    from pipeline.compare import WORKSPACE, Revision
     from pipeline.fusion import load_fusion
 
-    def read(name: str, mode: str = "r"):
-        path = io.FINAL_DIR / name
-        if rev is None and not path.is_file():
-            raise PipelineError(f"predict: {path} not found: no final model here (final.enabled false, or the final "
-                                "stage has not run; `dvc repro`), or choose --model fold<k>_seed<s>")
-        return read_at(str(path), rev or WORKSPACE, mode, who="predict")
+    with Revision(rev or WORKSPACE, who="predict") as revision:
+        def read(name: str, mode: str = "r"):
+            path = io.FINAL_DIR / name
+            if rev is None and not path.is_file():
+                raise PipelineError(f"predict: {path} not found: no final model here (final.enabled false, or the "
+                                    "final stage has not run; `dvc repro`), or choose --model fold<k>_seed<s>")
+            return revision.read(str(path), mode)
 
-    meta = json.loads(read("meta.json"))
-    if not meta.get("enabled"):
-        raise PipelineError(f"predict: the final model is off (final.enabled false){f' at {rev}' if rev else ''}; "
-                            "choose --model fold<k>_seed<s>")
-    fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
-    stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
+        meta = json.loads(read("meta.json"))
+        if not meta.get("enabled"):
+            raise PipelineError(f"predict: the final model is off (final.enabled false){f' at {rev}' if rev else ''}; "
+                                "choose --model fold<k>_seed<s>")
+        fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
+        stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
     saved, newer = fill_missing(meta["params"], read_params_yaml(params_path))
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
