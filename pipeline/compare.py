@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from pipeline import io
+from pipeline.dataset import AS_WRITTEN
 from pipeline.errors import PipelineError
 from pipeline.stats import MIN_SUBJECTS_WILCOXON, paired_difference, signed_interval, verdict
 
@@ -78,7 +79,7 @@ class Revision:
 
 def load_predictions(revision: Revision) -> pd.DataFrame:
     text = revision.read(str(io.PREDICTIONS))
-    table = pd.read_csv(_io.StringIO(text), dtype={"subject": str, "label": str, "predicted": str})
+    table = pd.read_csv(_io.StringIO(text), dtype={"subject": str, "label": str, "predicted": str}, **AS_WRITTEN)
     missing = [c for c in ["model", "seed", "predicted", *TRIAL_KEYS] if c not in table.columns]
     if missing:
         raise PipelineError(f"compare: {io.PREDICTIONS} at {revision.rev} lacks column(s) {', '.join(missing)}; "

@@ -41,9 +41,14 @@ class Task:
     classes: list[str]
 
 
+# Only a blank cell is missing: a label or subject 'NA', 'None', 'null', 'nan' or 'N/A' stays that
+# string (pandas' default would make it NaN, and the label then an integer -2**63).
+AS_WRITTEN = {"keep_default_na": False, "na_values": [""]}
+
+
 def load_manifest() -> pd.DataFrame:
-    """The trial table written by ingest (subject and label kept as strings)."""
-    return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str})
+    """The trial table written by ingest (subject and label kept as strings, as written)."""
+    return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str}, **AS_WRITTEN)
 
 
 NO_AUDIO = "the data has no audio (no audio_path in the manifest)"
@@ -76,7 +81,7 @@ def load_labels() -> tuple[np.ndarray, list[str]]:
 def load_trials() -> Trials:
     manifest, classes, task_classes = load_manifest(), io.read_json(io.CLASSES), io.read_json(io.TASKS)
     # as ingest reads them: only a blank is missing (NaN -> -1), "NA" or "none" are classes
-    labels = pd.read_csv(io.MANIFEST, usecols=list(task_classes), dtype=str, keep_default_na=False, na_values=[""])
+    labels = pd.read_csv(io.MANIFEST, usecols=list(task_classes), dtype=str, **AS_WRITTEN)
     tasks = {task: Task(labels[task].map({c: i for i, c in enumerate(names)}).fillna(-1).to_numpy(np.int64), names)
              for task, names in task_classes.items()}
     return Trials(labels=_label_index(manifest, classes), subjects=manifest["subject"].to_numpy(),

@@ -17,7 +17,7 @@ import torch
 
 from pipeline import io
 from pipeline.dataset import Trials
-from pipeline.normalize import apply_normalizer
+from pipeline.normalize import apply_normalizer, trial_scale
 from pipeline.split import fold_indices
 
 
@@ -47,6 +47,10 @@ class NormalizedRows:
     def subset(self, positions: np.ndarray) -> NormalizedRows:
         return NormalizedRows(self.x, self.mean, self.std, self.rows[positions])
 
+    def trial_scales(self, chunk: int = 256) -> np.ndarray:
+        """`trial_scale` of every row, (len,), a chunk at a time."""
+        return np.concatenate([trial_scale(self[start:start + chunk].numpy()) for start in range(0, len(self), chunk)])
+
     def mean_row(self, chunk: int = 256) -> torch.Tensor:
         """The mean normalised row (1, ...), accumulated in float64 a chunk at a time."""
         total = np.zeros(self.x.shape[1:], np.float64)
@@ -64,6 +68,22 @@ class FoldData:
     def part(self, name: str) -> tuple[dict[str, NormalizedRows], torch.Tensor]:
         idx = self.index[name]
         return {m: x.subset(idx) for m, x in self.inputs.items()}, self.labels[torch.as_tensor(idx)]
+
+    def train_fill(self) -> dict[str, torch.Tensor]:
+        """Per view the mean normalised train row (1, ...): what stands in for a missing view, in
+        the robustness check and in predict alike."""
+        return {m: x.mean_row() for m, x in self.part("train")[0].items()}
+
+    def view_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """What a model keeps of each view's train trials to label new ones: the normaliser
+        (mean, std), the fill of a missing view (`train_fill`) and the range of the train
+        trials' `trial_scale` (predict's out-of-range check)."""
+        fill, train, stats = self.train_fill(), self.part("train")[0], {}
+        for m, x in self.inputs.items():
+            scales = train[m].trial_scales()
+            stats[m] = {"mean": x.mean, "std": x.std, "fill": fill[m].numpy(),
+                        "scale_range": np.array([scales.min(), scales.max()])}
+        return stats
 
 
 def fold_data(features: dict[str, np.ndarray], trials: Trials, fold: int, root: Path = Path(".")) -> FoldData:

@@ -167,8 +167,7 @@ def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device,
     test, y_test = data.part("test")
     x_test = {m: x[:] for m, x in test.items()}  # the test trials as tensors: noise is added to them
     weights = branch_outputs(model, x_test, device)["weights"]
-    fill = {m: x.mean_row() for m, x in data.part("train")[0].items()}
-    robust = modality_robustness(model, x_test, primary_labels(y_test).numpy(), fill, device, temperature,
+    robust = modality_robustness(model, x_test, primary_labels(y_test).numpy(), data.train_fill(), device, temperature,
                                  torch.Generator().manual_seed(seed))
     return {"fusion_weights": {m: float(w.mean()) for m, w in weights.items()},
             "ablation_drop": {m: robust["clean"] - acc for m, acc in robust["missing"].items()},

@@ -18,6 +18,7 @@ class Modality:
     norm_axes: tuple[int, ...]   # axes the train statistics pool over (0: trials)
     encoders: tuple[str, ...]    # branch encoders it accepts (names in pipeline.nets.ENCODERS); first: default
     needs_audio: bool            # only data with audio has this view: a speech view
+    student: bool = False        # distilled by default (distill.students: null) when fused: its signal's plain view
 
 
 # (n, channels, times) encoders: the package's own two and braindecode's models
@@ -25,12 +26,12 @@ EEG_ENCODERS = ("log_power", "filterbank", "shallow_fbcsp", "eegnet")
 
 MODALITIES: dict[str, Modality] = {
     # EEG: statistics per channel; (n, channels, times)
-    "eeg": Modality("eeg", "eeg", "pipeline.features.eeg", (0, 2), EEG_ENCODERS, False),
+    "eeg": Modality("eeg", "eeg", "pipeline.features.eeg", (0, 2), EEG_ENCODERS, False, student=True),
     # log-mel: per frequency bin; (n, 1, mels, frames)
     "mel": Modality("mel", "mel", "pipeline.features.mel", (0, 1, 3), ("image_cnn",), True),
     # persistence images: per image channel (band x homology dimension); (n, c, bins, bins)
     "topo": Modality("topo", "topo", "pipeline.features.topo", (0, 2, 3), ("image_cnn",), False),
     # openSMILE functionals (eGeMAPS, ComParE): per feature; (n, features)
-    "acoustic": Modality("acoustic", "acoustic", "pipeline.features.acoustic", (0,), ("mlp", "linear"), True),
+    "acoustic": Modality("acoustic", "acoustic", "pipeline.features.acoustic", (0,), ("mlp", "linear"), True, student=True),
 }
 NAMES: tuple[str, ...] = tuple(MODALITIES)

@@ -26,6 +26,16 @@ def apply_normalizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
     return ((x - mean) / std).astype(np.float32)
 
 
+def trial_scale(x_norm: np.ndarray) -> np.ndarray:
+    """The median absolute normalised feature of each trial, (n,) from (n, ...): about 0.67 on
+    the train trials (for Gaussian features). Far outside the train trials' range it says that a
+    trial is not what the model learned from (other units, another amplifier), where single
+    features may not: EEG in volts read as microvolts normalises to about 0 everywhere, inside
+    every feature's range. The median, not the root mean square: a few features far out (a
+    held-out voice's openSMILE functional at 40 standard deviations) do not move it."""
+    return np.median(np.abs(x_norm.reshape(len(x_norm), -1)), axis=1).astype(np.float64)
+
+
 def describe(x: np.ndarray) -> dict[str, float]:
     """mean, std, min and max of an array: what normalised inputs look like."""
     return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}

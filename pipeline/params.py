@@ -165,11 +165,16 @@ class EEGParams(Section):
     epoch_seconds: StrictFloat = allowed("> 0", gt=0)
     channels: tuple[StrictStr, ...] | None   # a named subset common to all recordings; null: all EEG channels
     read_kwargs: dict[StrictStr, Any]        # MNE reader options, e.g. {data_format: int16} for .cnt
+    drop_channels: tuple[StrictStr, ...]     # removed from every recording (bad channels without positions)
+    montage: StrictStr | None                # positions by channel name: an MNE standard montage or a montage file
 
     @model_validator(mode="after")
     def _rules(self):
         if self.channels is not None and (len(self.channels) < 2 or len(set(self.channels)) < len(self.channels)):
             raise Rule("channels", self.channels, "null or a list of 2 or more distinct channel names")
+        both = [c for c in self.drop_channels if c in (self.channels or ())]
+        if both:
+            raise Rule("drop_channels", list(self.drop_channels), f"channels outside eeg.channels ({both[0]} is in both)")
         if not self.l_freq < self.h_freq:
             raise Rule("l_freq", self.l_freq, f"0 < l_freq < h_freq ({self.h_freq})")
         if not self.sfreq > 2 * self.h_freq:
@@ -358,7 +363,7 @@ class DistillParams(Section):
     """The distill stage: single-view students trained on the fused model's soft labels
     (pipeline/distillation.py)."""
 
-    students: tuple[Modality, ...]  # views to distil the fusion into; []: off
+    students: tuple[Modality, ...] | None  # views to distil the fusion into; []: off; null: resolved by parse_params
     init: Literal["pretrained", "scratch"]  # the student starts from the fold's pretrained branch, or afresh
     alpha: StrictFloat = allowed("0 <= alpha <= 1", ge=0.0, le=1.0)  # weight of the KD term; 1 - alpha: labels
     temperature: StrictFloat = allowed("> 0", gt=0)
@@ -369,8 +374,8 @@ class DistillParams(Section):
     @field_validator("students")
     @classmethod
     def _distinct(cls, students):
-        if len(set(students)) < len(students):
-            raise Rule("", list(students), "distinct views")
+        if students is not None and len(set(students)) < len(students):
+            raise Rule("", list(students), "distinct views, or null")
         return students
 
 
@@ -575,11 +580,21 @@ def parse_params(raw: dict) -> Params:
         if branch.encoder not in (None, *encoders):
             raise not_allowed(f"{key}.encoder", branch.encoder, ", ".join(encoders))
         branches[modality] = branch.model_copy(update={"encoder": branch.encoder or encoders[0]})
+    built["distill"] = resolve_students(built["distill"], built["fusion"])
     check_distill(built["distill"], built["fusion"])
     for key, section in [("train", built["train"]), ("fusion", built["fusion"]),
                          *((f"branches.{m}", b) for m, b in branches.items())]:
         check_task_weights(key, section, built["data"].tasks)
     return Params(branches=branches, **built)
+
+
+def resolve_students(dp: DistillParams, fp: FusionParams) -> DistillParams:
+    """`students: null` as the list it stands for: the fused views that are their signal's plain
+    view (eeg for the EEG, acoustic for the speech; the registry's `student`), in fusion.modalities
+    order. So changing fusion.modalities alone never leaves a student of a view that is not fused."""
+    if dp.students is not None:
+        return dp
+    return dp.model_copy(update={"students": tuple(m for m in fp.modalities if MODALITY_SPECS[m].student)})
 
 
 def check_distill(dp: DistillParams, fp: FusionParams) -> None:

@@ -65,16 +65,43 @@ def data_params(params: Params, data: Path, classes: list[str], work: Path) -> P
         "bids": bids})})
 
 
-def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
+def bring_recordings(paths, p: Params, seen: list[dict] | None) -> None:
+    """Stop, naming the file and the difference, at the first recording whose EEG cannot be
+    brought to what the model saw (`seen`, its recordings' filters; None: a model saved before
+    they were recorded, which is not checked); warn once about those that will be low-passed
+    further to match it."""
+    from pipeline.data.readers import open_eeg
+    from pipeline.features.eeg import adapt_filters, matched_filters
+
+    if seen is None:
+        warn("predict: the model predates the record of its EEG preprocessing: new recordings' sampling rates "
+             "and filters are not checked against it")
+        return
+    brought = {}
+    for path in dict.fromkeys(paths):
+        sfreq = open_eeg(path, p.eeg.read_kwargs).info["sfreq"]
+        matched = matched_filters(p.eeg, sfreq, seen, path)
+        if matched != adapt_filters(p.eeg, sfreq, path)[:2]:
+            brought.setdefault((sfreq, matched[1]), []).append(path)
+    for (sfreq, top), files in brought.items():
+        warn(f"predict: {len(files)} recording(s) at {sfreq:g} Hz (first: {files[0]}) low-passed at {top:g} Hz, "
+             "the top of the band the model saw")
+
+
+def data_features(p: Params, views: list[str], work: Path,
+                  seen: list[dict] | None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """DATA's trials, which of them are labelled, and per view of `views` its features and which
     trials have it (a speech view: the trials with audio; none: the view is missing everywhere):
     the source and ingest's checks of every trial (not its checks of the whole set: one class or
     none is fine here), then the feature stages' own bodies, inside `work` (a speech view's on the
-    trials with audio, in a folder of their own). An unlabelled trial carries the first class
-    through the stages (the topology view's example figure reads labels)."""
+    trials with audio, in a folder of their own; the EEG brought to the model's preprocessing,
+    `seen`). An unlabelled trial carries the first class through the stages (the topology view's
+    example figure reads labels)."""
     from pipeline.data.ingest import check_trials
     from pipeline.data.manifest import COLUMNS, BadInput
     from pipeline.data.sources import SOURCES
+    from pipeline.dataset import load_manifest
+    from pipeline.features.eeg import eeg_features
     from pipeline.modalities import MODALITIES
     from pipeline.stages import features
 
@@ -86,18 +113,26 @@ def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame
             io.write_json(io.TASKS, {})
             if view == "topo":  # it reads the EEG features
                 io.save_array(io.feature_path("eeg"), np.load(work / io.feature_path("eeg")))
-            features.run(p, view)
+            if view == "eeg":  # the stage's body, with the model's filters
+                io.save_array(io.feature_path(view), eeg_features(load_manifest(), p.eeg, p.compute, seen)[0])
+            else:
+                features.run(p, view)
             return np.load(io.feature_path(view))
 
     with _inside(work):
         bad = BadInput("fail")
         table, _ = SOURCES[p.data.source]().trials(p, bad)
+        if table.empty:
+            where = f" among its events' {p.data.bids.label_column} values" if p.data.source == "bids" else ""
+            raise PipelineError(f"predict: {p.data.root}: no trial of the model's classes "
+                                f"({', '.join(p.data.classes)}){where}")
+        bring_recordings(table["eeg_path"], p, seen)
         labelled = (table["label"] != "").to_numpy()
         table.loc[~labelled, "label"] = p.data.classes[0]
         audio = (table["audio_path"] != "").to_numpy()
         # trials with audio and without, each checked as ingest checks a source's trials (which
         # refuses a mix), then back in DATA's order
-        checked = [check_trials(table[rows].assign(order=np.flatnonzero(rows)), p, bad) for rows in (audio, ~audio)
+        checked = [check_trials(table[rows].assign(order=np.flatnonzero(rows)), p, bad)[0] for rows in (audio, ~audio)
                    if rows.any()]
         trials = pd.concat(checked).sort_values("order")[list(COLUMNS)].reset_index(drop=True)
     x = {}
@@ -116,12 +151,15 @@ def data_features(p: Params, views: list[str], work: Path) -> tuple[pd.DataFrame
 @dataclass
 class Model:
     """A fused model ready to label new trials: the network, its classes, the params its features
-    are computed with (the EEG channels it was trained on pinned, in their order), and per view
-    the normaliser's mean and std and the fill of a missing view."""
+    are computed with (the EEG channels it was trained on pinned, in their order; `compute` this
+    project's), per view what `FoldData.view_stats` keeps (normaliser, fill of a missing view,
+    range of the train trials' scale), and what its recordings' EEG went through
+    (`preprocessing_record`; None for a final model saved before it was recorded)."""
     fused: object
     classes: list[str]
     params: Params
     stats: dict[str, dict[str, np.ndarray]]
+    eeg_seen: list[dict] | None
 
 
 def with_channels(params: Params, channels: list[str]) -> Params:
@@ -136,29 +174,25 @@ def training_channels(params: Params) -> list[str]:
     from pipeline.data.readers import eeg_channels_of
     from pipeline.dataset import load_manifest
 
-    return eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg.read_kwargs, params.eeg.channels)
+    return eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg)
 
 
 def fold_model(name: str, params_path: str) -> Model:
     """Model fold<k>_seed<s> of models/fusion/, with its fold's statistics and this workspace's params."""
-    from pipeline.dataset import load_features, load_trials
+    from pipeline.dataset import load_features, load_manifest, load_trials
+    from pipeline.features.eeg import preprocessing_record
     from pipeline.folds import fold_data
     from pipeline.fusion import load_fusion
-    from pipeline.split import fold_indices
 
     checkpoint = io.FUSION_DIR / f"{name}.pt"
     if not checkpoint.is_file():
         raise PipelineError(f"predict: {checkpoint}: no such model; run `dvc repro` (models/fusion/ holds "
                             f"{', '.join(sorted(f.stem for f in io.FUSION_DIR.glob('*.pt'))) or 'none'})")
     fold, fused, trials = int(MODEL.fullmatch(name).group(1)), load_fusion(checkpoint), load_trials()
-    train = fold_indices(trials.subjects, trials.folds[fold])["train"]
-    stats = {}
-    for m in fused.branches:
-        saved = np.load(io.normalizer_path(m))
-        fill = fold_data({m: load_features(m, mmap=True)}, trials, fold).inputs[m].subset(train).mean_row().numpy()
-        stats[m] = {"mean": saved["mean"][fold], "std": saved["std"][fold], "fill": fill}
+    stats = fold_data({m: load_features(m, mmap=True) for m in fused.branches}, trials, fold).view_stats()
     params = load_params(params_path)
-    return Model(fused, trials.classes, with_channels(params, training_channels(params)), stats)
+    seen = preprocessing_record(load_manifest()["eeg_path"], params.eeg)["filters"]
+    return Model(fused, trials.classes, with_channels(params, training_channels(params)), stats, seen)
 
 
 def final_model(rev: str | None, params_path: str) -> Model:
@@ -182,17 +216,46 @@ def final_model(rev: str | None, params_path: str) -> Model:
                                 "choose --model fold<k>_seed<s>")
         fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
         stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
-    saved, newer = fill_missing(meta["params"], read_params_yaml(params_path))
+    current = read_params_yaml(params_path)
+    saved, newer = fill_missing(meta["params"], current)
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
              f"{', '.join(newer)} existed; {params_path}'s values stand in for them")
-    return Model(fused, meta["classes"], with_channels(parse_params(saved), meta["eeg_channels"]), stats)
+    saved["compute"] = current["compute"]  # where this machine runs the work, never where the model was trained
+    seen = meta.get("eeg_preprocessing", {}).get("filters")
+    return Model(fused, meta["classes"], with_channels(parse_params(saved), meta["eeg_channels"]), stats, seen)
+
+
+# A trial is out of range in a view when its trial_scale lies more than this factor outside the
+# train trials' [min, max] (README: Labelling new recordings, for the measurement behind it).
+OUT_OF_RANGE_FACTOR = 3.0
+
+
+def out_of_range(normalized: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                 stats: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per view, which trials (n,) have normalised features far outside the model's training
+    range (`trial_scale` beyond OUT_OF_RANGE_FACTOR x the train trials' range); a view a trial
+    lacks is not out of range. A model saved before the range was kept is not checked (a warning
+    says so)."""
+    from pipeline.normalize import trial_scale
+
+    unchecked = [m for m in normalized if "scale_range" not in stats[m]]
+    if unchecked:
+        warn(f"predict: the model predates its training range ({', '.join(unchecked)}): inputs are not checked")
+    out = {}
+    for m, x in normalized.items():
+        if m in unchecked:
+            continue
+        low, high = stats[m]["scale_range"]
+        scale = trial_scale(x)
+        out[m] = present[m] & ((scale < low / OUT_OF_RANGE_FACTOR) | (scale > high * OUT_OF_RANGE_FACTOR))
+    return out
 
 
 def predict(data: str, out: str, model: str, params_path: str = "params.yaml", rev: str | None = None) -> str:
     """Label DATA's trials with `model` ("final" or fold<k>_seed<s>); writes `out` (one row a trial:
-    subject, trial, label (blank where DATA has none), predicted, p_<class>, filled) and returns
-    what to print (with labels, the accuracy and its interval)."""
+    subject, trial, label (blank where DATA has none), predicted, p_<class>, filled, out_of_range)
+    and returns what to print (with labels, the accuracy and its interval)."""
     import torch
 
     from pipeline.fusion_training import output_temperature
@@ -212,15 +275,16 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         work = Path(tmp).resolve()
         p = data_params(chosen.params, Path(data), classes, work)
         torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
-        table, labelled, x = data_features(p, views, work)
+        table, labelled, x = data_features(p, views, work, chosen.eeg_seen)
     present = {m: x[m][1] if m in x else np.zeros(len(table), bool) for m in views}
+    normalized = {m: apply_normalizer(x[m][0], chosen.stats[m]["mean"], chosen.stats[m]["std"]) for m in x}
     inputs = {}
     for m in views:  # a trial without the view: the model's train mean, as the robustness check fills it
         stats = chosen.stats[m]
         fill = torch.from_numpy(stats["fill"]).expand(len(table), *stats["fill"].shape[1:])
         inputs[m] = fill.clone() if m not in x else torch.where(
-            torch.tensor(present[m]).view(-1, *[1] * (fill.dim() - 1)),
-            torch.from_numpy(apply_normalizer(x[m][0], stats["mean"], stats["std"])), fill)
+            torch.tensor(present[m]).view(-1, *[1] * (fill.dim() - 1)), torch.from_numpy(normalized[m]), fill)
+    outside = out_of_range(normalized, present, chosen.stats)
     filled = [m for m in views if not present[m].all()]
     probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))
     probs = probs[:, :len(classes)]
@@ -228,7 +292,13 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
                          "label": table["label"].where(labelled, ""), "predicted": np.asarray(classes)[probs.argmax(1)]})
     rows = rows.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in classes]))
     rows["filled"] = [";".join(m for m in views if not present[m][k]) for k in range(len(table))]
+    rows["out_of_range"] = [";".join(m for m in outside if outside[m][k]) for k in range(len(table))]
     io.save_csv(out, rows)
+    if (flagged := rows["out_of_range"] != "").any():
+        warn(f"predict: {int(flagged.sum())} of {len(rows)} trials lie far outside the model's training range in "
+             + ", ".join(f"{m} ({int(v.sum())})" for m, v in outside.items() if v.any())
+             + f" (out_of_range in {out}): other units, another amplifier or other preprocessing? Their labels "
+             "are not to be trusted")
     said = f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out} (model {model}" + \
         (f" at {rev}" if rev else "") + ")"
     if labelled.any():  # accuracy over the labelled trials, subject by subject

@@ -154,3 +154,66 @@ def _write_bids(root: Path, eeg_file: Path, subjects=("01", "02"), sessions=(Non
 def write_bids():
     """Writes a small BIDS dataset from a real recording with mne-bids: `write_bids(root, eeg_file, ...)`."""
     return _write_bids
+
+
+def positioned_recording(realdata: Path, bads=("F3",)):
+    """The real EEGLAB recording with its real channel names and positions (test_chans.locs, in
+    channel order) and `bads` marked bad, loaded."""
+    import mne
+
+    raw = mne.io.read_raw(realdata / "eeg" / "test_raw.set", preload=True, verbose="error")
+    montage = mne.channels.read_custom_montage(realdata / "eeg" / "test_chans.locs")
+    raw.rename_channels(dict(zip(raw.ch_names, montage.ch_names)))
+    raw.set_montage(montage)
+    raw.info["bads"] = list(bads)
+    return raw
+
+
+DOWNLOADED = {"happy": "rt", "sad": "square"}  # class -> the recording's own events that stand for it
+
+
+def _write_downloaded_bids(root: Path, realdata: Path, per_label: int = 4, seconds: float = 2.0) -> dict:
+    """A BIDS dataset shaped like one downloaded from an archive, written by mne-bids from the real
+    recording (real channel names and positions, so electrodes.tsv; converted to BrainVision):
+    sub-01 to sub-04 in ses-1, sub-01 with runs 1 and 2; channel F3 marked bad in channels.tsv;
+    events with MNE's hierarchical tags (`emotion/happy`, `emotion/sad`: `per_label` of each a
+    recording, `seconds` long), a `response/button` row after each and a `BAD_ACQ_SKIP` row; and
+    copies of sub-01 under derivatives/preproc/ (its own events.tsv) and sourcedata/. Returns
+    {"root", "recordings": the raw recordings' paths, "trials": their class trials}."""
+    import shutil
+
+    import mne
+    from mne_bids import BIDSPath, write_raw_bids
+
+    raw = positioned_recording(realdata)
+    onsets, labels = [], []
+    taken = dict.fromkeys(DOWNLOADED, 0)
+    for onset, event in zip(raw.annotations.onset, raw.annotations.description):
+        label = next((c for c, e in DOWNLOADED.items() if e == event), None)
+        if label and taken[label] < per_label and onset + seconds < raw.times[-1] and \
+                (not onsets or onset > onsets[-1] + seconds + 1.0):
+            taken[label] += 1
+            onsets.append(float(onset))
+            labels.append(label)
+    n = len(onsets)
+    skip = onsets[-1] + seconds + 0.5  # a stretch marked bad after the last trial
+    raw.set_annotations(mne.Annotations(onsets + [o + 0.5 for o in onsets] + [skip],
+                                        [seconds] * n + [0.0] * n + [1.0],
+                                        [f"emotion/{c}" for c in labels] + ["response/button"] * n + ["BAD_ACQ_SKIP"]))
+    recordings = []
+    for subject, run in [("01", "1"), ("01", "2"), ("02", "1"), ("03", "1"), ("04", "1")]:
+        path = BIDSPath(subject=subject, session="1", task="emo", run=run, datatype="eeg", root=root)
+        write_raw_bids(raw, path, format="BrainVision", allow_preload=True, overwrite=True, verbose="error")
+        recordings.append(path.copy().update(suffix="eeg", extension=".vhdr").fpath)
+    shutil.copytree(root / "sub-01", root / "derivatives" / "preproc" / "sub-01")
+    (root / "derivatives" / "preproc" / "dataset_description.json").write_text(
+        '{"Name": "preproc", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}')
+    shutil.copytree(root / "sub-01", root / "sourcedata" / "sub-01")
+    return {"root": root, "recordings": recordings, "trials": n * len(recordings)}
+
+
+@pytest.fixture(scope="session")
+def downloaded_bids(tmp_path_factory, realdata) -> dict:
+    """One BIDS dataset as downloaded (`_write_downloaded_bids`), written once per session: copy
+    it before changing it."""
+    return _write_downloaded_bids(tmp_path_factory.mktemp("downloaded") / "ds", realdata)

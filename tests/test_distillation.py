@@ -189,3 +189,18 @@ def test_a_student_of_a_view_the_fusion_does_not_fuse_is_a_params_error():
     raw["fusion"]["type"] = "ensemble"
     with pytest.raises(ParamsError, match="distill.feature_weight = 1.0 .*no fused representation"):
         parse_params(raw)
+
+
+@pytest.mark.parametrize("modalities,students", [
+    (["eeg", "mel", "topo", "acoustic"], ("eeg", "acoustic")),  # the default run's students
+    (["eeg", "topo"], ("eeg",)),
+    (["mel", "topo"], ()),
+    (["acoustic", "eeg"], ("acoustic", "eeg")),
+])
+def test_default_students_follow_the_fused_views(modalities, students):
+    """distill.students null (the default): each fused signal's plain view, so changing
+    fusion.modalities alone never breaks distillation."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert raw["distill"]["students"] is None
+    raw["fusion"]["modalities"] = modalities
+    assert parse_params(raw).distill.students == students

@@ -59,3 +59,30 @@ def test_an_epoch_over_a_memory_mapped_array_allocates_one_batch_not_a_copy(tmp_
     assert seen == 200
     batch = 16 * x[0].nbytes  # 2 MiB; reading, centring and scaling it takes a few such buffers
     assert peak < 4 * batch, f"peak {peak / 2**20:.1f} MiB while reading a {x.nbytes / 2**20:.0f} MiB array"
+
+
+def test_what_a_model_keeps_of_a_view_comes_from_its_train_trials_only(tmp_path):
+    """The fill of a missing view (predict's and the robustness check's alike) is the mean
+    normalised train row, not the test trials' (whose mean differs here by design); the scale
+    range is the train trials' trial_scale range."""
+    from pipeline.folds import FoldData
+    from pipeline.normalize import trial_scale
+
+    x = _memmap(tmp_path, (40, 3, 16))
+    x_test_shifted = np.asarray(x).copy()
+    x_test_shifted[30:] += 5.0  # the test trials sit elsewhere
+    np.save(tmp_path / "shifted.npy", x_test_shifted)
+    x = np.load(tmp_path / "shifted.npy", mmap_mode="r")
+    index = {"train": np.arange(0, 24), "val": np.arange(24, 30), "test": np.arange(30, 40)}
+    mean, std = fit_normalizer(np.asarray(x[index["train"]]), (0, 2))
+    data = FoldData({"eeg": NormalizedRows(x, mean, std)}, torch.zeros(40, dtype=torch.long), index)
+    normalised = apply_normalizer(np.asarray(x), mean, std)
+    train_mean = normalised[index["train"]].mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(data.train_fill()["eeg"].numpy(), train_mean, atol=1e-6)
+    assert not np.allclose(train_mean, normalised[index["test"]].mean(axis=0, keepdims=True), atol=1.0)
+    stats = data.view_stats()["eeg"]
+    assert np.array_equal(stats["fill"], data.train_fill()["eeg"].numpy())
+    assert stats["mean"] is mean and stats["std"] is std
+    scales = trial_scale(normalised[index["train"]])
+    np.testing.assert_allclose(stats["scale_range"], [scales.min(), scales.max()], rtol=1e-6)
+    assert trial_scale(normalised[index["test"]]).min() > scales.max()  # the shifted trials are out of it

@@ -190,6 +190,49 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     assert failed.stderr.count("\n") == 1 and "fold7_seed0" in failed.stderr, failed.stderr
 
 
+def test_predict_fills_with_the_fold_s_train_mean_and_flags_a_recording_in_other_units(project, tmp_path):
+    """Fold 0's model keeps, per view, the mean of its fold's train trials' normalised features
+    (computed here from the files: features, normalizer, split), not of its test trials; the
+    project's own recordings are all in range, while sub-03's recording written in volts but read
+    as microvolts (1e-6 of its EEG) is flagged out of range in the EEG view, with one warning."""
+    import mne
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.predict import fold_model
+    from pipeline.split import fold_indices
+
+    before = Path.cwd()
+    os.chdir(project)
+    try:
+        model = fold_model("fold0_seed0", "params.yaml")
+    finally:
+        os.chdir(before)
+    manifest = pd.read_csv(project / "data" / "interim" / "manifest.csv", dtype=str, keep_default_na=False)
+    split = json.loads((project / "data" / "interim" / "split.json").read_text())["folds"][0]
+    parts = fold_indices(manifest["subject"].to_numpy(), split)
+    for m in ("eeg", "acoustic"):
+        stats = np.load(project / "data" / "features" / "normalizers" / f"{m}.npz")
+        x = (np.load(project / "data" / "features" / f"{m}.npy") - stats["mean"][0]) / stats["std"][0]
+        np.testing.assert_allclose(model.stats[m]["fill"][0], x[parts["train"]].mean(axis=0), atol=1e-5)
+        assert not np.allclose(model.stats[m]["fill"][0], x[parts["test"]].mean(axis=0), atol=1e-3)
+
+    volts = tmp_path / "sub-03_volts_eeg.fif"
+    recording = mne.io.read_raw(project / "data" / "synthetic" / "sub-03_eeg.fif", preload=True, verbose="error")
+    recording.apply_function(lambda x: x * 1e-6).save(volts, verbose="error")
+    table = pd.read_csv(project / "data" / "synthetic" / "manifest.csv", dtype=str, keep_default_na=False)
+    for column in ("eeg_path", "audio_path"):
+        table[column] = [str(project / "data" / "synthetic" / f) for f in table[column]]
+    table.loc[table["subject"] == "sub-03", "eeg_path"] = str(volts)
+    table.to_csv(tmp_path / "volts.csv", index=False)
+    out = tmp_path / "predictions.csv"
+    result = cli(["predict", str(tmp_path / "volts.csv"), "--out", str(out), "--model", "fold0_seed0"], project)
+    rows = pd.read_csv(out, keep_default_na=False)
+    flagged = rows["subject"] == "sub-03"
+    assert (rows.loc[flagged, "out_of_range"] == "eeg").all() and (rows.loc[~flagged, "out_of_range"] == "").all()
+    assert "warning: predict: 10 of 40 trials lie far outside the model's training range in eeg (10)" in result.stderr
+
+
 def test_final_model_predicts_at_any_revision_and_exports_to_onnx(workspace, tmp_path):
     """The final stage's model (every subject; a DVC artifact) is self-describing: `predict` with
     it labels new trials, reads it at a revision through dvc.api to the same bits, and `export`
@@ -206,6 +249,15 @@ def test_final_model_predicts_at_any_revision_and_exports_to_onnx(workspace, tmp
     here, there = tmp_path / "here.csv", tmp_path / "there.csv"
     said = cli(["predict", "data/synthetic/manifest.csv", "--out", str(here)], workspace).output
     assert "(model final)" in said
+
+    # a model trained on a Dask cluster: predict runs where this project's params.yaml says (local), never there
+    meta_file = workspace / "models" / "final" / "meta.json"
+    saved = meta_file.read_text()
+    meta["params"]["compute"].update(backend="dask", scheduler="tcp://127.0.0.1:9")  # nothing listens there
+    meta_file.write_text(json.dumps(meta))
+    assert "(model final)" in cli(["predict", "data/synthetic/manifest.csv", "--out", str(there)], workspace).output
+    assert there.read_bytes() == here.read_bytes()
+    meta_file.write_text(saved)
     said = cli(["predict", "data/synthetic/manifest.csv", "--out", str(there), "--rev", "HEAD"], workspace).output
     assert "(model final at HEAD)" in said and here.read_bytes() == there.read_bytes()
     rows = pd.read_csv(here)

@@ -59,7 +59,7 @@ def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
     assert {"eeg", "mel", "topo", "fusion", "fusion_trained", "student_eeg"} <= set(rows)
     assert "student_acoustic" not in rows
     assert all(" | +0.000 | " in rows[m] for m in ("eeg", "fusion", "student_eeg"))  # reran no training of theirs
-    assert "distill.students: ['eeg', 'acoustic'] -> ['eeg']" in table
+    assert "distill.students: None -> ['eeg']" in table  # HEAD's default (null: eeg, acoustic)
     proc = cli(["compare", "HEAD~1", "HEAD"], project, code=2)
     assert proc.stdout == ""
     assert proc.stderr.startswith("error: compare: cannot read reports/predictions.csv at HEAD~1") and \

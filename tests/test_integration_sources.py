@@ -83,23 +83,43 @@ def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, re
     assert proc.stderr.count("\n") == 1 and "fusion.modalities" in proc.stderr and "no audio" in proc.stderr
 
 
-def test_eeg_only_fusion_on_a_bids_dataset(tmp_path, monkeypatch, capsys, realdata, write_bids):
-    """A BIDS dataset (written by mne-bids from the real recording: 4 subjects, sub-01 with two
-    sessions, events with durations) runs through every stage's body with data.source bids and
-    fusion.modalities [eeg, topo]: sub-01's sessions stay one subject, read with read_raw_bids."""
-    root = write_bids(tmp_path / "data" / "bids", realdata / "eeg" / "test_raw.set", subjects=("02", "03", "04"))
-    write_bids(root, realdata / "eeg" / "test_raw.set", subjects=("01",), sessions=("a", "b"))
-    raw = _tiny_params({"data": {"source": "bids", "root": "data/bids"}, "eeg": {"epoch_seconds": 2.0},
-                        "fusion": {"modalities": ["eeg", "topo"]}})
+def test_a_bids_dataset_as_downloaded_through_every_stage_and_predict(tmp_path, monkeypatch, realdata,
+                                                                     downloaded_bids, write_bids):
+    """A BIDS tree as downloaded (derivatives/ and sourcedata/ copies of sub-01, MNE's hierarchical
+    tags, button and BAD_ rows, F3 bad in channels.tsv, sub-01 with two runs) with
+    data.bids.labels [happy, sad] and fusion.modalities [eeg, topo], nothing else changed (the
+    default students follow the fused views): ingest keeps exactly the raw recordings' class
+    trials and names F3 interpolated in each; the final model labels every class trial of the
+    tree; a tree without those classes is one line and exit code 2."""
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(downloaded_bids["root"], tmp_path / "data" / "bids")
+    raw = merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY),
+                {"data": {"source": "bids", "root": "data/bids", "bids": {"labels": ["happy", "sad"]}},
+                 "fusion": {"modalities": ["eeg", "topo"]}})
     monkeypatch.chdir(tmp_path)
-    _run_stages(raw, STAGES)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    _run_stages(raw, [*STAGES, ("final",)])
     report = json.loads((tmp_path / "reports" / "ingest.json").read_text())
-    assert report["subjects_kept"] == 4 and report["trials_kept"] == 5 * 8 and report["classes"] == ["rt", "square"]
-    assert len(report["bids_recordings"]) == 5
-    split = json.loads((tmp_path / "data" / "interim" / "split.json").read_text())
-    assert sorted(s for part in split["folds"][0].values() for s in part) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert report["trials_kept"] == report["trials_in"] == downloaded_bids["trials"] and report["problems"] == 0
+    assert report["classes"] == ["happy", "sad"] and report["subjects_kept"] == 4
+    assert len(report["bids_recordings"]) == 5 and not any("derivatives" in r for r in report["bids_recordings"])
+    assert report["channels"] == dict.fromkeys(report["bids_recordings"], {"interpolated": ["F3"], "dropped": []})
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
-    assert set(metrics["branches"]) == {"eeg", "topo"} and 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
+    assert set(metrics["branches"]) == {"eeg", "topo"} and set(metrics["students"]) == {"eeg"}
+
+    out = tmp_path / "predictions.csv"
+    said = cli(["predict", "data/bids", "--out", str(out)], tmp_path).output
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert len(rows) == downloaded_bids["trials"] and set(rows["label"]) == {"happy", "sad"}, said
+    assert set(rows["predicted"]) <= {"happy", "sad"} and (rows["out_of_range"] == "").all()
+
+    other = write_bids(tmp_path / "other", realdata / "eeg" / "test_raw.set", subjects=("05",))  # rt, square only
+    failed = cli(["predict", str(other), "--out", str(tmp_path / "none.csv")], tmp_path, code=2)
+    assert failed.stderr.count("\n") == 1 and "no trial of the model's classes (happy, sad)" in failed.stderr
+    assert not (tmp_path / "none.csv").exists()
 
 
 def test_eav_layout_through_the_feature_stages(tmp_path, monkeypatch, write_eav):

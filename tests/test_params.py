@@ -459,3 +459,8 @@ def test_params_saved_before_a_key_existed_take_the_projects_values_and_name_the
     fewer = copy.deepcopy(raw)
     fewer["topo"]["bands"] = dict(list(raw["topo"]["bands"].items())[:2])
     assert fill_missing(fewer, raw) == (fewer, [])
+
+
+def test_drop_channels_and_channels_may_not_name_one_channel(raw):
+    message = _error(_with(_with(raw, "eeg.channels", ["Fz", "Cz", "Pz"]), "eeg.drop_channels", ["Cz"]))
+    assert message.startswith("params: eeg.drop_channels = ['Cz'] is not allowed") and "Cz is in both" in message

@@ -17,12 +17,13 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from pipeline.data.manifest import COLUMNS, BadInput, modalities_of
-from pipeline.data.readers import MIN_AUDIO_SECONDS, audio_seconds, eeg_seconds, read_audio, read_eeg
+from pipeline.data.manifest import COLUMNS, BadInput, modalities_of, portable
+from pipeline.data.readers import (MIN_AUDIO_SECONDS, UnplacedBadChannels, audio_seconds, eeg_seconds, open_eeg,
+                                   read_audio, select_channels)
 from pipeline.data.sources import SOURCES
 from pipeline.errors import PipelineError
 from pipeline.parallel import stream
-from pipeline.params import Params
+from pipeline.params import EEGParams, Params
 
 
 def _seconds(value) -> float:
@@ -104,17 +105,24 @@ def _past_end(what: str, path, onset: float, duration: float, length: float, tol
     return None
 
 
-def check_eeg_windows(path: str, windows: list[tuple[int, float, float]], read_kwargs: dict,
-                      channels) -> tuple[list[str] | None, list[tuple]]:
-    """Check EEG trial windows (index, onset, duration) of one file: readable, inside the
-    recording, finite, no flat channel. Returns the file's channel names (None if unreadable)
-    and, per window, (index, onset, duration, problem kind or None, message)."""
+def check_eeg_windows(path: str, windows: list[tuple[int, float, float]],
+                      p: EEGParams) -> tuple[dict | None, list[tuple]]:
+    """Check EEG trial windows (index, onset, duration) of one file: readable, its channels
+    brought to eeg.* (bad ones with positions to be interpolated from), inside the recording,
+    finite, no flat channel but the bad ones. Returns the file's channels ({"channels",
+    "interpolated", "dropped"}; None if unreadable) and, per window, (index, onset, duration,
+    problem kind or None, message)."""
     try:
-        raw = read_eeg(path, read_kwargs, channels, preload=False)
+        raw = open_eeg(path, p.read_kwargs)
+        dropped = select_channels(raw, path, p.channels, p.drop_channels, p.montage)
+    except UnplacedBadChannels:
+        raise  # whatever data.on_error says: eeg.montage or eeg.drop_channels mends it, not dropping trials
     except PipelineError as exc:
-        kind = "missing_file" if not Path(path).is_file() else ("channels" if "eeg.channels" in str(exc) else "unreadable")
+        kind = "missing_file" if not Path(path).is_file() else \
+            "channels" if "eeg.channels" in str(exc) or "eeg.drop_channels" in str(exc) else "unreadable"
         return None, [(i, onset, duration, kind, str(exc)) for i, onset, duration in windows]
     sfreq, length = raw.info["sfreq"], eeg_seconds(raw)
+    good = [k for k, name in enumerate(raw.ch_names) if name not in raw.info["bads"]]  # the bad ones are interpolated
     out = []
     for i, onset, duration in windows:
         onset, duration = _fill(onset, duration, length)
@@ -123,19 +131,19 @@ def check_eeg_windows(path: str, windows: list[tuple[int, float, float]], read_k
             out.append((i, onset, duration, "window_past_end", problem))
             continue
         start = int(round(onset * sfreq))
-        x = raw.get_data(start=start, stop=max(start + 1, int(round((onset + duration) * sfreq))))
+        x = raw.get_data(picks=good, start=start, stop=max(start + 1, int(round((onset + duration) * sfreq))))
         span = f"{onset:.3f}-{onset + duration:.3f} s"
         if not np.isfinite(x).all():
             out.append((i, onset, duration, "nan_eeg", f"{path}: EEG window {span} contains NaN or infinite values"))
             continue
-        flat = [raw.ch_names[c] for c in np.flatnonzero(np.ptp(x, axis=1) == 0)]
+        flat = [raw.ch_names[good[c]] for c in np.flatnonzero(np.ptp(x, axis=1) == 0)]
         if flat:
             out.append((i, onset, duration, "flat_eeg",
                         f"{path}: flat EEG in window {span}: channel(s) {', '.join(flat[:6])}"
                         f"{' ...' if len(flat) > 6 else ''} never change (leave them out with eeg.channels)"))
             continue
         out.append((i, onset, duration, None, ""))
-    return list(raw.ch_names), out
+    return {"channels": list(raw.ch_names), "interpolated": list(raw.info["bads"]), "dropped": dropped}, out
 
 
 def check_audio_windows(path: str, windows: list[tuple[int, float, float]]) -> tuple[None, list[tuple]]:
@@ -183,24 +191,28 @@ def _tasks(trials: pd.DataFrame, workers: int):
                     yield modality, path, [windows[k] for k in chunk]
 
 
-def _run_task(modality: str, path: str, windows, read_kwargs, channels):
+def _run_task(modality: str, path: str, windows, eeg: EEGParams):
     if modality == "eeg":
-        return check_eeg_windows(path, windows, read_kwargs, channels)
+        return check_eeg_windows(path, windows, eeg)
     return check_audio_windows(path, windows)
 
 
-def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
-    """The trials of `table` that pass every check, with blank onsets/durations filled in."""
+def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The trials of `table` that pass every check, with blank onsets/durations filled in, and
+    per EEG recording the channels interpolated and dropped ({path: {"interpolated", "dropped"}})."""
     trials = _row_checks(table.reset_index(drop=True), p.data.classes, p.data.task_classes, bad)
     workers = joblib.effective_n_jobs(p.compute.n_jobs)
     tasks = list(_tasks(trials, workers))
-    results = stream(_run_task, [(*task, p.eeg.read_kwargs, p.eeg.channels) for task in tasks],
-                     p.compute, "ingest", "file part")
+    results = stream(_run_task, [(*task, p.eeg) for task in tasks], p.compute, "ingest", "file part")
     reference: tuple[str, list[str]] | None = None  # the first file's EEG channels
     dropped: set[int] = set()
+    repairs: dict[str, dict] = {}
     with contextlib.closing(results):  # closes the progress bar when a bad trial stops ingest
-        for (modality, path, _), (channels, outcomes) in zip(tasks, results):
+        for (modality, path, _), (info, outcomes) in zip(tasks, results):
             mismatch = None
+            if info is not None:
+                repairs[portable(Path(path))] = {k: info[k] for k in ("interpolated", "dropped")}
+            channels = info["channels"] if info else None
             if channels is not None and p.eeg.channels is None:
                 if reference is None:
                     reference = (path, channels)
@@ -215,7 +227,7 @@ def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> pd.DataFrame:
                 if kind is not None and i not in dropped:
                     dropped.add(i)
                     bad(trials.at[i, "where"], kind, message, trials.at[i, "subject"], trials.at[i, "label"], i)
-    return trials.drop(index=sorted(dropped))
+    return trials.drop(index=sorted(dropped)), repairs
 
 
 def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict[str, list[str]], dict]:
@@ -229,7 +241,7 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict[str, list[str]
     table, extras = SOURCES[params.data.source]().trials(params, bad)
     _check_task_columns(table, params)
     subjects_in = sorted(set(table["subject"]) | {d["subject"] for d in bad.dropped if d["subject"]})
-    trials = check_trials(table, params, bad)
+    trials, repairs = check_trials(table, params, bad)
     if trials.empty:
         raise PipelineError(f"ingest: every trial was dropped ({len(bad.dropped)} problems; the first: "
                             f"{bad.dropped[0]['where']}: {bad.dropped[0]['reason']})" if bad.dropped
@@ -257,6 +269,8 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict[str, list[str]
         "classes": classes,
         **({"task_classes": tasks} if tasks else {}),
         "dropped": [{k: v for k, v in d.items() if k != "order"} for d in dropped],
+        # per EEG recording: bad channels interpolated (eeg.montage or the file's positions), eeg.drop_channels dropped
+        "channels": repairs,
         **extras,
     }
     manifest = trials[[*COLUMNS, *tasks]].reset_index(drop=True)

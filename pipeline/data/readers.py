@@ -7,6 +7,7 @@ through soundfile (WAV, FLAC, OGG, ...) at any sample rate.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import librosa
@@ -64,21 +65,85 @@ def bids_path(path: Path):
     return None
 
 
-def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None,
-             preload: bool = True) -> mne.io.BaseRaw:
-    """The EEG channels of one recording as an MNE Raw.
+@functools.lru_cache(maxsize=4)
+def load_montage(spec: str) -> mne.channels.DigMontage:
+    """eeg.montage: an MNE standard montage by name (standard_1020, biosemi64, ...) or a montage
+    file MNE reads (.locs, .elc, .sfp, .bvef, ...)."""
+    if spec in mne.channels.get_builtin_montages():
+        return mne.channels.make_standard_montage(spec)
+    if not Path(spec).is_file():
+        raise PipelineError(f"params: eeg.montage = {spec!r} is not allowed; allowed: an MNE standard montage "
+                            f"({', '.join(mne.channels.get_builtin_montages()[:4])}, ...) or a montage file "
+                            "(there is no file at that path)")
+    try:
+        return mne.channels.read_custom_montage(spec)
+    except Exception as exc:
+        raise PipelineError(f"{spec}: cannot read the montage of eeg.montage ({_first_line(exc)})") from None
 
-    Channels are picked by type; with `channels` (eeg.channels) exactly those, in that order.
-    `read_kwargs` (eeg.read_kwargs) go to MNE's reader, e.g. `data_format` for Neuroscan .cnt.
-    Raises PipelineError naming the file for a missing, unreadable or channel-less file.
-    """
+
+class UnplacedBadChannels(PipelineError):
+    """Bad channels that cannot be interpolated (no positions): a fix of params, not of a trial."""
+
+
+def positioned(raw: mne.io.BaseRaw) -> set[str]:
+    """The channels of `raw` with a position (from the file, electrodes.tsv or eeg.montage)."""
+    montage = raw.get_montage()
+    if montage is None:
+        return set()
+    return {name for name, xyz in montage.get_positions()["ch_pos"].items()
+            if np.isfinite(xyz).all() and np.any(xyz != 0)}
+
+
+def select_channels(raw: mne.io.BaseRaw, path, channels=None, drop_channels=(), montage: str | None = None) -> list[str]:
+    """Bring `raw`'s EEG channels to what eeg.* asks, in place: `drop_channels` removed, the
+    `montage` positions set (matched by name), exactly `channels` kept in that order. The bad
+    channels left (channels.tsv status or the file's own `info['bads']`) must have positions, as
+    `read_eeg` interpolates them. Returns the channels dropped."""
+    dropped = [c for c in drop_channels if c in raw.ch_names]
+    raw.drop_channels(dropped)
+    if montage is not None:
+        raw.set_montage(load_montage(montage).copy(), match_case=False, on_missing="ignore")
+    if channels:
+        missing = [c for c in channels if c not in raw.ch_names]
+        if missing:
+            raise PipelineError(f"{path}: lacks eeg.channels {', '.join(missing)} "
+                                f"(it has {', '.join(raw.ch_names[:8])}{', ...' if len(raw.ch_names) > 8 else ''})")
+        raw.pick(list(channels)).reorder_channels(list(channels))
+    if len(raw.ch_names) < 2:
+        raise PipelineError(f"{path}: {len(raw.ch_names)} EEG channel(s) left after eeg.drop_channels; at least 2 are needed")
+    bads = list(raw.info["bads"])
+    placed = positioned(raw)
+    unplaced = [c for c in bads if c not in placed]
+    if unplaced or (bads and not placed - set(bads)):
+        raise UnplacedBadChannels(
+            f"{path}: bad channel(s) {', '.join(unplaced or bads)} cannot be interpolated: "
+            f"{'no position' if unplaced else 'no good channel has a position'}; give positions with eeg.montage "
+            "(an MNE standard montage such as standard_1020, or a montage file), or drop them from every recording "
+            "with eeg.drop_channels")
+    return dropped
+
+
+def interpolate_bad_channels(raw: mne.io.BaseRaw) -> None:
+    """Replace the bad channels of a loaded `raw` by MNE's spherical-spline interpolation from
+    the good channels that have positions (others do not take part)."""
+    if raw.info["bads"]:
+        placed = positioned(raw)
+        unplaced = [c for c in raw.ch_names if c not in placed and c not in raw.info["bads"]]
+        raw.interpolate_bads(reset_bads=True, exclude=unplaced, verbose="error")
+
+
+def open_eeg(path: str | Path, read_kwargs: dict | None = None) -> mne.io.BaseRaw:
+    """One recording's EEG channels (picked by type) as an MNE Raw, nothing loaded yet: MNE's
+    reader chosen by extension (`read_kwargs`, eeg.read_kwargs, go to it, e.g. `data_format` for
+    Neuroscan .cnt), mne-bids' `read_raw_bids` inside a BIDS dataset, or an EAV .mat. Raises
+    PipelineError naming the file for a missing, unreadable or channel-less file."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: EEG file not found")
     try:
         if path.suffix.lower() == ".mat":
             raw = read_eav_mat(path)
-        elif (bids := bids_path(path)) is not None:  # channel types, bads and units from its sidecars
+        elif (bids := bids_path(path)) is not None:  # channel types, bads, positions and units from its sidecars
             from mne_bids import read_raw_bids
 
             raw = read_raw_bids(bids, extra_params=dict(read_kwargs or {}), verbose="error")
@@ -92,21 +157,32 @@ def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None,
     picks = mne.pick_types(raw.info, eeg=True, exclude=[])
     if len(picks) == 0:
         raise PipelineError(f"{path}: no EEG channels")
-    raw.pick(picks)
-    if channels:
-        missing = [c for c in channels if c not in raw.ch_names]
-        if missing:
-            raise PipelineError(f"{path}: lacks eeg.channels {', '.join(missing)} "
-                                f"(it has {', '.join(raw.ch_names[:8])}{', ...' if len(raw.ch_names) > 8 else ''})")
-        raw.pick(list(channels)).reorder_channels(list(channels))
+    return raw.pick(picks)
+
+
+def read_eeg(path: str | Path, read_kwargs: dict | None = None, channels=None, preload: bool = True, *,
+             drop_channels=(), montage: str | None = None) -> mne.io.BaseRaw:
+    """The EEG of one recording as eeg.* asks for it: `open_eeg`, then `select_channels`
+    (`drop_channels`, `montage`, and with `channels` exactly those, in that order). With
+    `preload` the data is loaded and the bad channels interpolated; without it their names stay
+    in `raw.info['bads']`."""
+    raw = open_eeg(path, read_kwargs)
+    select_channels(raw, path, channels, drop_channels, montage)
     if preload:
         raw.load_data(verbose="error")
+        interpolate_bad_channels(raw)
     return raw
 
 
-def eeg_channels_of(path: str | Path, read_kwargs: dict | None = None, channels=None) -> list[str]:
-    """The EEG channels `read_eeg` gives for a recording (eeg.read_kwargs, eeg.channels), in order."""
-    return read_eeg(path, read_kwargs, channels, preload=False).ch_names
+def eeg_reading(p) -> dict:
+    """`read_eeg`'s options from EEGParams `p` (eeg.read_kwargs, channels, drop_channels, montage)."""
+    return {"read_kwargs": p.read_kwargs, "channels": p.channels, "drop_channels": p.drop_channels,
+            "montage": p.montage}
+
+
+def eeg_channels_of(path: str | Path, p) -> list[str]:
+    """The EEG channels `read_eeg` gives for a recording under EEGParams `p`, in order."""
+    return read_eeg(path, preload=False, **eeg_reading(p)).ch_names
 
 
 def eeg_seconds(raw: mne.io.BaseRaw) -> float:

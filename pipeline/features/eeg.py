@@ -1,11 +1,13 @@
 """EEG view: MNE preprocessing of each continuous recording, then fixed-length epochs."""
 from __future__ import annotations
 
+import functools
+
 import mne
 import numpy as np
 import pandas as pd
 
-from pipeline.data.readers import read_eeg
+from pipeline.data.readers import eeg_reading, open_eeg, read_eeg
 from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
 from pipeline.parallel import LOCAL, stream_files
@@ -35,14 +37,50 @@ def adapt_filters(p: EEGParams, sfreq: float, path) -> tuple[float | None, float
     return notch, h_freq, notes
 
 
-def preprocess(raw: mne.io.BaseRaw, p: EEGParams, path="recording") -> mne.io.BaseRaw:
+def applied_filters(p: EEGParams, sfreq: float) -> dict:
+    """What `preprocess` does to a recording sampled at `sfreq` Hz, as a model records it:
+    {"notch": Hz or None, "low_pass": Hz or None, "top": the highest frequency its EEG then
+    holds (the low-pass, else the Nyquist frequency)}. A notch at or above the top is listed as
+    None: it changes nothing the band holds."""
+    notch, h_freq, _ = adapt_filters(p, sfreq, "")
+    top = h_freq if h_freq is not None else sfreq / 2
+    return {"notch": notch if notch is not None and notch < top else None, "low_pass": h_freq, "top": top}
+
+
+def _describe(setting: dict) -> str:
+    low_pass = f"low-passed at {setting['low_pass']:g} Hz" if setting["low_pass"] else \
+        f"no low-pass: nothing above its Nyquist frequency {setting['top']:g} Hz"
+    return f"{low_pass}, {'a ' + format(setting['notch'], 'g') + ' Hz notch' if setting['notch'] else 'no notch'}"
+
+
+def matched_filters(p: EEGParams, sfreq: float, seen: list[dict] | None, path) -> tuple[float | None, float | None]:
+    """The (notch, low-pass) to apply to a recording at `sfreq` Hz: `adapt_filters`' own, or,
+    with `seen` (the `applied_filters` of the recordings a model was trained on), the ones that
+    bring it to the widest band the model saw within its reach: a recording that holds more
+    (a higher sampling rate) is low-passed at that band's top. One that holds less than every
+    band the model saw cannot be brought to it: PipelineError naming both."""
+    own = applied_filters(p, sfreq)
+    if seen is None or own in seen:
+        return adapt_filters(p, sfreq, path)[:2]
+    reachable = [s for s in seen if s["top"] <= own["top"]]
+    if not reachable:
+        widest = max(seen, key=lambda s: s["top"])
+        raise PipelineError(f"{path}: sampled at {sfreq:g} Hz it holds EEG up to {own['top']:g} Hz ({_describe(own)}); "
+                            f"the model saw EEG up to {widest['top']:g} Hz ({_describe(widest)}): it cannot be "
+                            "brought to that; record at a higher rate, or train a model on such recordings")
+    target = max(reachable, key=lambda s: s["top"])
+    return target["notch"], target["top"]
+
+
+def preprocess(raw: mne.io.BaseRaw, p: EEGParams, path="recording", seen: list[dict] | None = None) -> mne.io.BaseRaw:
     """Notch, band-pass, reference and resample one continuous recording (in place).
 
     Filtering runs on the whole recording before epoching, so trial edges carry no filter
     transients, and before resampling, so nothing aliases. Filters that do not fit the
-    recording's sampling rate are adapted (see `adapt_filters`).
+    recording's sampling rate are adapted (see `adapt_filters`), or brought to what a model saw
+    (`seen`: see `matched_filters`).
     """
-    notch, h_freq, _ = adapt_filters(p, raw.info["sfreq"], path)
+    notch, h_freq = matched_filters(p, raw.info["sfreq"], seen, path)
     if notch is not None:
         raw.notch_filter(notch, verbose="error")
     raw.filter(p.l_freq, h_freq, verbose="error")
@@ -71,20 +109,23 @@ def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.
     return epochs.get_data(units="uV").astype(np.float32)[trial_of]
 
 
-def recording_epochs(path: str, onsets, durations, p: EEGParams) -> tuple[np.ndarray, list[str], list[str]]:
+def recording_epochs(path: str, onsets, durations, p: EEGParams,
+                     seen: list[dict] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Read, preprocess and epoch one recording: (epochs, channel names, warnings)."""
-    raw = read_eeg(path, p.read_kwargs, p.channels)
-    notes = adapt_filters(p, raw.info["sfreq"], path)[2]
-    preprocess(raw, p, path)
+    raw = read_eeg(path, **eeg_reading(p))
+    notes = adapt_filters(p, raw.info["sfreq"], path)[2] if seen is None else []
+    preprocess(raw, p, path, seen)
     return cut_epochs(raw, onsets, p, durations), list(raw.ch_names), notes
 
 
-def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LOCAL) -> tuple[np.ndarray, list[str]]:
+def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LOCAL,
+                 seen: list[dict] | None = None) -> tuple[np.ndarray, list[str]]:
     """Preprocessed epochs for every trial, in manifest order: (n_trials, n_channels, n_times).
 
     Recordings are processed as `compute` says (pipeline.parallel) and streamed into the output, so memory
     holds a few recordings, not the dataset. Each recording is read and filtered once, then cut
-    into its trials. All recordings must share one channel set (ingest checks it).
+    into its trials. All recordings must share one channel set (ingest checks it). With `seen`
+    (a model's record of its recordings' filters) each is brought to what the model saw.
     """
     short = trials["eeg_duration"] < p.epoch_seconds - 1e-6
     if short.any():
@@ -93,7 +134,8 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
                             f"{trials.loc[short.idxmax(), 'eeg_path']})")
     out: np.ndarray | None = None
     channels: list[str] | None = None
-    for path, rows, (data, names, notes) in stream_files(trials, "eeg", recording_epochs, p, compute, "eeg features",
+    epochs_of = recording_epochs if seen is None else functools.partial(recording_epochs, seen=seen)
+    for path, rows, (data, names, notes) in stream_files(trials, "eeg", epochs_of, p, compute, "eeg features",
                                                          "recording"):
         for note in notes:
             warn(note)
@@ -105,6 +147,18 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
             out = np.empty((len(trials), *data.shape[1:]), dtype=np.float32)
         out[rows] = data
     return out, channels
+
+
+def preprocessing_record(paths, p: EEGParams) -> dict:
+    """What the EEG of recordings `paths` went through (a model stores it; predict checks new
+    recordings against it): their sampling rates, each distinct `applied_filters`, l_freq, the
+    reference and the rate they were resampled to."""
+    rates = sorted({float(open_eeg(path, p.read_kwargs).info["sfreq"]) for path in dict.fromkeys(paths)})
+    filters = []
+    for rate in rates:
+        if (setting := applied_filters(p, rate)) not in filters:
+            filters.append(setting)
+    return {"sfreq": rates, "filters": filters, "l_freq": p.l_freq, "reference": p.reference, "resampled_to": p.sfreq}
 
 
 def compute(params: Params) -> np.ndarray:

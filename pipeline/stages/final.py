@@ -3,7 +3,8 @@ artifacts): every fused view's branch pretrained and the fusion fine-tuned as pr
 do, with `split.val_subjects` subjects (drawn as the splits draw them) held out for early stopping
 and no test part, under the first seed of train.seeds. Self-describing: fusion.pt (rebuilds
 without params.yaml), each view's normaliser fitted on its train trials and its train mean (what
-fills a missing view), and meta.json (views, classes, the params, who trained). With
+fills a missing view), and meta.json (views, classes, the params, the EEG preprocessing its
+recordings went through, who trained). With
 `final.enabled: false` it writes only meta.json saying so.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from pipeline import io
 from pipeline.data.readers import eeg_channels_of
 from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_features, load_manifest, load_trials
+from pipeline.features.eeg import preprocessing_record
 from pipeline.folds import FoldData, NormalizedRows, task_labels
 from pipeline.fusion import save_fusion
 from pipeline.fusion_training import train_fusion_afresh
@@ -34,13 +36,12 @@ def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[b
     views, seed = list(params.fusion.modalities), params.train.seeds[0]
     split = final_split(trials.subjects, params.split)
     index = fold_indices(trials.subjects, split)
-    inputs, stats = {}, {}
+    inputs = {}
     for m in views:
         x = load_features(m, mmap=True, root=Path(root))
-        mean, std = fit_normalizer(np.asarray(x[index["train"]]), MODALITIES[m].norm_axes)
-        inputs[m] = NormalizedRows(x, mean, std)
-        stats[m] = {"mean": mean, "std": std, "fill": inputs[m].subset(index["train"]).mean_row().numpy()}
+        inputs[m] = NormalizedRows(x, *fit_normalizer(np.asarray(x[index["train"]]), MODALITIES[m].norm_axes))
     data = FoldData(inputs, torch.tensor(task_labels(trials)), index)
+    stats = data.view_stats()
     model, history = train_fusion_afresh(data, trials, {m: params.branch(m) for m in views}, params.fusion,
                                          params.train, seed, torch.device(device))
     checkpoint = bytes_io.BytesIO()
@@ -66,8 +67,8 @@ def run(params: Params) -> None:
         io.write_json(out / "meta.json", {
             "enabled": True, "views": list(params.fusion.modalities), "classes": trials.classes,
             # what predict reads from new recordings, in this order
-            "eeg_channels": eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg.read_kwargs,
-                                            params.eeg.channels),
+            "eeg_channels": eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg),
+            "eeg_preprocessing": preprocessing_record(load_manifest()["eeg_path"], params.eeg),
             "tasks": trials.task_classes, "seed": params.train.seeds[0],
             "train_subjects": split["train"], "val_subjects": split["val"], "history": history,
             "params": params.to_yaml_mapping()})

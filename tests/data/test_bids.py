@@ -138,3 +138,78 @@ def test_audio_comes_from_stim_file_or_the_bep047_beh_folder(tmp_path, params, r
     assert first["audio_path"].str.endswith("stimuli/voice.wav").all() and (first["audio_onset"] == 0.0).all()
     assert second["audio_path"].str.endswith("sub-02/beh/sub-02_task-emo_audio.wav").all()
     np.testing.assert_allclose(second["audio_onset"].astype(float), second["eeg_onset"].astype(float))
+
+
+# ------------------------------------------------------------------ BIDS as downloaded
+
+def _copy(downloaded, tmp_path):
+    import shutil
+
+    return shutil.copytree(downloaded["root"], tmp_path / "ds")
+
+
+def test_a_downloaded_tree_gives_exactly_the_raw_recordings_class_trials(params, downloaded_bids):
+    """derivatives/ and sourcedata/ copies of sub-01 add no recording and no trial; MNE's
+    hierarchical tags match by tag (`emotion/happy` is a `happy` trial, the class named as the
+    label); button responses and the BAD_ACQ_SKIP row are no trials; sub-01's two runs stay one
+    subject."""
+    table, extras = BIDSSource().trials(_params(params, downloaded_bids["root"], labels=["happy", "sad"]),
+                                        BadInput("fail"))
+    assert len(table) == downloaded_bids["trials"] == 40
+    assert sorted(extras["bids_recordings"]) == sorted(str(p) for p in downloaded_bids["recordings"])
+    assert not table["eeg_path"].str.contains("derivatives|sourcedata").any()
+    assert table["label"].value_counts().to_dict() == {"happy": 20, "sad": 20}
+    assert table.groupby("subject").size().to_dict() == {"sub-01": 16, "sub-02": 8, "sub-03": 8, "sub-04": 8}
+    assert table["where"].str.contains(r"\(emotion/happy\)").sum() == 20
+
+
+def test_without_labels_every_value_is_a_class_but_bad_and_edge_annotations(tmp_path, params, downloaded_bids):
+    """labels null: every value is a class as written (`emotion/happy`, the button responses),
+    never BAD_... or EDGE_... rows, whatever their case."""
+    root = _copy(downloaded_bids, tmp_path)
+    for events_file in root.glob("sub-*/ses-1/eeg/*_events.tsv"):
+        events = pd.read_csv(events_file, sep="\t", keep_default_na=False)
+        events.loc[events["trial_type"] == "response/button", "duration"] = 0.25
+        extra = events.iloc[[0, 0]].assign(onset=[60.0, 62.0], trial_type=["EDGE boundary", "bad_blink"])
+        pd.concat([events, extra]).to_csv(events_file, sep="\t", index=False)
+    table, _ = BIDSSource().trials(_params(params, root), BadInput("fail"))
+    assert table["label"].value_counts().to_dict() == {"response/button": 40, "emotion/happy": 20, "emotion/sad": 20}
+
+
+def test_a_value_with_two_labels_tags_is_bad_input_naming_both(tmp_path, params, downloaded_bids):
+    p = _params(params, downloaded_bids["root"], labels=["happy", "emotion"])
+    with pytest.raises(PipelineError, match=r"value 'emotion/\w+' has the tags of 'happy' and 'emotion'|"
+                                            r"value 'emotion/sad' has the tags of") as info:
+        BIDSSource().trials(p, BadInput("fail"))
+    assert "\n" not in str(info.value) and "_events.tsv event at" in str(info.value)
+    skip = BadInput("skip")
+    table, _ = BIDSSource().trials(p, skip)
+    assert {d["kind"] for d in skip.dropped} == {"ambiguous_label"} and len(skip.dropped) == 20  # the happy ones
+    assert set(table["label"]) == {"emotion"} and len(table) == 20  # sad: only the 'emotion' tag
+
+
+def test_a_next_window_that_reaches_the_next_trial_and_two_trials_at_one_onset_are_bad_input(tmp_path, params,
+                                                                                           write_bids, realdata):
+    """The issue's events: anger@10, press1@20, joy@60, press1@70, exit@100 with next:exit: anger's
+    window would hold joy's trial (its end marker is missing); and two labels at one onset."""
+    root = write_bids(tmp_path / "ds", realdata / "eeg" / "test_raw.set", subjects=("01",))
+    events_file = next((root / "sub-01" / "eeg").glob("*_events.tsv"))
+    pd.DataFrame({"onset": [10.0, 20.0, 60.0, 70.0, 100.0], "duration": 0.0,
+                  "trial_type": ["anger", "press1", "joy", "press1", "exit"]}).to_csv(events_file, sep="\t", index=False)
+    p = _params(params, root, trial_end="next:exit", labels=["anger", "joy"])
+    with pytest.raises(PipelineError, match=r"_events.tsv event at 10.0 s \(anger\): its window 10-100 s \(to the next "
+                                            r"'exit'\) reaches the next trial's onset at 60 s"):
+        BIDSSource().trials(p, BadInput("fail"))
+    skip = BadInput("skip")
+    table, _ = BIDSSource().trials(p, skip)
+    assert table[["label", "eeg_onset", "eeg_duration"]].values.tolist() == [["joy", 60.0, 40.0]]
+    assert [d["kind"] for d in skip.dropped] == ["overlapping_window"]
+
+    pd.DataFrame({"onset": [10.0, 10.0, 30.0], "duration": 2.0,
+                  "trial_type": ["anger", "joy", "joy"]}).to_csv(events_file, sep="\t", index=False)
+    p = _params(params, root, labels=["anger", "joy"])
+    with pytest.raises(PipelineError, match=r"event at 10.0 s \(anger\): 2 trials start at 10 s, on one EEG window"):
+        BIDSSource().trials(p, BadInput("fail"))
+    skip = BadInput("skip")
+    table, _ = BIDSSource().trials(p, skip)
+    assert table["eeg_onset"].tolist() == [30.0] and [d["kind"] for d in skip.dropped] == ["same_onset"] * 2

@@ -483,3 +483,69 @@ def test_n_jobs_does_not_change_the_result(params, tmp_path):
     assert one[1] == two[1]
     assert one[2] == two[2]
     assert len(one[0]) == 10 and not any(math.isnan(v) for v in one[0]["eeg_duration"])
+
+
+# ------------------------------------------------------------------ bad channels and labels as written
+
+def _mark_bad(path: Path, bads, positions: bool) -> None:
+    raw = mne.io.read_raw(path, preload=True, verbose="error")
+    if positions:
+        raw.set_montage("standard_1020")
+    raw.info["bads"] = list(bads)
+    raw.save(path, overwrite=True, verbose="error")
+
+
+def test_bad_channels_are_interpolated_or_dropped_and_listed_per_recording(params, dataset):
+    """sub-01's Cz is flat and marked bad, with positions: not a flat-channel problem, it is
+    interpolated; with eeg.drop_channels [Cz] it is dropped from every recording. The report
+    lists per recording what was done."""
+    root, df = dataset
+    write_fif(root / "sub-01_eeg.fif", seed=0, edit=lambda x: x.__setitem__(1, 0.0))
+    _mark_bad(root / "sub-01_eeg.fif", ["Cz"], positions=True)
+    write_manifest(root, df)
+    manifest, _, _, report = ingest(run_params(params, root))
+    assert len(manifest) == 12 and report["trials_dropped"] == 0
+    assert report["channels"] == {"sub-01_eeg.fif": {"interpolated": ["Cz"], "dropped": []},
+                                  "sub-02_eeg.fif": {"interpolated": [], "dropped": []},
+                                  "sub-03_eeg.fif": {"interpolated": [], "dropped": []}}
+    p = run_params(params, root)
+    p = p.model_copy(update={"eeg": p.eeg.model_copy(update={"drop_channels": ("Cz",)})})
+    _, _, _, report = ingest(p)
+    assert {path: r["dropped"] for path, r in report["channels"].items()} == dict.fromkeys(report["channels"], ["Cz"])
+    assert all(r["interpolated"] == [] for r in report["channels"].values())
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_a_bad_channel_without_positions_stops_ingest_whatever_on_error_says(params, dataset, on_error):
+    root, df = dataset
+    _mark_bad(root / "sub-02_eeg.fif", ["Pz"], positions=False)
+    write_manifest(root, df)
+    with pytest.raises(PipelineError) as info:
+        ingest(run_params(params, root, on_error=on_error))
+    assert one_line(info).startswith(f"{root / 'sub-02_eeg.fif'}: bad channel(s) Pz cannot be interpolated")
+
+
+def test_labels_that_pandas_reads_as_missing_stay_labels_from_source_to_trials(params, dataset):
+    """'NA', 'None', 'null', 'nan' and 'N/A' are class names: ingest keeps them, and what the
+    stages read back (the manifest, labels and classes) keeps them as written; a blank stays bad."""
+    from pipeline import io
+    from pipeline.dataset import load_manifest, load_trials
+    from pipeline.stages import ingest as ingest_stage
+    from pipeline.stages import split as split_stage
+
+    root, df = dataset
+    names = ["NA", "None", "null", "nan", "N/A", "a"]
+    df["label"] = [names[i % len(names)] for i in range(len(df))]
+    write_manifest(root, df)
+    p = run_params(params, root)
+    ingest_stage.run(p)
+    split_stage.run(p.model_copy(update={"split": p.split.model_copy(update={"scheme": "loso", "val_subjects": 1})}))
+    trials = load_trials()
+    assert trials.classes == sorted(names) == io.read_json(io.CLASSES)
+    assert [trials.classes[k] for k in trials.labels] == df["label"].tolist()
+    assert load_manifest()["label"].tolist() == df["label"].tolist()
+
+    df.loc[3, "label"] = ""
+    write_manifest(root, df)
+    with pytest.raises(PipelineError, match=r"manifest.csv row 5: blank label"):
+        ingest(p)

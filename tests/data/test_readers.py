@@ -338,3 +338,84 @@ def test_preprocess_resamples(tmp_path, params):
     assert raw.info["sfreq"] == 128.0 and raw.n_times == 1280
     # average reference: channels sum to ~0 at every sample
     assert np.abs(raw.get_data().sum(axis=0)).max() < 1e-12
+
+
+# ------------------------------------------------------------------ bad channels: one rule for every source
+
+LOCS = "test_chans.locs"
+
+
+def _positioned_fif(tmp_path, realdata, bads=("F3",), montage=True, edit=None) -> Path:
+    """test_raw.set with its real channel names, `bads` marked bad, saved as FIF (with or without
+    the positions of test_chans.locs); `edit(raw)` may change the data first."""
+    from conftest import positioned_recording
+
+    raw = positioned_recording(realdata, bads)
+    if not montage:
+        raw.set_montage(None)
+    if edit is not None:
+        edit(raw)
+    path = tmp_path / "recording_eeg.fif"
+    raw.save(path, overwrite=True, verbose="error")
+    return path
+
+
+def _kill_f3(raw):
+    raw._data[raw.ch_names.index("F3")] = 0.0  # a dead electrode
+
+
+def test_a_bad_channel_is_interpolated_from_the_file_s_positions(tmp_path, realdata):
+    """F3, dead (flat) and marked bad in the file, comes back as MNE's spherical-spline estimate
+    from its neighbours: close to the real F3 the file held before it died."""
+    from conftest import positioned_recording
+
+    truth = positioned_recording(realdata, ()).get_data(picks="F3")[0]
+    raw = read_eeg(_positioned_fif(tmp_path, realdata, edit=_kill_f3))
+    assert raw.info["bads"] == [] and len(raw.ch_names) == 32
+    estimate = raw.get_data(picks="F3")[0]
+    assert np.ptp(estimate) > 0 and np.corrcoef(estimate, truth)[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("montage", [LOCS, "standard_1020"])
+def test_eeg_montage_gives_positions_by_channel_name(tmp_path, realdata, montage):
+    """A file without positions: eeg.montage (the recording's own .locs file, or MNE's
+    standard_1020 matched by name whatever the case, where EOG1/EOG2 have none and take no part)
+    lets the dead F3 be interpolated."""
+    from conftest import positioned_recording
+
+    truth = positioned_recording(realdata, ()).get_data(picks="F3")[0]
+    path = _positioned_fif(tmp_path, realdata, montage=False, edit=_kill_f3)
+    spec = str(realdata / "eeg" / LOCS) if montage == LOCS else montage
+    estimate = read_eeg(path, montage=spec).get_data(picks="F3")[0]
+    assert np.corrcoef(estimate, truth)[0, 1] > 0.8
+
+
+def test_a_bad_channel_without_positions_stops_naming_it_and_the_two_ways_out(tmp_path, realdata):
+    path = _positioned_fif(tmp_path, realdata, bads=("F3", "Fz"), montage=False)
+    with pytest.raises(PipelineError) as info:
+        read_eeg(path, preload=False)
+    message = _one_line(info)
+    assert message.startswith(f"{path}: bad channel(s) F3, Fz cannot be interpolated") and \
+        "eeg.montage" in message and "eeg.drop_channels" in message
+    raw = read_eeg(path, drop_channels=("F3", "Fz", "Oz_not_there"))  # dropped from every recording
+    assert "F3" not in raw.ch_names and "Fz" not in raw.ch_names and len(raw.ch_names) == 30
+    with pytest.raises(PipelineError, match="eeg.montage = 'standard_9999' is not allowed"):
+        read_eeg(path, montage="standard_9999")
+
+
+def test_one_file_inside_and_outside_bids_gives_the_same_eeg_features(tmp_path, realdata, downloaded_bids, params):
+    """sub-02's recording of the downloaded BIDS tree (F3 bad in channels.tsv, positions in
+    electrodes.tsv) and the same recording as a FIF outside BIDS (F3 bad in the file, dead) give
+    the same features: both interpolate F3 before the average reference."""
+    import pandas as pd
+
+    from pipeline.features.eeg import eeg_features
+
+    inside = next(p for p in downloaded_bids["recordings"] if "sub-02" in str(p))
+    outside = _positioned_fif(tmp_path, realdata, edit=_kill_f3)
+    p = params.eeg.model_copy(update=dict(epoch_seconds=2.0))
+    windows = {"eeg_onset": [10.0, 50.0, 100.0], "eeg_duration": [2.0] * 3}
+    a, channels = eeg_features(pd.DataFrame({"eeg_path": [str(inside)] * 3, **windows}), p)
+    b, same = eeg_features(pd.DataFrame({"eeg_path": [str(outside)] * 3, **windows}), p)
+    assert channels == same and "F3" in channels
+    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()  # BrainVision stores 0.1 uV steps

@@ -11,7 +11,7 @@ from pipeline.features.eeg import cut_epochs, eeg_features, preprocess
 from pipeline.params import ComputeParams, EEGParams
 
 P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0,
-              channels=None, read_kwargs={})
+              channels=None, read_kwargs={}, drop_channels=(), montage=None)
 NATIVE = 512.0
 SECONDS = 20.0
 # Channel amplitude patterns (uV) that sum to zero: the average reference leaves them alone,
@@ -53,7 +53,7 @@ def test_preprocess_removes_line_noise_keeps_alpha():
 def test_notch_alone_removes_line_noise(notch):
     """With the low-pass above 50 Hz only the notch can remove the line noise."""
     p = EEGParams(l_freq=1.0, h_freq=70.0, notch=notch, sfreq=256.0, reference="none", epoch_seconds=2.0,
-                  channels=None, read_kwargs={})
+                  channels=None, read_kwargs={}, drop_channels=(), montage=None)
     x = preprocess(_raw(), p).get_data(units="uV")[:, 512:-512]
     line = _amplitude(x, p.sfreq, 50.0)
     if notch is None:
@@ -73,7 +73,7 @@ def test_preprocess_average_reference():
 
 def test_preprocess_without_notch_or_reference_keeps_common_signal():
     p = EEGParams(l_freq=1.0, h_freq=40.0, notch=None, sfreq=128.0, reference="none", epoch_seconds=2.0,
-                  channels=None, read_kwargs={})
+                  channels=None, read_kwargs={}, drop_channels=(), montage=None)
     raw = _raw()
     raw._data += 40e-6 * np.sin(2 * np.pi * 7.0 * raw.times)
     x = preprocess(raw, p).get_data(units="uV")[:, 256:-256]
@@ -173,3 +173,45 @@ def test_eeg_features_window_past_end_names_the_file(tmp_path):
     trials = pd.DataFrame({"eeg_path": [a], "eeg_onset": [SECONDS - 0.5], "eeg_duration": [2.0]})
     with pytest.raises(PipelineError, match="a_raw.fif"):
         eeg_features(trials, P)
+
+
+# ------------------------------------------------------------------ a model's preprocessing, matched by predict
+
+def test_matched_filters_bring_a_recording_to_what_the_model_saw_or_stop():
+    """A model trained on 64 Hz recordings saw no low-pass (nothing above 32 Hz) and no notch: a
+    256 Hz recording is low-passed at 32 Hz, without notch; a 64 Hz one is left as trained. A
+    model trained at 256 Hz (low-passed at 40 Hz) cannot be given a 64 Hz recording: it lacks
+    32-40 Hz. A notch above the band changes nothing, so 512 Hz meets a 256 Hz model as is."""
+    from pipeline.features.eeg import applied_filters, matched_filters
+
+    low = [applied_filters(P, 64.0)]
+    assert low == [{"notch": None, "low_pass": None, "top": 32.0}]
+    assert matched_filters(P, 256.0, low, "new.fif") == (None, 32.0)
+    assert matched_filters(P, 64.0, low, "new.fif") == (None, None)
+    assert matched_filters(P, 256.0, None, "new.fif") == (50.0, 40.0)  # training: the params' own
+    high = [applied_filters(P, 256.0)]
+    with pytest.raises(PipelineError) as info:
+        matched_filters(P, 64.0, high, "new.fif")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("new.fif: sampled at 64 Hz it holds EEG up to 32 Hz") and \
+        "the model saw EEG up to 40 Hz (low-passed at 40 Hz" in message
+    assert matched_filters(P.model_copy(update={"notch": 45.0}), 512.0, high, "new.fif") == (45.0, 40.0)
+
+
+def test_a_higher_rate_recording_brought_to_a_low_rate_model_is_closer_to_what_it_saw(tmp_path, realdata):
+    """The real 128 Hz recording and its 64 Hz copy (what a model trained on 64 Hz recordings
+    saw): brought to the model's band (low-passed at 32 Hz) the 128 Hz epochs are nearer the 64
+    Hz ones than under the params' own 40 Hz low-pass."""
+    from pipeline.features.eeg import preprocessing_record
+
+    raw = mne.io.read_raw(realdata / "eeg" / "test_raw.set", preload=True, verbose="error")
+    raw.copy().resample(64.0, verbose="error").save(tmp_path / "low_eeg.fif", verbose="error")
+    raw.save(tmp_path / "high_eeg.fif", verbose="error")
+    windows = {"eeg_onset": [10.0, 50.0, 100.0, 150.0], "eeg_duration": [2.0] * 4}
+    table = lambda name: pd.DataFrame({"eeg_path": [str(tmp_path / name)] * 4, **windows})  # noqa: E731
+    seen = preprocessing_record([tmp_path / "low_eeg.fif"], P)
+    assert seen["sfreq"] == [64.0] and seen["resampled_to"] == 128.0
+    trained = eeg_features(table("low_eeg.fif"), P)[0]
+    error = lambda x: np.sqrt(np.mean((x - trained) ** 2) / np.mean(trained ** 2))  # noqa: E731
+    assert error(eeg_features(table("high_eeg.fif"), P, seen=seen["filters"])[0]) < \
+        0.75 * error(eeg_features(table("high_eeg.fif"), P)[0])
