@@ -204,8 +204,18 @@ def trained_sentence(trained: dict, n_folds: int) -> str:
             f"{_fmt(trained['test'], 'acc')} test accuracy{others}.")
 
 
-def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
-    """reports/summary.md: the table a reviewer reads, with the params that produced it."""
+def cleaning_sentence(artifacts: dict) -> str:
+    """One line of summary.md on EEG artifact cleaning (reports/artifacts.json)."""
+    if not artifacts["ica"]:
+        return "EEG artifact cleaning: off (`eeg.artifacts.ica: false`): blinks and muscle activity stay in the EEG views."
+    removed = ", ".join(f"{n} {label}" for label, n in artifacts["removed_by_label"].items()) or "none"
+    return (f"EEG artifact cleaning: ICA + ICLabel on each of {len(artifacts['recordings'])} recording(s) removed "
+            f"{removed} component(s) (`reports/artifacts.json`, `reports/figures/removed_components.png`).")
+
+
+def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts: dict) -> str:
+    """reports/summary.md: the table a reviewer reads, with the params that produced it (and
+    what artifact cleaning removed: reports/artifacts.json)."""
     fusion = metrics["fusion"]
     tasks = list(params.data.secondary_tasks)  # a column each: that task's test accuracy
     warning = below_best_message(fusion, params.fusion.select)
@@ -220,6 +230,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict) -> str:
              + (f" **With {metrics['n_subjects_test']} test subjects these intervals say little** (a bootstrap "
                 "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
                 if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
+             cleaning_sentence(artifacts), "",
              "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
              "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc |" for t in tasks),
              "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]

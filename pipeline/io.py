@@ -26,6 +26,7 @@ TASKS = INTERIM / "tasks.json"  # secondary task -> its classes ({}: the primary
 SPLIT = INTERIM / "split.json"
 INGEST_REPORT = Path("reports/ingest.json")
 MEL_REPORT = Path("reports/mel_clips.json")
+ARTIFACTS_REPORT = Path("reports/artifacts.json")  # what ICA + ICLabel removed (features_eeg)
 
 
 def feature_path(modality: str) -> Path:
@@ -52,6 +53,7 @@ BASELINES_DIR = MODELS / "baselines"
 FIGURES = REPORTS / "figures"
 PREDICTIONS = REPORTS / "predictions.csv"
 COST = REPORTS / "cost.json"  # what the fusion method cost (fuse), for `dvc exp show`; outside dvc.lock
+EEG_COST = REPORTS / "eeg_cost.json"  # ICA's seconds per recording (features_eeg, ICA on); outside dvc.lock
 
 
 def live_dir(stage: str) -> Path:

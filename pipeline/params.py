@@ -79,6 +79,7 @@ class SyntheticParams(Section):
     arousal_strength: StrictFloat = allowed(">= 0.0", ge=0.0)   # how clearly speech carries arousal
     valence_strength: StrictFloat = allowed(">= 0.0", ge=0.0)   # ... frontal alpha asymmetry valence
     coupling_strength: StrictFloat = allowed(">= 0.0", ge=0.0)  # ... channel coupling the class
+    artifact_class_coupling: StrictFloat = allowed(">= 0.0", ge=0.0)  # extra blinks in a class's trials (0: none)
 
 
 class EAVParams(Section):
@@ -156,6 +157,37 @@ class SplitParams(Section):
     folds: StrictInt = allowed("an integer >= 2", ge=2)          # kfold only
 
 
+# ICLabel's classes (mne-icalabel); brain and other are never removed
+ICLABEL_REMOVABLE = ("eye blink", "muscle artifact", "heart beat", "line noise", "channel noise")
+ICA_METHODS = ("infomax", "picard", "fastica")  # infomax: extended infomax, as ICLabel was trained
+
+
+class ArtifactParams(Section):
+    """eeg.artifacts: ICA per recording with ICLabel's component labels (pipeline/features/artifacts.py)."""
+
+    ica: StrictBool
+    ica_method: Literal[ICA_METHODS]
+    ica_components: StrictFloat = allowed("a count >= 2, or a share of variance between 0 and 1", gt=0)
+    seed: StrictInt  # ICA's random_state
+    iclabel_reject: dict[StrictStr, Annotated[StrictFloat, allowed("a probability in [0, 1)", ge=0.0, lt=1.0)]]
+
+    @model_validator(mode="after")
+    def _rules(self):
+        n = self.ica_components
+        if not (0 < n < 1 or (n >= 2 and float(n).is_integer())):
+            raise Rule("ica_components", n, "a whole count >= 2, or a share of variance between 0 and 1")
+        unknown = [c for c in self.iclabel_reject if c not in ICLABEL_REMOVABLE]
+        if unknown:
+            raise Rule(f"iclabel_reject.{unknown[0]}", self.iclabel_reject[unknown[0]],
+                       f"ICLabel classes {', '.join(ICLABEL_REMOVABLE)} (brain and other are never removed)")
+        return self
+
+    @property
+    def n_components(self) -> int | float:
+        """ica_components as MNE's ICA takes it: an int count or a float share."""
+        return int(self.ica_components) if self.ica_components >= 1 else self.ica_components
+
+
 class EEGParams(Section):
     l_freq: StrictFloat = allowed("0 < l_freq < h_freq", gt=0)
     h_freq: StrictFloat
@@ -167,6 +199,7 @@ class EEGParams(Section):
     read_kwargs: dict[StrictStr, Any]        # MNE reader options, e.g. {data_format: int16} for .cnt
     drop_channels: tuple[StrictStr, ...]     # removed from every recording (bad channels without positions)
     montage: StrictStr | None                # positions by channel name: an MNE standard montage or a montage file
+    artifacts: ArtifactParams
 
     @model_validator(mode="after")
     def _rules(self):

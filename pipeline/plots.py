@@ -149,3 +149,33 @@ def plot_robustness(path: Path, robust: dict) -> None:
     ax.set_title("accuracy with noise on one modality", fontsize=9)
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+MAX_COMPONENT_PANELS = 40
+
+
+def plot_removed_components(path: Path, cleaned: dict[str, dict]) -> None:
+    """The topographies (ICA mixing columns) of the components artifact cleaning removed, one
+    panel each, titled with the recording, ICLabel's class and its probability (the first
+    MAX_COMPONENT_PANELS); a note where ICA is off or removed nothing."""
+    import mne
+
+    panels = [(Path(rec).name, c, r["topographies"][:, i], r["info"]) for rec, r in cleaned.items()
+              for i, c in enumerate(c for c in r["components"] if c["removed"])][:MAX_COMPONENT_PANELS]
+    if not panels:
+        fig, ax = plt.subplots(figsize=(4, 1.5))
+        ax.text(0.5, 0.5, "ICA off (eeg.artifacts.ica false)" if not cleaned else "ICA removed no component",
+                ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    cols = min(5, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, (name, component, topography, info) in zip(axes.flat, panels):
+        mne.viz.plot_topomap(topography, info, axes=ax, show=False)
+        ax.set_title(f"{name[:22]}\nIC{component['component']}: {component['label']} {component['p']:.2f}", fontsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle("Components removed by ICA + ICLabel (eeg.artifacts)", fontsize=9)
+    _save(fig, path)

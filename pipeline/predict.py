@@ -89,14 +89,15 @@ def bring_recordings(paths, p: Params, seen: list[dict] | None) -> None:
 
 
 def data_features(p: Params, views: list[str], work: Path,
-                  seen: list[dict] | None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+                  seen: list[dict] | None) -> tuple[pd.DataFrame, np.ndarray, dict, dict]:
     """DATA's trials, which of them are labelled, and per view of `views` its features and which
     trials have it (a speech view: the trials with audio; none: the view is missing everywhere):
     the source and ingest's checks of every trial (not its checks of the whole set: one class or
     none is fine here), then the feature stages' own bodies, inside `work` (a speech view's on the
     trials with audio, in a folder of their own; the EEG brought to the model's preprocessing,
-    `seen`). An unlabelled trial carries the first class through the stages (the topology view's
-    example figure reads labels)."""
+    `seen`, and cleaned as the model's was: ICA per recording with the model's eeg.artifacts), and
+    per recording what cleaning removed. An unlabelled trial carries the first class through the
+    stages (the topology view's example figure reads labels)."""
     from pipeline.data.ingest import check_trials
     from pipeline.data.manifest import COLUMNS, BadInput
     from pipeline.data.sources import SOURCES
@@ -104,6 +105,8 @@ def data_features(p: Params, views: list[str], work: Path,
     from pipeline.features.eeg import eeg_features
     from pipeline.modalities import MODALITIES
     from pipeline.stages import features
+
+    cleaned: dict[str, dict] = {}
 
     def stage_features(view: str, trials: pd.DataFrame, folder: Path) -> np.ndarray:
         folder.mkdir(exist_ok=True)
@@ -114,7 +117,9 @@ def data_features(p: Params, views: list[str], work: Path,
             if view == "topo":  # it reads the EEG features
                 io.save_array(io.feature_path("eeg"), np.load(work / io.feature_path("eeg")))
             if view == "eeg":  # the stage's body, with the model's filters
-                io.save_array(io.feature_path(view), eeg_features(load_manifest(), p.eeg, p.compute, seen)[0])
+                x_eeg, _, found = eeg_features(load_manifest(), p.eeg, p.compute, seen)
+                io.save_array(io.feature_path(view), x_eeg)
+                cleaned.update(found)
             else:
                 features.run(p, view)
             return np.load(io.feature_path(view))
@@ -145,7 +150,7 @@ def data_features(p: Params, views: list[str], work: Path,
             full = np.zeros((len(trials), *values.shape[1:]), values.dtype)
             full[rows] = values
             x[view] = (full, audio)
-    return trials, labelled, {m: v for m, v in x.items() if m in views}
+    return trials, labelled, {m: v for m, v in x.items() if m in views}, cleaned
 
 
 @dataclass
@@ -217,6 +222,8 @@ def final_model(rev: str | None, params_path: str) -> Model:
         fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
         stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
     current = read_params_yaml(params_path)
+    if "artifacts" not in meta["params"]["eeg"]:  # saved before artifact cleaning existed: it had none
+        meta["params"]["eeg"]["artifacts"] = {**current["eeg"]["artifacts"], "ica": False}
     saved, newer = fill_missing(meta["params"], current)
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
@@ -275,7 +282,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         work = Path(tmp).resolve()
         p = data_params(chosen.params, Path(data), classes, work)
         torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
-        table, labelled, x = data_features(p, views, work, chosen.eeg_seen)
+        table, labelled, x, cleaned = data_features(p, views, work, chosen.eeg_seen)
     present = {m: x[m][1] if m in x else np.zeros(len(table), bool) for m in views}
     normalized = {m: apply_normalizer(x[m][0], chosen.stats[m]["mean"], chosen.stats[m]["std"]) for m in x}
     inputs = {}
@@ -307,5 +314,9 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         ci = bootstrap_ci(right.to_list(), p.split.seed)
         said += (f"; accuracy {right.mean():.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
                  + f" over the {int(labelled.sum())} labelled trials (mean over subjects, 95% bootstrap interval)")
+    if cleaned:  # the model's own cleaning, per new recording
+        said += (f"; EEG cleaned as the model's (eeg.artifacts): ICA removed "
+                 f"{sum(c['removed'] for r in cleaned.values() for c in r['components'])} component(s) of "
+                 f"{len(cleaned)} recording(s)")
     return said + (f"; views filled with the model's train mean: " + ", ".join(
         f"{m} ({int((~present[m]).sum())} trials)" for m in filled) if filled else "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -204,3 +205,52 @@ def test_real_speech_study_through_the_acoustic_view(tmp_path, monkeypatch, caps
     assert metrics["branches"]["mel"]["best_baseline"] == metrics["branches"]["acoustic"]["best_baseline"] == best
     # prosody carries the class: openSMILE's sets find it on unseen voices (chance: 0.2)
     assert max(speech[n]["test"]["acc"] for n in ("speech_egemaps", "speech_compare")) >= 0.45, speech
+
+
+def test_an_eeg_view_that_learned_blinks_falls_to_chance_with_ica(tmp_path, monkeypatch, realdata):
+    """Real EEG whose class lives only in artifacts (pipeline.data.studies.write_artifact_study:
+    the real recording per subject, blink-shaped deflections with its own blink topography added
+    to the sadness trials): without cleaning the EEG branch and the band-power baseline learn
+    the blinks; with eeg.artifacts.ica they fall to chance (their intervals over subjects hold
+    0.5), every recording's eye component is named removed, and predict with the final model
+    cleans new recordings as the model's were."""
+    import pandas as pd
+
+    from pipeline.data.studies import write_artifact_study
+
+    write_artifact_study(tmp_path / "data" / "study", realdata / "eeg" / "test_raw.set",
+                         realdata / "eeg" / "test_chans.locs", n_subjects=6, trials_per_class=16)
+    raw = _tiny_params({"data": {"source": "manifest", "root": "data/study"}, "split": {"scheme": "loso", "val_subjects": 1},
+                        "eeg": {"epoch_seconds": 2.0}, "fusion": {"modalities": ["eeg", "topo"]},
+                        "train": {"epochs": 20, "patience": 20}, "compute": {"n_jobs": 2}})
+    monkeypatch.chdir(tmp_path)
+    eeg_only = [s for s in STAGES if s[-1] not in ("mel", "acoustic")]
+    _run_stages(raw, eeg_only)
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert metrics["branches"]["eeg"]["test"]["acc"] >= 0.8, metrics["branches"]["eeg"]["test"]
+    assert metrics["baselines"]["eeg_band_power"]["test"]["acc"] >= 0.8
+    assert json.loads((tmp_path / "reports" / "artifacts.json").read_text()) == {"ica": False}
+    assert "EEG artifact cleaning: off" in (tmp_path / "reports" / "summary.md").read_text()
+
+    raw["eeg"]["artifacts"]["ica"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    _run_stages(raw, [s for s in eeg_only if s[0] not in ("ingest", "split")] + [("final",)])
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    for model in (metrics["branches"]["eeg"], metrics["baselines"]["eeg_band_power"]):
+        low, high = model["test"]["acc_ci"]
+        assert model["test"]["acc"] <= 0.65 and low <= 0.5 <= high, model["test"]
+    report = json.loads((tmp_path / "reports" / "artifacts.json").read_text())
+    assert len(report["recordings"]) == 6 and report["removed_by_label"]["eye blink"] >= 6
+    assert all(any(c["label"] == "eye blink" and c["removed"] for c in components)
+               for components in report["recordings"].values())
+    assert (tmp_path / "reports" / "figures" / "removed_components.png").stat().st_size > 10_000
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    assert re.search(r"ICA \+ ICLabel on each of 6 recording\(s\) removed .*\d+ eye blink", summary), summary
+    meta = json.loads((tmp_path / "models" / "final" / "meta.json").read_text())
+    assert meta["eeg_preprocessing"]["artifacts"]["ica"] is True
+
+    manifest = pd.read_csv(tmp_path / "data" / "study" / "manifest.csv")
+    manifest["eeg_path"] = [str(tmp_path / "data" / "study" / f) for f in manifest["eeg_path"]]
+    manifest[manifest["subject"] == "sub-01"].to_csv(tmp_path / "new.csv", index=False)
+    said = cli(["predict", str(tmp_path / "new.csv"), "--out", str(tmp_path / "labelled.csv")], tmp_path).output
+    assert "EEG cleaned as the model's (eeg.artifacts): ICA removed" in said and "of 1 recording(s)" in said, said

@@ -464,3 +464,23 @@ def test_params_saved_before_a_key_existed_take_the_projects_values_and_name_the
 def test_drop_channels_and_channels_may_not_name_one_channel(raw):
     message = _error(_with(_with(raw, "eeg.channels", ["Fz", "Cz", "Pz"]), "eeg.drop_channels", ["Cz"]))
     assert message.startswith("params: eeg.drop_channels = ['Cz'] is not allowed") and "Cz is in both" in message
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("eeg.artifacts.ica_method", "jade", "infomax, picard, fastica"),
+    ("eeg.artifacts.ica_components", 1.5, "a whole count >= 2, or a share of variance between 0 and 1"),
+    ("eeg.artifacts.ica_components", 0, "a count >= 2, or a share of variance between 0 and 1"),
+    ("eeg.artifacts.iclabel_reject", {"brain": 0.5}, "(brain and other are never removed)"),
+    ("eeg.artifacts.iclabel_reject", {"eye blink": 1.0}, "a probability in [0, 1)"),
+    ("eeg.artifacts.ica", "yes", "true or false"),
+])
+def test_artifact_keys_are_validated_like_every_other(raw, key, value, words):
+    message = _error(_with(raw, key, value))
+    assert message.startswith("params: eeg.artifacts.") and words in message, message
+
+
+def test_artifact_cleaning_is_off_by_default_with_iclabel_s_classes(raw):
+    artifacts = load_params(ROOT / "params.yaml").eeg.artifacts
+    assert artifacts.ica is False and artifacts.n_components == 15 and artifacts.ica_method == "infomax"
+    assert artifacts.iclabel_reject == dict.fromkeys(
+        ("eye blink", "muscle artifact", "heart beat", "line noise", "channel noise"), 0.8)

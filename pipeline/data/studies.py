@@ -1,4 +1,4 @@
-"""Studies where one view carries the class and the EEG views carry none.
+"""Studies where one view carries the class and the EEG views carry none, and one where only artifacts do.
 
 The failure fusion must survive, as real studies show it: one strong view next to empty ones.
 In both, the EEG windows are cut from one real recording at onsets drawn independently of the
@@ -39,7 +39,8 @@ def write_one_view_study(out_dir: Path, eeg_file: Path, n_subjects: int = 6, tri
         raise ValueError(f"{eeg_file}: {length:.1f} s is too short for {n_subjects} subjects of {trial_seconds} s trials")
     voice = SyntheticParams(seed=seed, n_subjects=n_subjects, trials_per_class=trials_per_class,
                             trial_seconds=trial_seconds, gap_seconds=0.0, eeg_sfreq=256.0, audio_sr=16000,
-                            arousal_strength=1.0, valence_strength=0.0, coupling_strength=0.0)
+                            arousal_strength=1.0, valence_strength=0.0, coupling_strength=0.0,
+                            artifact_class_coupling=0.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for s in range(n_subjects):
@@ -148,4 +149,53 @@ def write_speech_study(clips_csv: Path, eeg_file: Path, out_dir: Path, eeg_secon
                      "eeg_duration": eeg_seconds, "audio_path": str(audio), "audio_onset": 0.0,
                      "audio_duration": round(sf.info(str(audio)).duration, 4), **circumplex_columns(clip["label"])})
     out_dir.mkdir(parents=True, exist_ok=True)
+    return write_manifest(out_dir / "manifest.csv", rows)
+
+
+def blink_topography(raw: mne.io.BaseRaw, eog_channel: str) -> np.ndarray:
+    """The recording's own blinks' spatial pattern, (n_channels,), scaled to 1 at `eog_channel`:
+    the 1-10 Hz signal at each blink's peak (mne.preprocessing.find_eog_events), averaged."""
+    peaks = mne.preprocessing.find_eog_events(raw, ch_name=eog_channel, verbose="error")[:, 0] - raw.first_samp
+    x = raw.copy().filter(1.0, 10.0, verbose="error").get_data()[:, peaks].mean(axis=1)
+    return x / x[raw.ch_names.index(eog_channel)]
+
+
+ARTIFACT_CLASSES = ("neutral", "sadness")  # sadness: the class that blinks
+
+
+def write_artifact_study(out_dir: Path, eeg_file: Path, montage_file: Path, eog_channel: str = "EOG1",
+                         n_subjects: int = 4, trials_per_class: int = 12, trial_seconds: float = 2.0,
+                         seed: int = 0) -> Path:
+    """A study whose class lives only in artifacts: every subject's recording is the real one
+    (its real names and positions from `montage_file`, its gain drawn per subject), trial windows
+    drawn at random, and one or two blink-shaped deflections (the recording's own blink
+    topography, a 0.3 s Hanning wave of 80-150 uV at `eog_channel`) added inside each sadness
+    trial. The brain signal carries no class; an EEG model that scores above chance has learned
+    blinks. Writes a FIF per subject and manifest.csv into `out_dir`; returns the manifest."""
+    rng = np.random.default_rng(seed)
+    raw = mne.io.read_raw(eeg_file, preload=True, verbose="error")
+    montage = mne.channels.read_custom_montage(montage_file)
+    raw.rename_channels(dict(zip(raw.ch_names, montage.ch_names)))
+    raw.set_montage(montage)
+    pattern = blink_topography(raw, eog_channel)
+    sfreq, width = raw.info["sfreq"], int(0.3 * raw.info["sfreq"])
+    n_trials = len(ARTIFACT_CLASSES) * trials_per_class
+    slots = int((raw.times[-1] - 1.0) // (trial_seconds + 0.5))
+    if slots < n_trials:
+        raise ValueError(f"{eeg_file}: {raw.times[-1]:.0f} s holds {slots} trials of {trial_seconds} s, not {n_trials}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in range(n_subjects):
+        name = f"sub-{s + 1:02d}"
+        x = raw.get_data() * rng.uniform(0.8, 1.25)
+        labels = rng.permutation(np.repeat(ARTIFACT_CLASSES, trials_per_class))
+        onsets = 0.5 + np.sort(rng.choice(slots, size=n_trials, replace=False)) * (trial_seconds + 0.5)
+        for label, onset in zip(labels, onsets):
+            if label == "sadness":
+                for _ in range(rng.integers(1, 3)):
+                    start = int((onset + rng.uniform(0.1, trial_seconds - 0.4)) * sfreq)
+                    x[:, start:start + width] += np.outer(pattern, np.hanning(width)) * rng.uniform(80, 150) * 1e-6
+            rows.append({"subject": name, "label": label, "eeg_path": f"{name}_eeg.fif",
+                         "eeg_onset": round(float(onset), 4), "eeg_duration": trial_seconds})
+        mne.io.RawArray(x, raw.info, verbose="error").save(out_dir / f"{name}_eeg.fif", overwrite=True, verbose="error")
     return write_manifest(out_dir / "manifest.csv", rows)

@@ -126,16 +126,22 @@ def eeg_trial(rng, arousal: float, valence: float, subject: dict, p: SyntheticPa
     return x * subject["gains"][:, None]
 
 
-def _blinks(rng, n: int, sfreq: float) -> np.ndarray:
-    """Blink artifacts (about one every 3 s, 80-150 uV) over frontal channels, shape (n_ch, n)."""
+def _blinks(rng, n: int, sfreq: float, every: float = 3.0) -> np.ndarray:
+    """Blink artifacts (about one every `every` seconds, 80-150 uV) over frontal channels, shape
+    (n_ch, n)."""
     out = np.zeros((len(CHANNELS), n))
     width = int(0.3 * sfreq)
     shape = np.hanning(width)
-    for onset in rng.uniform(0, n - width, size=rng.poisson(n / sfreq / 3.0)).astype(int):
+    for onset in rng.uniform(0, n - width, size=rng.poisson(n / sfreq / every)).astype(int):
         amplitude = rng.uniform(80, 150)
         for ch, w in BLINK_WEIGHTS.items():
             out[CHANNELS.index(ch), onset:onset + width] += w * amplitude * shape
     return out
+
+
+# Extra blinks a second per class at data.synthetic.artifact_class_coupling 1: sad trials blink
+# most, then angry ones (the confound an EEG branch can learn instead of the brain's signal).
+CLASS_BLINK_RATE = {"neutral": 0.25, "anger": 0.5, "happiness": 0.0, "sadness": 1.0, "calmness": 0.0}
 
 
 def voice_clip(rng, arousal: float, subject: dict, p: SyntheticParams) -> np.ndarray:
@@ -191,6 +197,7 @@ def generate(out_dir: Path, p: SyntheticParams) -> Path:
     manifest path.
     """
     rng = np.random.default_rng(p.seed)
+    confound = np.random.default_rng([p.seed, 1])  # its own stream: coupling 0 leaves every other draw as it was
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     info = mne.create_info(list(CHANNELS), p.eeg_sfreq, ch_types="eeg")
@@ -210,6 +217,9 @@ def generate(out_dir: Path, p: SyntheticParams) -> Path:
             trial = eeg_trial(rng, arousal, valence, subject, p)
             e0 = int(round(onset * p.eeg_sfreq))
             eeg[:, e0:e0 + trial.shape[1]] = trial
+            rate = p.artifact_class_coupling * CLASS_BLINK_RATE[label]
+            if rate > 0:
+                eeg[:, e0:e0 + trial.shape[1]] += _blinks(confound, trial.shape[1], p.eeg_sfreq, 1.0 / rate)
             clip = voice_clip(rng, arousal, subject, p)
             a0 = int(round(onset * p.audio_sr))
             audio[a0:a0 + clip.size] = clip

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import functools
+import time
+from collections import Counter
 
 import mne
 import numpy as np
 import pandas as pd
 
+from pipeline import io
 from pipeline.data.readers import eeg_reading, open_eeg, read_eeg
 from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
+from pipeline.features.artifacts import fit_ica, remove_components, removed_topographies
 from pipeline.parallel import LOCAL, stream_files
 from pipeline.params import ComputeParams, EEGParams, Params
 
@@ -110,17 +114,27 @@ def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.
 
 
 def recording_epochs(path: str, onsets, durations, p: EEGParams,
-                     seen: list[dict] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
-    """Read, preprocess and epoch one recording: (epochs, channel names, warnings)."""
+                     seen: list[dict] | None = None) -> tuple[np.ndarray, list[str], list[str], dict | None]:
+    """Read, clean (eeg.artifacts), preprocess and epoch one recording: (epochs, channel names,
+    warnings, what cleaning found: {"components", "topographies", "info", "seconds"} or None)."""
     raw = read_eeg(path, **eeg_reading(p))
     notes = adapt_filters(p, raw.info["sfreq"], path)[2] if seen is None else []
+    cleaning = None
+    if p.artifacts.ica:
+        start = time.perf_counter()
+        ica, components = fit_ica(raw, p.artifacts, path)
+        cleaning = {"components": components, "topographies": removed_topographies(ica, components),
+                    "info": raw.info, "seconds": time.perf_counter() - start}
     preprocess(raw, p, path, seen)
-    return cut_epochs(raw, onsets, p, durations), list(raw.ch_names), notes
+    if cleaning is not None:
+        remove_components(raw, ica, cleaning["components"])
+    return cut_epochs(raw, onsets, p, durations), list(raw.ch_names), notes, cleaning
 
 
 def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LOCAL,
-                 seen: list[dict] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Preprocessed epochs for every trial, in manifest order: (n_trials, n_channels, n_times).
+                 seen: list[dict] | None = None) -> tuple[np.ndarray, list[str], dict[str, dict]]:
+    """Preprocessed epochs for every trial, in manifest order: (n_trials, n_channels, n_times),
+    the channel names and per recording what cleaning found (`recording_epochs`; {} without it).
 
     Recordings are processed as `compute` says (pipeline.parallel) and streamed into the output, so memory
     holds a few recordings, not the dataset. Each recording is read and filtered once, then cut
@@ -134,11 +148,14 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
                             f"{trials.loc[short.idxmax(), 'eeg_path']})")
     out: np.ndarray | None = None
     channels: list[str] | None = None
+    cleaned: dict[str, dict] = {}
     epochs_of = recording_epochs if seen is None else functools.partial(recording_epochs, seen=seen)
-    for path, rows, (data, names, notes) in stream_files(trials, "eeg", epochs_of, p, compute, "eeg features",
-                                                         "recording"):
+    for path, rows, (data, names, notes, cleaning) in stream_files(trials, "eeg", epochs_of, p, compute,
+                                                                   "eeg features", "recording"):
         for note in notes:
             warn(note)
+        if cleaning is not None:
+            cleaned[path] = cleaning
         if channels is None:
             channels = names
         elif names != channels:
@@ -146,21 +163,47 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
         if out is None:
             out = np.empty((len(trials), *data.shape[1:]), dtype=np.float32)
         out[rows] = data
-    return out, channels
+    return out, channels, cleaned
 
 
 def preprocessing_record(paths, p: EEGParams) -> dict:
     """What the EEG of recordings `paths` went through (a model stores it; predict checks new
     recordings against it): their sampling rates, each distinct `applied_filters`, l_freq, the
-    reference and the rate they were resampled to."""
+    reference, the rate they were resampled to and the artifact cleaning (eeg.artifacts; None
+    without ICA)."""
     rates = sorted({float(open_eeg(path, p.read_kwargs).info["sfreq"]) for path in dict.fromkeys(paths)})
     filters = []
     for rate in rates:
         if (setting := applied_filters(p, rate)) not in filters:
             filters.append(setting)
-    return {"sfreq": rates, "filters": filters, "l_freq": p.l_freq, "reference": p.reference, "resampled_to": p.sfreq}
+    return {"sfreq": rates, "filters": filters, "l_freq": p.l_freq, "reference": p.reference, "resampled_to": p.sfreq,
+            "artifacts": p.artifacts.model_dump(mode="json") if p.artifacts.ica else None}
+
+
+def artifact_report(cleaned: dict[str, dict], p: EEGParams) -> dict:
+    """reports/artifacts.json: the settings, per recording each component's ICLabel class and
+    probability and whether it was removed, and the count of removed components per class."""
+    removed = Counter(c["label"] for r in cleaned.values() for c in r["components"] if c["removed"])
+    return {"ica": p.artifacts.ica, **({"settings": p.artifacts.model_dump(mode="json"),
+                                        "removed_by_label": dict(sorted(removed.items())),
+                                        "recordings": {path: r["components"] for path, r in cleaned.items()}}
+                                       if p.artifacts.ica else {})}
 
 
 def compute(params: Params) -> np.ndarray:
-    """The features_eeg stage's array: every ingested trial, (n_trials, n_channels, n_times)."""
-    return eeg_features(load_manifest(), params.eeg, params.compute)[0]
+    """The features_eeg stage's array: every ingested trial, (n_trials, n_channels, n_times); and
+    what artifact cleaning removed (reports/artifacts.json, the removed components' topographies,
+    and ICA's seconds per recording in reports/eeg_cost.json, null without it: no stage output)."""
+    from pipeline.plots import plot_removed_components
+
+    x, _, cleaned = eeg_features(load_manifest(), params.eeg, params.compute)
+    report = artifact_report(cleaned, params.eeg)
+    io.write_json(io.ARTIFACTS_REPORT, report)
+    plot_removed_components(io.FIGURES / "removed_components.png", cleaned)
+    seconds = [r["seconds"] for r in cleaned.values()]
+    io.write_json(io.EEG_COST, {"ica_s_per_recording": float(np.mean(seconds)) if seconds else None})
+    if cleaned:
+        print(f"features eeg: ICA removed {sum(report['removed_by_label'].values())} component(s) of "
+              f"{len(cleaned)} recording(s): " + (", ".join(f"{n} {label}" for label, n in
+                                                       report["removed_by_label"].items()) or "none"))
+    return x

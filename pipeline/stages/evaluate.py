@@ -169,7 +169,7 @@ def run(params: Params) -> None:
                              per_run["fusion_weights"])
     plots.plot_fusion_dynamics(io.FIGURES / "fusion_dynamics.png", histories["fusion"], list(params.fusion.modalities))
     with io.atomic_path(io.REPORTS / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(metrics, params, per_run))
+        tmp.write_text(summary_markdown(metrics, params, per_run, io.read_json(io.ARTIFACTS_REPORT)))
     io.write_json(io.REPORTS / "metrics.json", metrics)
     fusion = metrics["fusion"]
     print(f"evaluate: {metrics['n_subjects_test']} test subjects; fusion {params.fusion.type} test acc "

@@ -322,7 +322,7 @@ def test_adapt_filters_l_freq_at_nyquist_raises(params, l_freq):
 def test_real_128hz_recording_with_h_freq_70_warns(realdata, params):
     path = realdata / "eeg" / "test_raw.set"
     p = params.eeg.model_copy(update=dict(h_freq=70.0, sfreq=128.0, notch=50.0, epoch_seconds=2.0))
-    epochs, channels, notes = recording_epochs(str(path), np.array([10.0, 20.0]), np.array([2.0, 2.0]), p)
+    epochs, channels, notes, _ = recording_epochs(str(path), np.array([10.0, 20.0]), np.array([2.0, 2.0]), p)
     assert len(notes) == 1  # the 50 Hz notch fits under 64 Hz, the 70 Hz low-pass does not
     assert str(path) in notes[0] and "eeg.h_freq" in notes[0]
     assert epochs.shape == (2, 32, 256) and len(channels) == 32
@@ -415,7 +415,7 @@ def test_one_file_inside_and_outside_bids_gives_the_same_eeg_features(tmp_path, 
     outside = _positioned_fif(tmp_path, realdata, edit=_kill_f3)
     p = params.eeg.model_copy(update=dict(epoch_seconds=2.0))
     windows = {"eeg_onset": [10.0, 50.0, 100.0], "eeg_duration": [2.0] * 3}
-    a, channels = eeg_features(pd.DataFrame({"eeg_path": [str(inside)] * 3, **windows}), p)
-    b, same = eeg_features(pd.DataFrame({"eeg_path": [str(outside)] * 3, **windows}), p)
+    a, channels, _ = eeg_features(pd.DataFrame({"eeg_path": [str(inside)] * 3, **windows}), p)
+    b, same, _ = eeg_features(pd.DataFrame({"eeg_path": [str(outside)] * 3, **windows}), p)
     assert channels == same and "F3" in channels
     assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()  # BrainVision stores 0.1 uV steps

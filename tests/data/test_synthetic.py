@@ -19,7 +19,7 @@ from pipeline.params import SyntheticParams
 
 TINY = SyntheticParams(seed=3, n_subjects=3, trials_per_class=1, trial_seconds=2.0, gap_seconds=0.5,
                        eeg_sfreq=128.0, audio_sr=8000, arousal_strength=1.0, valence_strength=1.0,
-                       coupling_strength=1.0)
+                       coupling_strength=1.0, artifact_class_coupling=0.0)
 SUBJECTS = ("sub-01", "sub-02", "sub-03")
 
 
@@ -149,3 +149,28 @@ def test_average_reference_keeps_coupled_channels_as_loud_as_the_others(clusters
     assert members.sum() == 8
     power = (x - x.mean(axis=0)).var(axis=1)
     assert power[members].mean() / power[~members].mean() == pytest.approx(1.0, abs=0.12)
+
+
+def test_artifact_class_coupling_adds_blinks_to_the_classes_trials_and_changes_nothing_else(generated, tmp_path):
+    """data.synthetic.artifact_class_coupling 4: the only difference from the default recordings
+    (coupling 0, the same seed) is on the frontal blink channels, inside the trials of the
+    classes that blink (sadness most; never happiness or calmness), and it is blink-sized."""
+    from pipeline.data.synthetic import BLINK_WEIGHTS, CLASS_BLINK_RATE
+
+    coupled = tmp_path / "coupled"
+    generate(coupled, SyntheticParams(**{**TINY.__dict__, "artifact_class_coupling": 4.0}))
+    manifest = pd.read_csv(generated / "manifest.csv")
+    frontal = [CHANNELS.index(c) for c in BLINK_WEIGHTS]
+    added = {label: 0.0 for label in CLASSES}
+    for subject in SUBJECTS:
+        diff = read_eeg(coupled / f"{subject}_eeg.fif").get_data() - read_eeg(generated / f"{subject}_eeg.fif").get_data()
+        assert np.abs(np.delete(diff, frontal, axis=0)).max() == 0.0
+        inside = np.zeros(diff.shape[1], bool)
+        for _, trial in manifest[manifest["subject"] == subject].iterrows():
+            start = int(round(trial["eeg_onset"] * TINY.eeg_sfreq))
+            window = slice(start, start + int(round(trial["eeg_duration"] * TINY.eeg_sfreq)))
+            inside[window] = True
+            added[trial["label"]] += np.abs(diff[:, window]).max()
+        assert np.abs(diff[:, ~inside]).max() == 0.0
+    assert added["happiness"] == added["calmness"] == 0.0 and CLASS_BLINK_RATE["sadness"] == max(CLASS_BLINK_RATE.values())
+    assert added["sadness"] / len(SUBJECTS) > 50e-6  # blinks of 80-150 uV

@@ -8,10 +8,11 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.features.eeg import cut_epochs, eeg_features, preprocess
-from pipeline.params import ComputeParams, EEGParams
+from pipeline.params import ArtifactParams, ComputeParams, EEGParams
 
+NO_CLEANING = ArtifactParams(ica=False, ica_method="infomax", ica_components=15, seed=0, iclabel_reject={})
 P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0,
-              channels=None, read_kwargs={}, drop_channels=(), montage=None)
+              channels=None, read_kwargs={}, drop_channels=(), montage=None, artifacts=NO_CLEANING)
 NATIVE = 512.0
 SECONDS = 20.0
 # Channel amplitude patterns (uV) that sum to zero: the average reference leaves them alone,
@@ -53,7 +54,7 @@ def test_preprocess_removes_line_noise_keeps_alpha():
 def test_notch_alone_removes_line_noise(notch):
     """With the low-pass above 50 Hz only the notch can remove the line noise."""
     p = EEGParams(l_freq=1.0, h_freq=70.0, notch=notch, sfreq=256.0, reference="none", epoch_seconds=2.0,
-                  channels=None, read_kwargs={}, drop_channels=(), montage=None)
+                  channels=None, read_kwargs={}, drop_channels=(), montage=None, artifacts=NO_CLEANING)
     x = preprocess(_raw(), p).get_data(units="uV")[:, 512:-512]
     line = _amplitude(x, p.sfreq, 50.0)
     if notch is None:
@@ -73,7 +74,7 @@ def test_preprocess_average_reference():
 
 def test_preprocess_without_notch_or_reference_keeps_common_signal():
     p = EEGParams(l_freq=1.0, h_freq=40.0, notch=None, sfreq=128.0, reference="none", epoch_seconds=2.0,
-                  channels=None, read_kwargs={}, drop_channels=(), montage=None)
+                  channels=None, read_kwargs={}, drop_channels=(), montage=None, artifacts=NO_CLEANING)
     raw = _raw()
     raw._data += 40e-6 * np.sin(2 * np.pi * 7.0 * raw.times)
     x = preprocess(raw, p).get_data(units="uV")[:, 256:-256]
@@ -127,7 +128,7 @@ def test_eeg_features_from_a_manifest(tmp_path):
     trials = pd.DataFrame({"eeg_path": [a, b, a, b],
                            "eeg_onset": [1.0, 3.0, 10.0, 8.0],
                            "eeg_duration": [2.0] * 4})
-    out, channels = eeg_features(trials, P)
+    out, channels, _ = eeg_features(trials, P)
     assert out.shape == (4, 4, 256) and out.dtype == np.float32
     assert channels == ["C3", "C4", "P3", "P4"]
     # rows come back in manifest order, each cut from its own (preprocessed) recording
@@ -150,8 +151,8 @@ def test_eeg_features_channel_mismatch(tmp_path):
 
 def test_eeg_epoch_is_the_centre_of_a_longer_window(tmp_path):
     a = _save(_raw(seed=1), tmp_path / "a_raw.fif")
-    centred, _ = eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [2.0], "eeg_duration": [6.0]}), P)
-    exact, _ = eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [4.0], "eeg_duration": [2.0]}), P)
+    centred = eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [2.0], "eeg_duration": [6.0]}), P)[0]
+    exact = eeg_features(pd.DataFrame({"eeg_path": [a], "eeg_onset": [4.0], "eeg_duration": [2.0]}), P)[0]
     np.testing.assert_array_equal(centred, exact)
 
 

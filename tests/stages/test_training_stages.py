@@ -23,7 +23,7 @@ CLASSES = ["a", "b", "c"]
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch, params):
-    """A project folder with the manifest, classes, features and ingest report of 6 subjects x
+    """A project folder with the manifest, classes, features, ingest and artifacts reports of 6 subjects x
     9 trials; eeg and topo carry the class, mel and acoustic (eGeMAPS' 88 columns) do not."""
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
@@ -36,6 +36,7 @@ def workdir(tmp_path, monkeypatch, params):
     io.write_json(io.TASKS, {})
     io.write_json(io.INGEST_REPORT, {"trials_kept": len(labels), "trials_dropped": 0, "problems": 0,
                                      "subjects_kept": SUBJECTS, "subjects_dropped": []})
+    io.write_json(io.ARTIFACTS_REPORT, {"ica": False})  # what the features_eeg stage writes without cleaning
     eeg = rng.standard_normal((len(labels), 4, 64)).astype(np.float32)
     eeg[:, 0] *= (1 + labels)[:, None]
     topo = (rng.standard_normal((len(labels), 2, 8, 8)) + labels[:, None, None, None]).astype(np.float32)
