@@ -60,6 +60,9 @@ def data_params(params: Params, data: Path, classes: list[str], work: Path) -> P
         raise PipelineError(f"predict: {data}: neither a manifest CSV nor a BIDS root (no dataset_description.json)")
     bids = params.data.bids  # events other than the model's classes are no trials, unless the model says which are
     bids = bids if bids.labels is not None else bids.model_copy(update={"labels": tuple(classes)})
+    montage = params.eeg.montage  # a montage file relative to the project, read from inside `work`
+    if montage is not None and Path(montage).is_file():
+        params = params.model_copy(update={"eeg": params.eeg.model_copy(update={"montage": str(Path(montage).resolve())})})
     return params.model_copy(update={"data": params.data.model_copy(update={
         **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}, "on_error": "fail",
         "bids": bids})})
@@ -131,7 +134,6 @@ def data_features(p: Params, views: list[str], work: Path,
             where = f" among its events' {p.data.bids.label_column} values" if p.data.source == "bids" else ""
             raise PipelineError(f"predict: {p.data.root}: no trial of the model's classes "
                                 f"({', '.join(p.data.classes)}){where}")
-        bring_recordings(table["eeg_path"], p, seen)
         labelled = (table["label"] != "").to_numpy()
         table.loc[~labelled, "label"] = p.data.classes[0]
         audio = (table["audio_path"] != "").to_numpy()
@@ -140,6 +142,7 @@ def data_features(p: Params, views: list[str], work: Path,
         checked = [check_trials(table[rows].assign(order=np.flatnonzero(rows)), p, bad)[0] for rows in (audio, ~audio)
                    if rows.any()]
         trials = pd.concat(checked).sort_values("order")[list(COLUMNS)].reset_index(drop=True)
+        bring_recordings(trials["eeg_path"], p, seen)
     x = {}
     for view in ["eeg", *(m for m in views if m != "eeg")]:  # topo reads the EEG features
         if not MODALITIES[view].needs_audio:
@@ -222,8 +225,10 @@ def final_model(rev: str | None, params_path: str) -> Model:
         fused = load_fusion(bytes_io.BytesIO(read("fusion.pt", "rb")))
         stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
     current = read_params_yaml(params_path)
-    if "artifacts" not in meta["params"]["eeg"]:  # saved before artifact cleaning existed: it had none
-        meta["params"]["eeg"]["artifacts"] = {**current["eeg"]["artifacts"], "ica": False}
+    # keys the model was saved without that must not take this project's values: it had no
+    # dropped channels, no montage and no artifact cleaning
+    for key, value in {"drop_channels": [], "montage": None, "artifacts": {**current["eeg"]["artifacts"], "ica": False}}.items():
+        meta["params"]["eeg"].setdefault(key, value)
     saved, newer = fill_missing(meta["params"], current)
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "

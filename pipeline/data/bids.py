@@ -64,14 +64,13 @@ def has_tags(value: str, label: str) -> bool:
 
 def class_of(value: str, p: BIDSParams) -> tuple[str | None, str | None]:
     """The class of event `value` (None: no trial) and why it is bad input (None: it is not).
-    Blank, 'n/a', the end marker and BAD/EDGE annotations are no trials; with `labels` the class
-    is the one label whose tags the value has (two: bad input naming both), without them the
-    value itself."""
-    if value in ("", "n/a") or value.upper().startswith(("BAD", "EDGE")) or \
-            (p.end_marker is not None and has_tags(value, p.end_marker)):
+    Blank, 'n/a' and the end marker are no trials; with `labels` the class is the one label whose
+    tags the value has (two: bad input naming both), without them the value itself unless it is
+    a BAD/EDGE annotation (a label listed by name, such as a valence class 'bad', still counts)."""
+    if value in ("", "n/a") or (p.end_marker is not None and has_tags(value, p.end_marker)):
         return None, None
     if p.labels is None:
-        return value, None
+        return (None if value.upper().startswith(("BAD", "EDGE")) else value), None
     matched = [label for label in p.labels if has_tags(value, label)]
     if len(matched) > 1:
         return None, f"value {value!r} has the tags of {' and '.join(map(repr, matched))} (data.bids.labels): which class?"

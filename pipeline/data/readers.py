@@ -100,17 +100,21 @@ def select_channels(raw: mne.io.BaseRaw, path, channels=None, drop_channels=(), 
     channels left (channels.tsv status or the file's own `info['bads']`) must have positions, as
     `read_eeg` interpolates them. Returns the channels dropped."""
     dropped = [c for c in drop_channels if c in raw.ch_names]
+    if len(raw.ch_names) - len(dropped) < 2:
+        raise PipelineError(f"{path}: eeg.drop_channels leaves {len(raw.ch_names) - len(dropped)} EEG channel(s) "
+                            "of this recording; at least 2 are needed")
     raw.drop_channels(dropped)
     if montage is not None:
-        raw.set_montage(load_montage(montage).copy(), match_case=False, on_missing="ignore")
+        try:
+            raw.set_montage(load_montage(montage).copy(), match_case=False, on_missing="ignore")
+        except ValueError as exc:  # e.g. two channels whose names differ only in case
+            raise PipelineError(f"{path}: eeg.montage {montage!r} cannot be set ({_first_line(exc)})") from None
     if channels:
         missing = [c for c in channels if c not in raw.ch_names]
         if missing:
             raise PipelineError(f"{path}: lacks eeg.channels {', '.join(missing)} "
                                 f"(it has {', '.join(raw.ch_names[:8])}{', ...' if len(raw.ch_names) > 8 else ''})")
         raw.pick(list(channels)).reorder_channels(list(channels))
-    if len(raw.ch_names) < 2:
-        raise PipelineError(f"{path}: {len(raw.ch_names)} EEG channel(s) left after eeg.drop_channels; at least 2 are needed")
     bads = list(raw.info["bads"])
     placed = positioned(raw)
     unplaced = [c for c in bads if c not in placed]

@@ -156,6 +156,8 @@ def blink_topography(raw: mne.io.BaseRaw, eog_channel: str) -> np.ndarray:
     """The recording's own blinks' spatial pattern, (n_channels,), scaled to 1 at `eog_channel`:
     the 1-10 Hz signal at each blink's peak (mne.preprocessing.find_eog_events), averaged."""
     peaks = mne.preprocessing.find_eog_events(raw, ch_name=eog_channel, verbose="error")[:, 0] - raw.first_samp
+    if len(peaks) == 0:
+        raise ValueError(f"no blinks found on {eog_channel}: no blink topography to copy")
     x = raw.copy().filter(1.0, 10.0, verbose="error").get_data()[:, peaks].mean(axis=1)
     return x / x[raw.ch_names.index(eog_channel)]
 
@@ -175,6 +177,8 @@ def write_artifact_study(out_dir: Path, eeg_file: Path, montage_file: Path, eog_
     rng = np.random.default_rng(seed)
     raw = mne.io.read_raw(eeg_file, preload=True, verbose="error")
     montage = mne.channels.read_custom_montage(montage_file)
+    if len(montage.ch_names) != len(raw.ch_names):
+        raise ValueError(f"{montage_file}: {len(montage.ch_names)} positions for {len(raw.ch_names)} channels")
     raw.rename_channels(dict(zip(raw.ch_names, montage.ch_names)))
     raw.set_montage(montage)
     pattern = blink_topography(raw, eog_channel)

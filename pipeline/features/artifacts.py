@@ -5,7 +5,7 @@ ICA is fitted per recording on a copy high-passed at 1 Hz (and low-passed at 100
 sampling rate allows) and average-referenced, as ICLabel was trained, and applied to the data the
 EEG stage epochs. Blinks, eye movements and muscle activity often follow the class (sad trials
 blink more, angry speech carries jaw EMG), so an EEG branch can learn them: cleaning takes that
-away, and reports/artifacts/ says what was removed.
+away, and reports/artifacts.json says what was removed.
 """
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ ICLABEL_CLASSES = ("brain", "muscle artifact", "eye blink", "heart beat", "line 
 def fit_ica(raw: mne.io.BaseRaw, p: ArtifactParams, path) -> tuple[mne.preprocessing.ICA, list[dict]]:
     """ICA of `raw` (not changed) and ICLabel's verdict on each component: [{"component",
     "label" (ICLabel's most probable class), "p" (its probability), "removed" (a class of
-    `p.iclabel_reject` above its threshold)}]. Needs every channel's position (ICLabel reads
+    `p.iclabel_reject` above its threshold), "removed_as" (that class, the most probable one if
+    several; None)}]. A count of components is capped at the data's rank (the average reference
+    and interpolated channels lower it). Needs every channel's position (ICLabel reads
     topographies): PipelineError naming the file and the keys that give them otherwise."""
     from mne_icalabel.iclabel import iclabel_label_components
 
@@ -35,7 +37,13 @@ def fit_ica(raw: mne.io.BaseRaw, p: ArtifactParams, path) -> tuple[mne.preproces
                             "none: give them with eeg.montage, or leave them out with eeg.drop_channels")
     copy = raw.copy().filter(1.0, 100.0 if raw.info["sfreq"] / 2 > 100.0 else None, verbose="error")
     copy.set_eeg_reference("average", projection=False, verbose="error")
-    ica = mne.preprocessing.ICA(n_components=p.n_components, method=p.ica_method, random_state=p.seed,
+    n_components = p.n_components
+    if isinstance(n_components, int):
+        # exact dependencies sit near 1e-14 of the largest singular value, real ones above 1e-3:
+        # MNE's default tolerance counted one of them as rank here
+        rank = mne.compute_rank(copy, rank=None, tol=1e-6, tol_kind="relative", verbose="error")["eeg"]
+        n_components = min(n_components, rank)
+    ica = mne.preprocessing.ICA(n_components=n_components, method=p.ica_method, random_state=p.seed,
                                 fit_params={"extended": True} if p.ica_method == "infomax" else None,
                                 max_iter="auto")
     ica.fit(copy, verbose="error")
@@ -44,9 +52,11 @@ def fit_ica(raw: mne.io.BaseRaw, p: ArtifactParams, path) -> tuple[mne.preproces
         probs = iclabel_label_components(copy, ica)  # (n_components, 7), ICLABEL_CLASSES' order
     components = []
     for k, row in enumerate(probs):
-        label = ICLABEL_CLASSES[int(np.argmax(row))]
-        removed = any(row[ICLABEL_CLASSES.index(c)] > threshold for c, threshold in p.iclabel_reject.items())
-        components.append({"component": k, "label": label, "p": round(float(row.max()), 4), "removed": removed})
+        above = {c: row[ICLABEL_CLASSES.index(c)] for c, threshold in p.iclabel_reject.items()
+                 if row[ICLABEL_CLASSES.index(c)] > threshold}
+        components.append({"component": k, "label": ICLABEL_CLASSES[int(np.argmax(row))],
+                           "p": round(float(row.max()), 4), "removed": bool(above),
+                           "removed_as": max(above, key=above.get) if above else None})
     return ica, components
 
 

@@ -73,6 +73,8 @@ def matched_filters(p: EEGParams, sfreq: float, seen: list[dict] | None, path) -
                             f"the model saw EEG up to {widest['top']:g} Hz ({_describe(widest)}): it cannot be "
                             "brought to that; record at a higher rate, or train a model on such recordings")
     target = max(reachable, key=lambda s: s["top"])
+    if target["top"] >= own["top"]:  # the same band (only the notch differs): no low-pass below its own
+        return target["notch"], own["low_pass"]
     return target["notch"], target["top"]
 
 
@@ -183,7 +185,7 @@ def preprocessing_record(paths, p: EEGParams) -> dict:
 def artifact_report(cleaned: dict[str, dict], p: EEGParams) -> dict:
     """reports/artifacts.json: the settings, per recording each component's ICLabel class and
     probability and whether it was removed, and the count of removed components per class."""
-    removed = Counter(c["label"] for r in cleaned.values() for c in r["components"] if c["removed"])
+    removed = Counter(c["removed_as"] for r in cleaned.values() for c in r["components"] if c["removed"])
     return {"ica": p.artifacts.ica, **({"settings": p.artifacts.model_dump(mode="json"),
                                         "removed_by_label": dict(sorted(removed.items())),
                                         "recordings": {path: r["components"] for path, r in cleaned.items()}}

@@ -213,3 +213,13 @@ def test_a_next_window_that_reaches_the_next_trial_and_two_trials_at_one_onset_a
     skip = BadInput("skip")
     table, _ = BIDSSource().trials(p, skip)
     assert table["eeg_onset"].tolist() == [30.0] and [d["kind"] for d in skip.dropped] == ["same_onset"] * 2
+
+
+def test_bad_and_edge_annotations_are_no_trials_unless_a_label_names_them(params):
+    from pipeline.data.bids import class_of
+
+    p = _params(params, ".")
+    assert [class_of(v, p.data.bids)[0] for v in ("BAD_ACQ_SKIP", "EDGE boundary", "bad blink", "emotion/happy")] == \
+        [None, None, None, "emotion/happy"]
+    labelled = _params(params, ".", labels=["bad", "good"]).data.bids
+    assert [class_of(v, labelled)[0] for v in ("valence/bad", "BAD_ACQ_SKIP", "good")] == ["bad", None, "good"]

@@ -399,6 +399,9 @@ def test_a_bad_channel_without_positions_stops_naming_it_and_the_two_ways_out(tm
         "eeg.montage" in message and "eeg.drop_channels" in message
     raw = read_eeg(path, drop_channels=("F3", "Fz", "Oz_not_there"))  # dropped from every recording
     assert "F3" not in raw.ch_names and "Fz" not in raw.ch_names and len(raw.ch_names) == 30
+    with pytest.raises(PipelineError) as info:
+        read_eeg(path, drop_channels=tuple(raw.ch_names) + ("F3",))
+    assert _one_line(info) == f"{path}: eeg.drop_channels leaves 1 EEG channel(s) of this recording; at least 2 are needed"
     with pytest.raises(PipelineError, match="eeg.montage = 'standard_9999' is not allowed"):
         read_eeg(path, montage="standard_9999")
 
