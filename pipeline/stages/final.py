@@ -62,13 +62,14 @@ def run(params: Params) -> None:
                                                                   run_device(params.train.device, 0))],
                                                       params.compute, "final", "model")
         (out / "fusion.pt").write_bytes(checkpoint)
+        recordings = load_manifest()["eeg_path"]
         for m, s in stats.items():
             io.save_npz(out / f"{m}.npz", **s)
         io.write_json(out / "meta.json", {
             "enabled": True, "views": list(params.fusion.modalities), "classes": trials.classes,
             # what predict reads from new recordings, in this order
-            "eeg_channels": eeg_channels_of(load_manifest()["eeg_path"].iloc[0], params.eeg),
-            "eeg_preprocessing": preprocessing_record(load_manifest()["eeg_path"], params.eeg),
+            "eeg_channels": eeg_channels_of(recordings.iloc[0], params.eeg),
+            "eeg_preprocessing": preprocessing_record(recordings, params.eeg),
             "tasks": trials.task_classes, "seed": params.train.seeds[0],
             "train_subjects": split["train"], "val_subjects": split["val"], "history": history,
             "params": params.to_yaml_mapping()})
