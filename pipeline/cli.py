@@ -54,7 +54,7 @@ def synthesize(params: str = ParamsOption):
 
 @app.command()
 def ingest(params: str = ParamsOption):
-    """Check every trial of the data source -> data/interim/manifest.csv (one row per good trial),
+    """Check every trial of the data source -> data/interim/trials.csv (one row per good trial),
     classes.json and reports/ingest.json (what was dropped and why)."""
     run_stage("ingest", params)
 
@@ -67,7 +67,8 @@ def split(params: str = ParamsOption):
 
 @app.command()
 def features(modality: Modality, params: str = ParamsOption):
-    """Feature arrays of one view -> data/features/<modality>.npy."""
+    """Feature arrays of one view -> data/features/<modality>.npy (eeg: also data/interim/manifest.csv,
+    the trials artifact cleaning keeps, which every other view reads)."""
     run_stage("features", params, modality.value)
 
 

@@ -46,9 +46,10 @@ class Task:
 AS_WRITTEN = {"keep_default_na": False, "na_values": [""]}
 
 
-def load_manifest() -> pd.DataFrame:
-    """The trial table written by ingest (subject and label kept as strings, as written)."""
-    return pd.read_csv(io.MANIFEST, dtype={"subject": str, "label": str}, **AS_WRITTEN)
+def load_manifest(path: Path = io.MANIFEST) -> pd.DataFrame:
+    """The trial table: the manifest (the trials every view keeps, written by features_eeg) or
+    io.TRIALS (every trial ingest checked); subject and label kept as strings, as written."""
+    return pd.read_csv(path, dtype={"subject": str, "label": str}, **AS_WRITTEN)
 
 
 NO_AUDIO = "the data has no audio (no audio_path in the manifest)"

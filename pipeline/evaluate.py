@@ -206,11 +206,19 @@ def trained_sentence(trained: dict, n_folds: int) -> str:
 
 def cleaning_sentence(artifacts: dict) -> str:
     """One line of summary.md on EEG artifact cleaning (reports/artifacts.json)."""
-    if not artifacts["ica"]:
-        return "EEG artifact cleaning: off (`eeg.artifacts.ica: false`): blinks and muscle activity stay in the EEG views."
-    removed = ", ".join(f"{n} {label}" for label, n in artifacts["removed_by_label"].items()) or "none"
-    return (f"EEG artifact cleaning: ICA + ICLabel on each of {len(artifacts['recordings'])} recording(s) removed "
-            f"{removed} component(s) (`reports/artifacts.json`, `reports/figures/removed_components.png`).")
+    if not artifacts["ica"] and not artifacts["autoreject"]:
+        return ("EEG artifact cleaning: off (`eeg.artifacts.ica` and `eeg.artifacts.autoreject` false): blinks and "
+                "muscle activity stay in the EEG views.")
+    done = []
+    if artifacts["ica"]:
+        removed = ", ".join(f"{n} {label}" for label, n in artifacts["removed_by_label"].items()) or "none"
+        done.append(f"ICA + ICLabel on each of {len(artifacts['recordings'])} recording(s) removed {removed} "
+                    "component(s) (`reports/figures/removed_components.png`)")
+    if artifacts["autoreject"]:
+        n = artifacts["trials_by_status"]
+        done.append(f"autoreject repaired {n['repaired']} and dropped {n['dropped']} of {sum(n.values())} trial(s) "
+                    "(dropped trials leave every view)")
+    return f"EEG artifact cleaning: {'; '.join(done)} (`reports/artifacts.json`)."
 
 
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts: dict) -> str:

@@ -20,13 +20,14 @@ FEATURES = Path("data/features")
 MODELS = Path("models")
 REPORTS = Path("reports")
 
-MANIFEST = INTERIM / "manifest.csv"
+TRIALS = INTERIM / "trials.csv"  # every trial ingest checked
+MANIFEST = INTERIM / "manifest.csv"  # the trials every view keeps (features_eeg: those autoreject does not drop)
 CLASSES = INTERIM / "classes.json"
 TASKS = INTERIM / "tasks.json"  # secondary task -> its classes ({}: the primary task alone)
 SPLIT = INTERIM / "split.json"
 INGEST_REPORT = Path("reports/ingest.json")
 MEL_REPORT = Path("reports/mel_clips.json")
-ARTIFACTS_REPORT = Path("reports/artifacts.json")  # what ICA + ICLabel removed (features_eeg)
+ARTIFACTS_REPORT = Path("reports/artifacts.json")  # what ICA + ICLabel and autoreject did (features_eeg)
 
 
 def feature_path(modality: str) -> Path:
@@ -53,7 +54,7 @@ BASELINES_DIR = MODELS / "baselines"
 FIGURES = REPORTS / "figures"
 PREDICTIONS = REPORTS / "predictions.csv"
 COST = REPORTS / "cost.json"  # what the fusion method cost (fuse), for `dvc exp show`; outside dvc.lock
-EEG_COST = REPORTS / "eeg_cost.json"  # ICA's seconds per recording (features_eeg, ICA on); outside dvc.lock
+EEG_COST = REPORTS / "eeg_cost.json"  # cleaning's seconds per recording (features_eeg); outside dvc.lock
 
 
 def live_dir(stage: str) -> Path:

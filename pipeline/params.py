@@ -163,13 +163,20 @@ ICA_METHODS = ("infomax", "picard", "fastica")  # infomax: extended infomax, as 
 
 
 class ArtifactParams(Section):
-    """eeg.artifacts: ICA per recording with ICLabel's component labels (pipeline/features/artifacts.py)."""
+    """eeg.artifacts: ICA per recording with ICLabel's component labels, and autoreject (local) over
+    each recording's trials (pipeline/features/artifacts.py)."""
 
     ica: StrictBool
     ica_method: Literal[ICA_METHODS]
     ica_components: StrictFloat = allowed("a count >= 2, or a share of variance between 0 and 1", gt=0)
-    seed: StrictInt  # ICA's random_state
+    seed: StrictInt  # ICA's and autoreject's random_state
     iclabel_reject: dict[StrictStr, Annotated[StrictFloat, allowed("a probability in [0, 1)", ge=0.0, lt=1.0)]]
+    autoreject: StrictBool  # per trial: bad channels interpolated, or the trial dropped (it leaves the manifest)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any cleaning runs."""
+        return self.ica or self.autoreject
 
     @model_validator(mode="after")
     def _rules(self):

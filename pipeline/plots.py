@@ -160,11 +160,12 @@ def plot_removed_components(path: Path, cleaned: dict[str, dict]) -> None:
     MAX_COMPONENT_PANELS); a note where ICA is off or removed nothing."""
     import mne
 
-    panels = [(Path(rec).name, c, r["topographies"][:, i], r["info"]) for rec, r in cleaned.items()
+    with_ica = {rec: r for rec, r in cleaned.items() if r["components"] is not None}
+    panels = [(Path(rec).name, c, r["topographies"][:, i], r["info"]) for rec, r in with_ica.items()
               for i, c in enumerate(c for c in r["components"] if c["removed"])][:MAX_COMPONENT_PANELS]
     if not panels:
         fig, ax = plt.subplots(figsize=(4, 1.5))
-        ax.text(0.5, 0.5, "ICA off (eeg.artifacts.ica false)" if not cleaned else "ICA removed no component",
+        ax.text(0.5, 0.5, "ICA off (eeg.artifacts.ica false)" if not with_ica else "ICA removed no component",
                 ha="center", va="center")
         ax.set_axis_off()
         _save(fig, path)

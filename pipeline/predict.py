@@ -98,9 +98,9 @@ def data_features(p: Params, views: list[str], work: Path,
     the source and ingest's checks of every trial (not its checks of the whole set: one class or
     none is fine here), then the feature stages' own bodies, inside `work` (a speech view's on the
     trials with audio, in a folder of their own; the EEG brought to the model's preprocessing,
-    `seen`, and cleaned as the model's was: ICA per recording with the model's eeg.artifacts), and
-    per recording what cleaning removed. An unlabelled trial carries the first class through the
-    stages (the topology view's example figure reads labels)."""
+    `seen`, and cleaned as the model's was: ICA and autoreject per recording with the model's
+    eeg.artifacts), and per recording what cleaning found (`eeg_features`). An unlabelled trial
+    carries the first class through the stages (the topology view's example figure reads labels)."""
     from pipeline.data.ingest import check_trials
     from pipeline.data.manifest import COLUMNS, BadInput
     from pipeline.data.sources import SOURCES
@@ -226,9 +226,10 @@ def final_model(rev: str | None, params_path: str) -> Model:
         stats = {m: dict(np.load(bytes_io.BytesIO(read(f"{m}.npz", "rb")))) for m in meta["views"]}
     current = read_params_yaml(params_path)
     # keys the model was saved without that must not take this project's values: it had no
-    # dropped channels, no montage and no artifact cleaning
+    # dropped channels, no montage and no artifact cleaning (no ICA, or ICA without autoreject)
     for key, value in {"drop_channels": [], "montage": None, "artifacts": {**current["eeg"]["artifacts"], "ica": False}}.items():
         meta["params"]["eeg"].setdefault(key, value)
+    meta["params"]["eeg"]["artifacts"].setdefault("autoreject", False)
     saved, newer = fill_missing(meta["params"], current)
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
@@ -266,10 +267,12 @@ def out_of_range(normalized: dict[str, np.ndarray], present: dict[str, np.ndarra
 
 def predict(data: str, out: str, model: str, params_path: str = "params.yaml", rev: str | None = None) -> str:
     """Label DATA's trials with `model` ("final" or fold<k>_seed<s>); writes `out` (one row a trial:
-    subject, trial, label (blank where DATA has none), predicted, p_<class>, filled, out_of_range)
+    subject, trial, label (blank where DATA has none), predicted, p_<class>, filled, out_of_range,
+    dropped ("autoreject" where the model's cleaning drops the trial: no prediction))
     and returns what to print (with labels, the accuracy and its interval)."""
     import torch
 
+    from pipeline.features.eeg import artifact_report, cleaning_said, dropped_trials
     from pipeline.fusion_training import output_temperature
     from pipeline.normalize import apply_normalizer
     from pipeline.stats import bootstrap_ci
@@ -300,11 +303,15 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
     filled = [m for m in views if not present[m].all()]
     probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))
     probs = probs[:, :len(classes)]
+    dropped = dropped_trials(len(table), cleaned)  # autoreject's, as in training: no label for them
+    probs[dropped] = np.nan
     rows = pd.DataFrame({"subject": table["subject"], "trial": np.arange(len(table)),
-                         "label": table["label"].where(labelled, ""), "predicted": np.asarray(classes)[probs.argmax(1)]})
+                         "label": table["label"].where(labelled, ""),
+                         "predicted": np.where(dropped, "", np.asarray(classes)[probs.argmax(1)])})
     rows = rows.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in classes]))
     rows["filled"] = [";".join(m for m in views if not present[m][k]) for k in range(len(table))]
     rows["out_of_range"] = [";".join(m for m in outside if outside[m][k]) for k in range(len(table))]
+    rows["dropped"] = np.where(dropped, "autoreject", "")
     io.save_csv(out, rows)
     if (flagged := rows["out_of_range"] != "").any():
         warn(f"predict: {int(flagged.sum())} of {len(rows)} trials lie far outside the model's training range in "
@@ -313,15 +320,16 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
              "are not to be trusted")
     said = f"predict: {len(rows)} trials of {rows['subject'].nunique()} subject(s) -> {out} (model {model}" + \
         (f" at {rev}" if rev else "") + ")"
-    if labelled.any():  # accuracy over the labelled trials, subject by subject
-        scored = rows[labelled]
+    scored = labelled & ~dropped
+    if scored.any():  # accuracy over the labelled trials, subject by subject
+        scored = rows[scored]
         right = (scored["label"] == scored["predicted"]).groupby(scored["subject"]).mean()
         ci = bootstrap_ci(right.to_list(), p.split.seed)
         said += (f"; accuracy {right.mean():.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-                 + f" over the {int(labelled.sum())} labelled trials (mean over subjects, 95% bootstrap interval)")
+                 + f" over the {len(scored)} labelled trials (mean over subjects, 95% bootstrap interval)")
     if cleaned:  # the model's own cleaning, per new recording
-        said += (f"; EEG cleaned as the model's (eeg.artifacts): ICA removed "
-                 f"{sum(c['removed'] for r in cleaned.values() for c in r['components'])} component(s) of "
-                 f"{len(cleaned)} recording(s)")
+        said += f"; EEG cleaned as the model's (eeg.artifacts): {cleaning_said(artifact_report(table, cleaned, p.eeg))}"
+        if dropped.any():
+            said += f" (those trials are not labelled: predicted blank, dropped 'autoreject' in {out})"
     return said + (f"; views filled with the model's train mean: " + ", ".join(
         f"{m} ({int((~present[m]).sum())} trials)" for m in filled) if filled else "")

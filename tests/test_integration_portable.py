@@ -43,16 +43,19 @@ def test_every_output_is_byte_identical_on_a_second_machine(tmp_path_factory, tm
     assert (second / "reports" / "metrics.json").read_bytes() == (project / "reports" / "metrics.json").read_bytes()
 
 
-def test_ica_cleaning_is_byte_identical_on_a_second_machine(tmp_path_factory, tmp_path):
-    """eeg.artifacts.ica on the shared tiny project's recordings: the EEG features and the
-    ICLabel report of this machine and of the simulated second one are the same bytes."""
+def test_artifact_cleaning_is_byte_identical_on_a_second_machine(tmp_path_factory, tmp_path):
+    """eeg.artifacts.ica and autoreject on the shared tiny project's recordings: the EEG features,
+    the manifest of the trials kept and the report (ICLabel's labels, autoreject's verdicts) of
+    this machine and of the simulated second one are the same bytes."""
     from dvc_project import set_params
 
     outputs = {}
     for name, env in (("here", ENV), ("second", {**ENV, **SECOND_MACHINE})):
         project = copy_project(built_project(tmp_path_factory), tmp_path / name)
-        set_params(project, {"eeg": {"artifacts": {"ica": True}}})
+        set_params(project, {"eeg": {"artifacts": {"ica": True, "autoreject": True}}})
         run_stages(project, env, [["python", "-m", "pipeline", "features", "eeg"]])
-        outputs[name] = [(project / path).read_bytes() for path in ("data/features/eeg.npy", "reports/artifacts.json")]
-        assert json.loads(outputs[name][1])["ica"] is True
+        outputs[name] = [(project / path).read_bytes() for path in
+                         ("data/features/eeg.npy", "data/interim/manifest.csv", "reports/artifacts.json")]
+        report = json.loads(outputs[name][2])
+        assert report["ica"] is True and sum(report["trials_by_status"].values()) == 40
     assert outputs["here"] == outputs["second"]

@@ -22,8 +22,9 @@ from dvc_project import ROOT, TINY, cli, merge
 pytestmark = pytest.mark.slow  # seconds each, not minutes; kept with the end-to-end tests
 
 VIEWS = ("eeg", "mel", "topo", "acoustic")
-STAGES = [("ingest",), ("split",), *[(stage, m) for stage in ("features", "normalize") for m in VIEWS],
-          ("baselines",), *[("pretrain", m) for m in VIEWS], ("fuse",), ("distill",), ("evaluate",)]
+# in dvc.yaml's order: features eeg writes the manifest split and the other views read
+STAGES = [("ingest",), ("features", "eeg"), ("split",), *[("features", m) for m in VIEWS[1:]],
+          *[("normalize", m) for m in VIEWS], ("baselines",), *[("pretrain", m) for m in VIEWS], ("fuse",), ("distill",), ("evaluate",)]
 
 
 def _tiny_params(override: dict) -> dict:
@@ -229,7 +230,7 @@ def test_an_eeg_view_that_learned_blinks_falls_to_chance_with_ica(tmp_path, monk
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["branches"]["eeg"]["test"]["acc"] >= 0.8, metrics["branches"]["eeg"]["test"]
     assert metrics["baselines"]["eeg_band_power"]["test"]["acc"] >= 0.8
-    assert json.loads((tmp_path / "reports" / "artifacts.json").read_text()) == {"ica": False}
+    assert json.loads((tmp_path / "reports" / "artifacts.json").read_text()) == {"ica": False, "autoreject": False}
     assert "EEG artifact cleaning: off" in (tmp_path / "reports" / "summary.md").read_text()
 
     raw["eeg"]["artifacts"]["ica"] = True
@@ -254,3 +255,58 @@ def test_an_eeg_view_that_learned_blinks_falls_to_chance_with_ica(tmp_path, monk
     manifest[manifest["subject"] == "sub-01"].to_csv(tmp_path / "new.csv", index=False)
     said = cli(["predict", str(tmp_path / "new.csv"), "--out", str(tmp_path / "labelled.csv")], tmp_path).output
     assert "EEG cleaned as the model's (eeg.artifacts): ICA removed" in said and "of 1 recording(s)" in said, said
+
+
+def test_a_trial_autoreject_drops_leaves_every_view_and_predict_labels_it_not(tmp_path, monkeypatch, realdata):
+    """A trial of the real-recording study ruined on every channel (800 uV) is dropped by
+    eeg.artifacts.autoreject: it stays in ingest's table, leaves the manifest, so every view's
+    array, the folds and the evaluated predictions hold the same trials; reports/artifacts.json
+    and summary.md say so; the final model records the cleaning and predict, cleaning a new
+    recording as the model's were, leaves that trial unlabelled."""
+    import mne
+    import pandas as pd
+
+    from pipeline.data.studies import write_artifact_study
+
+    study = tmp_path / "data" / "study"
+    write_artifact_study(study, realdata / "eeg" / "test_raw.set", realdata / "eeg" / "test_chans.locs",
+                         n_subjects=4, trials_per_class=8)
+    trials = pd.read_csv(study / "manifest.csv")
+    ruined = trials.index[trials["subject"] == "sub-01"][3]
+    raw = mne.io.read_raw(study / "sub-01_eeg.fif", preload=True, verbose="error")
+    start = int(trials.loc[ruined, "eeg_onset"] * raw.info["sfreq"])
+    n = int(trials.loc[ruined, "eeg_duration"] * raw.info["sfreq"])
+    across = (-1.0) ** np.arange(len(raw.ch_names))[:, None]  # mean 0 over channels: the average reference keeps it
+    raw._data[:, start:start + n] += 800e-6 * across * np.sin(2 * np.pi * 3 * np.arange(n) / raw.info["sfreq"])
+    raw.save(study / "sub-01_eeg.fif", overwrite=True, verbose="error")
+    params = _tiny_params({"data": {"source": "manifest", "root": "data/study"}, "split": {"scheme": "loso", "val_subjects": 1},
+                           "eeg": {"epoch_seconds": 2.0, "artifacts": {"autoreject": True}},
+                           "fusion": {"modalities": ["eeg", "topo"]}})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))  # predict's
+    _run_stages(params, [s for s in STAGES if s[-1] not in ("mel", "acoustic")] + [("final",)])
+
+    report = json.loads((tmp_path / "reports" / "artifacts.json").read_text())
+    verdicts = next(v for path, v in report["trials"].items() if path.endswith("sub-01_eeg.fif"))
+    assert verdicts[3]["status"] == "dropped" and verdicts[3]["onset"] == trials.loc[ruined, "eeg_onset"]
+    dropped = report["trials_by_status"]["dropped"]
+    assert sum(report["trials_by_status"].values()) == len(trials) == len(pd.read_csv(tmp_path / "data" / "interim" / "trials.csv"))
+    manifest = pd.read_csv(tmp_path / "data" / "interim" / "manifest.csv")
+    assert len(manifest) == len(trials) - dropped and trials.loc[ruined, "eeg_onset"] not in \
+        manifest.loc[manifest["subject"] == "sub-01", "eeg_onset"].to_list()
+    for view in ("eeg", "topo"):
+        assert len(np.load(tmp_path / "data" / "features" / f"{view}.npy")) == len(manifest)
+    folds = json.loads((tmp_path / "data" / "interim" / "split.json").read_text())["folds"]
+    assert sorted(s for f in folds for s in f["test"]) == sorted(manifest["subject"].unique())
+    assert len(pd.read_csv(tmp_path / "reports" / "predictions.csv").query("model == 'fusion'")
+               .drop_duplicates(["fold", "seed", "trial"])) == len(manifest)
+    assert re.search(rf"autoreject repaired \d+ and dropped {dropped} of {len(trials)} trial", (tmp_path / "reports" / "summary.md").read_text())
+    assert json.loads((tmp_path / "models" / "final" / "meta.json").read_text())["eeg_preprocessing"]["artifacts"]["autoreject"]
+
+    new = trials[trials["subject"] == "sub-01"].assign(eeg_path=str(study / "sub-01_eeg.fif"))
+    new.to_csv(tmp_path / "new.csv", index=False)
+    said = cli(["predict", str(tmp_path / "new.csv"), "--out", str(tmp_path / "labelled.csv")], tmp_path).output
+    assert "EEG cleaned as the model's (eeg.artifacts): autoreject repaired" in said, said
+    rows = pd.read_csv(tmp_path / "labelled.csv", keep_default_na=False)
+    assert rows.loc[3, "dropped"] == "autoreject" and rows.loc[3, "predicted"] == ""
+    assert (rows.loc[rows["dropped"] == "", "predicted"] != "").all()

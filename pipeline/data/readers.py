@@ -85,8 +85,8 @@ class UnplacedBadChannels(PipelineError):
     """Bad channels that cannot be interpolated (no positions): a fix of params, not of a trial."""
 
 
-def positioned(raw: mne.io.BaseRaw) -> set[str]:
-    """The channels of `raw` with a position (from the file, electrodes.tsv or eeg.montage)."""
+def positioned(raw: mne.io.BaseRaw | mne.BaseEpochs) -> set[str]:
+    """The channels of `raw` (or epochs) with a position (from the file, electrodes.tsv or eeg.montage)."""
     montage = raw.get_montage()
     if montage is None:
         return set()

@@ -13,7 +13,7 @@ from pipeline import io
 from pipeline.data.readers import eeg_reading, open_eeg, read_eeg
 from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
-from pipeline.features.artifacts import fit_ica, remove_components, removed_topographies
+from pipeline.features.artifacts import fit_ica, remove_components, removed_topographies, repair_epochs
 from pipeline.parallel import LOCAL, stream_files
 from pipeline.params import ComputeParams, EEGParams, Params
 
@@ -96,10 +96,10 @@ def preprocess(raw: mne.io.BaseRaw, p: EEGParams, path="recording", seen: list[d
     return raw
 
 
-def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.ndarray:
-    """The centre `p.epoch_seconds` of each trial window [onset, onset + duration) s (no
-    durations: windows of exactly `p.epoch_seconds`), shape (n, n_channels, n_times), in uV.
-    Windows may come in any order and may repeat (two trials sharing one EEG window)."""
+def trial_windows(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> tuple[mne.Epochs, np.ndarray]:
+    """The distinct windows of `p.epoch_seconds` at the centre of each trial window [onset,
+    onset + duration) s (no durations: windows of exactly `p.epoch_seconds`) as epochs, and for
+    each trial the index of its window (trials may come in any order and two may share one)."""
     sfreq = raw.info["sfreq"]
     starts = np.asarray(onsets, dtype=float)
     if durations is not None:
@@ -112,31 +112,47 @@ def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.
     if len(epochs) != len(samples):
         raise PipelineError(f"{raw.filenames[0]}: {len(samples) - len(epochs)} trial window(s) of "
                             f"{p.epoch_seconds} s do not fit in the recording")
+    return epochs, trial_of
+
+
+def cut_epochs(raw: mne.io.BaseRaw, onsets, p: EEGParams, durations=None) -> np.ndarray:
+    """Each trial's window (`trial_windows`), shape (n, n_channels, n_times), in uV."""
+    epochs, trial_of = trial_windows(raw, onsets, p, durations)
     return epochs.get_data(units="uV").astype(np.float32)[trial_of]
 
 
 def recording_epochs(path: str, onsets, durations, p: EEGParams,
                      seen: list[dict] | None = None) -> tuple[np.ndarray, list[str], list[str], dict | None]:
     """Read, clean (eeg.artifacts), preprocess and epoch one recording: (epochs, channel names,
-    warnings, what cleaning found: {"components", "topographies", "info", "seconds"} or None)."""
+    warnings, what cleaning found or None without it: {"components" (ICA's, None without it),
+    "topographies", "info", "ica_seconds", "trials" (autoreject's verdict on each trial, None
+    without it), "autoreject_seconds"}). A trial autoreject drops keeps its unrepaired epoch."""
     raw = read_eeg(path, **eeg_reading(p))
     notes = adapt_filters(p, raw.info["sfreq"], path)[2] if seen is None else []
-    cleaning = None
+    cleaning = {"components": None, "topographies": None, "info": raw.info, "ica_seconds": None,
+                "trials": None, "autoreject_seconds": None} if p.artifacts.enabled else None
     if p.artifacts.ica:
         start = time.perf_counter()
         ica, components = fit_ica(raw, p.artifacts, path)
-        cleaning = {"components": components, "topographies": removed_topographies(ica, components),
-                    "info": raw.info, "seconds": time.perf_counter() - start}
+        cleaning.update(components=components, topographies=removed_topographies(ica, components),
+                        ica_seconds=time.perf_counter() - start)
     preprocess(raw, p, path, seen)
-    if cleaning is not None:
+    if p.artifacts.ica:
         remove_components(raw, ica, cleaning["components"])
-    return cut_epochs(raw, onsets, p, durations), list(raw.ch_names), notes, cleaning
+    epochs, trial_of = trial_windows(raw, onsets, p, durations)
+    if not p.artifacts.autoreject:
+        return epochs.get_data(units="uV").astype(np.float32)[trial_of], list(raw.ch_names), notes, cleaning
+    start = time.perf_counter()
+    data, windows = repair_epochs(epochs, p.artifacts, path)
+    cleaning.update(trials=[windows[w] for w in trial_of], autoreject_seconds=time.perf_counter() - start)
+    return data[trial_of], list(raw.ch_names), notes, cleaning
 
 
 def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LOCAL,
                  seen: list[dict] | None = None) -> tuple[np.ndarray, list[str], dict[str, dict]]:
-    """Preprocessed epochs for every trial, in manifest order: (n_trials, n_channels, n_times),
-    the channel names and per recording what cleaning found (`recording_epochs`; {} without it).
+    """Preprocessed epochs for every trial, in table order: (n_trials, n_channels, n_times),
+    the channel names and per recording what cleaning found (`recording_epochs`, with "rows":
+    its trials' positions in the table; {} without cleaning; `dropped_trials` reads it).
 
     Recordings are processed as `compute` says (pipeline.parallel) and streamed into the output, so memory
     holds a few recordings, not the dataset. Each recording is read and filtered once, then cut
@@ -157,7 +173,7 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
         for note in notes:
             warn(note)
         if cleaning is not None:
-            cleaned[path] = cleaning
+            cleaned[path] = {**cleaning, "rows": rows}
         if channels is None:
             channels = names
         elif names != channels:
@@ -168,44 +184,90 @@ def eeg_features(trials: pd.DataFrame, p: EEGParams, compute: ComputeParams = LO
     return out, channels, cleaned
 
 
+def dropped_trials(n_trials: int, cleaned: dict[str, dict]) -> np.ndarray:
+    """Which of the `n_trials` trials of `eeg_features`' table autoreject dropped, (n_trials,) bool."""
+    dropped = np.zeros(n_trials, bool)
+    for r in cleaned.values():
+        if r["trials"] is not None:
+            dropped[r["rows"]] = [t["status"] == "dropped" for t in r["trials"]]
+    return dropped
+
+
 def preprocessing_record(paths, p: EEGParams) -> dict:
     """What the EEG of recordings `paths` went through (a model stores it; predict checks new
     recordings against it): their sampling rates, each distinct `applied_filters`, l_freq, the
     reference, the rate they were resampled to and the artifact cleaning (eeg.artifacts; None
-    without ICA)."""
+    without any)."""
     rates = sorted({float(open_eeg(path, p.read_kwargs).info["sfreq"]) for path in dict.fromkeys(paths)})
     filters = []
     for rate in rates:
         if (setting := applied_filters(p, rate)) not in filters:
             filters.append(setting)
     return {"sfreq": rates, "filters": filters, "l_freq": p.l_freq, "reference": p.reference, "resampled_to": p.sfreq,
-            "artifacts": p.artifacts.model_dump(mode="json") if p.artifacts.ica else None}
+            "artifacts": p.artifacts.model_dump(mode="json") if p.artifacts.enabled else None}
 
 
-def artifact_report(cleaned: dict[str, dict], p: EEGParams) -> dict:
-    """reports/artifacts.json: the settings, per recording each component's ICLabel class and
-    probability and whether it was removed, and the count of removed components per class."""
-    removed = Counter(c["removed_as"] for r in cleaned.values() for c in r["components"] if c["removed"])
-    return {"ica": p.artifacts.ica, **({"settings": p.artifacts.model_dump(mode="json"),
-                                        "removed_by_label": dict(sorted(removed.items())),
-                                        "recordings": {path: r["components"] for path, r in cleaned.items()}}
-                                       if p.artifacts.ica else {})}
+TRIAL_STATUSES = ("kept", "repaired", "dropped")
+
+
+def artifact_report(trials: pd.DataFrame, cleaned: dict[str, dict], p: EEGParams) -> dict:
+    """reports/artifacts.json: the settings; with ICA, per recording each component's ICLabel
+    class and probability and whether it was removed, and the removed components per class; with
+    autoreject, per recording each trial's onset, label, status (kept, repaired, dropped) and
+    channels (`repair_epochs`), and the trials per status."""
+    a = p.artifacts
+    report = {"ica": a.ica, "autoreject": a.autoreject}
+    if a.enabled:
+        report["settings"] = a.model_dump(mode="json")
+    if a.ica:
+        removed = Counter(c["removed_as"] for r in cleaned.values() for c in r["components"] if c["removed"])
+        report.update(removed_by_label=dict(sorted(removed.items())),
+                      recordings={path: r["components"] for path, r in cleaned.items()})
+    if a.autoreject:
+        statuses = Counter(t["status"] for r in cleaned.values() for t in r["trials"])
+        report.update(trials_by_status={s: statuses.get(s, 0) for s in TRIAL_STATUSES},
+                      trials={path: [{"onset": float(trials["eeg_onset"].iat[row]), "label": trials["label"].iat[row], **t}
+                                     for row, t in zip(r["rows"], r["trials"])] for path, r in cleaned.items()})
+    return report
+
+
+def cleaning_said(report: dict) -> str:
+    """What cleaning did, in a clause (the stage's and predict's output)."""
+    said = []
+    if report["ica"]:
+        said.append(f"ICA removed {sum(report['removed_by_label'].values())} component(s) of "
+                    f"{len(report['recordings'])} recording(s) ("
+                    + (", ".join(f"{n} {label}" for label, n in report["removed_by_label"].items()) or "none") + ")")
+    if report["autoreject"]:
+        n = report["trials_by_status"]
+        said.append(f"autoreject repaired {n['repaired']} and dropped {n['dropped']} of {sum(n.values())} trial(s)")
+    return "; ".join(said)
 
 
 def compute(params: Params) -> np.ndarray:
-    """The features_eeg stage's array: every ingested trial, (n_trials, n_channels, n_times); and
-    what artifact cleaning removed (reports/artifacts.json, the removed components' topographies,
-    and ICA's seconds per recording in reports/eeg_cost.json, null without it: no stage output)."""
+    """The features_eeg stage: the epochs of every ingested trial autoreject keeps, (n_kept,
+    n_channels, n_times), and the manifest of those trials (data/interim/manifest.csv: every
+    other stage reads it, so a dropped trial leaves every view, as bad input leaves ingest's
+    table); what artifact cleaning did (reports/artifacts.json, the removed components'
+    topographies, and its seconds per recording in reports/eeg_cost.json, null without it: no
+    stage output)."""
     from pipeline.plots import plot_removed_components
 
-    x, _, cleaned = eeg_features(load_manifest(), params.eeg, params.compute)
-    report = artifact_report(cleaned, params.eeg)
+    trials = load_manifest(io.TRIALS)
+    x, _, cleaned = eeg_features(trials, params.eeg, params.compute)
+    dropped = dropped_trials(len(trials), cleaned)
+    kept = trials[~dropped].reset_index(drop=True)
+    emptied = [c for c in io.read_json(io.CLASSES) if c not in set(kept["label"])]
+    if emptied:
+        raise PipelineError(f"{io.TRIALS}: eeg.artifacts.autoreject dropped every trial of class {emptied[0]} "
+                            f"({int(dropped.sum())} of {len(trials)} trials dropped); nothing is left to learn it from")
+    report = artifact_report(trials, cleaned, params.eeg)
     io.write_json(io.ARTIFACTS_REPORT, report)
     plot_removed_components(io.FIGURES / "removed_components.png", cleaned)
-    seconds = [r["seconds"] for r in cleaned.values()]
-    io.write_json(io.EEG_COST, {"ica_s_per_recording": float(np.mean(seconds)) if seconds else None})
+    io.write_json(io.EEG_COST, {f"{step}_s_per_recording": float(np.mean(seconds)) if (seconds := [
+        r[f"{step}_seconds"] for r in cleaned.values() if r[f"{step}_seconds"] is not None]) else None
+        for step in ("ica", "autoreject")})
+    io.save_csv(io.MANIFEST, kept)
     if cleaned:
-        print(f"features eeg: ICA removed {sum(report['removed_by_label'].values())} component(s) of "
-              f"{len(cleaned)} recording(s): " + (", ".join(f"{n} {label}" for label, n in
-                                                       report["removed_by_label"].items()) or "none"))
-    return x
+        print(f"features eeg: {cleaning_said(report)}")
+    return x[~dropped]

@@ -1,4 +1,5 @@
-"""ingest: every trial of the data source checked -> the trial manifest, classes (of the primary
+"""ingest: every trial of the data source checked -> the trial table (features_eeg writes the
+manifest from it: the trials artifact cleaning keeps), classes (of the primary
 task; tasks.json: of the secondary ones) and a report."""
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pipeline.params import Params
 
 def run(params: Params) -> None:
     trials, classes, tasks, report = ingest(params)
-    io.save_csv(io.MANIFEST, trials)
+    io.save_csv(io.TRIALS, trials)
     io.write_json(io.CLASSES, classes)
     io.write_json(io.TASKS, tasks)
     io.write_json(io.INGEST_REPORT, report)

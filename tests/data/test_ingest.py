@@ -530,6 +530,7 @@ def test_labels_that_pandas_reads_as_missing_stay_labels_from_source_to_trials(p
     stages read back (the manifest, labels and classes) keeps them as written; a blank stays bad."""
     from pipeline import io
     from pipeline.dataset import load_manifest, load_trials
+    from pipeline.stages import features
     from pipeline.stages import ingest as ingest_stage
     from pipeline.stages import split as split_stage
 
@@ -539,6 +540,7 @@ def test_labels_that_pandas_reads_as_missing_stay_labels_from_source_to_trials(p
     write_manifest(root, df)
     p = run_params(params, root)
     ingest_stage.run(p)
+    features.run(p, "eeg")  # writes the manifest the later stages read
     split_stage.run(p.model_copy(update={"split": p.split.model_copy(update={"scheme": "loso", "val_subjects": 1})}))
     trials = load_trials()
     assert trials.classes == sorted(names) == io.read_json(io.CLASSES)

@@ -18,6 +18,7 @@ from pipeline.data.synthetic import circumplex_columns
 from pipeline.dataset import load_trials
 from pipeline.errors import PipelineError
 from pipeline.params import ParamsError, parse_params
+from pipeline.stages import features
 from pipeline.stages import ingest as ingest_stage
 from pipeline.stages import split
 
@@ -65,6 +66,7 @@ def test_trials_carry_each_task_with_minus_one_where_blank(params, rated):
     write_manifest(root, df)
     p = task_params(params, root, ["label", "arousal"], {"arousal": ("low", "mid", "high")})
     ingest_stage.run(p)
+    features.run(p, "eeg")  # writes the manifest the later stages read
     split.run(p.model_copy(update={"split": p.split.model_copy(update={"scheme": "kfold", "folds": 3, "val_subjects": 1})}))
     trials = load_trials()
     assert list(trials.tasks) == ["arousal"] and trials.tasks["arousal"].classes == ["low", "mid", "high"]
@@ -79,6 +81,7 @@ def test_only_a_blank_is_a_missing_label(params, rated):
     write_manifest(root, df)
     p = task_params(params, root, ["label", "arousal"])
     ingest_stage.run(p)
+    features.run(p, "eeg")  # writes the manifest the later stages read
     split.run(p.model_copy(update={"split": p.split.model_copy(update={"scheme": "kfold", "folds": 3, "val_subjects": 1})}))
     trials = load_trials()
     assert trials.tasks["arousal"].classes == ["NA", "none"]
@@ -135,7 +138,7 @@ def test_cli_missing_task_column_exits_2_and_writes_nothing(root, rated):
     proc = subprocess.run([sys.executable, "-m", "pipeline", "ingest"], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "manifest.csv: no column 'valence' named in data.tasks" in proc.stderr
-    assert not io.MANIFEST.exists() and not io.TASKS.exists() and not io.CLASSES.exists()
+    assert not io.TRIALS.exists() and not io.TASKS.exists() and not io.CLASSES.exists()
 
 
 def test_generated_manifests_carry_each_class_place_on_the_circumplex(tmp_path, realdata):

@@ -84,3 +84,59 @@ def test_every_ica_method_gives_labelled_components(recording, eye_only, method)
     few = eye_only.model_copy(update={"ica_method": method, "ica_components": 5.0})
     components = fit_ica(recording, few, "r")[1]
     assert len(components) == 5 and all(0 < c["p"] <= 1 for c in components)
+
+
+# autoreject (local) over one recording's trial windows
+
+
+@pytest.fixture(scope="module")
+def windows(recording, params):
+    """30 windows of 2 s of the real recording, band-passed 1-40 Hz, and their data in uV."""
+    from pipeline.features.eeg import trial_windows
+
+    p = params.eeg.model_copy(update={"epoch_seconds": 2.0})
+    raw = recording.copy().filter(1.0, 40.0, verbose="error")
+    epochs, trial_of = trial_windows(raw, np.arange(30) * 4.0 + 2.0, p)
+    assert list(trial_of) == list(range(30))
+    return epochs, epochs.get_data(units="uV")
+
+
+def _with(epochs, data):
+    return mne.EpochsArray(data * 1e-6, epochs.info, verbose="error")
+
+
+def test_autoreject_repairs_a_trial_s_bad_channel_and_drops_a_ruined_trial(windows, eye_only):
+    """A 400 uV oscillation on Oz of trial 4 is interpolated away (the trial is repaired, its other
+    channels untouched); 800 uV on every channel of trial 9 drops it; the verdicts name them."""
+    from pipeline.features.artifacts import repair_epochs
+
+    epochs, data = windows
+    t = np.arange(data.shape[-1]) / epochs.info["sfreq"]
+    spoiled = data.copy()
+    oz = epochs.ch_names.index("Oz")
+    spoiled[4, oz] += 400 * np.sin(2 * np.pi * 7 * t)
+    spoiled[9] += 800 * np.sin(2 * np.pi * 3 * t)
+    out, verdicts = repair_epochs(_with(epochs, spoiled), eye_only.model_copy(update={"autoreject": True}), "r")
+    assert out.shape == data.shape and len(verdicts) == 30
+    assert verdicts[4]["status"] == "repaired" and "Oz" in verdicts[4]["channels"]
+    assert verdicts[9]["status"] == "dropped" and len(verdicts[9]["channels"]) >= len(epochs.ch_names) // 2
+    untouched = [k for k, name in enumerate(epochs.ch_names) if name not in verdicts[4]["channels"]]
+    np.testing.assert_allclose(out[4, untouched], spoiled[4, untouched], rtol=1e-5, atol=1e-3)
+    assert np.ptp(out[4, oz]) < 0.5 * np.ptp(spoiled[4, oz])  # the oscillation is gone
+    np.testing.assert_allclose(out[9], spoiled[9], rtol=1e-5, atol=1e-3)  # a dropped trial keeps its data
+    assert sum(v["status"] == "dropped" for v in verdicts) <= 3  # the real trials mostly stay
+
+
+def test_autoreject_is_seeded_and_needs_positions(windows, eye_only):
+    from pipeline.features.artifacts import repair_epochs
+
+    epochs, data = windows
+    p = eye_only.model_copy(update={"autoreject": True})
+    first = repair_epochs(_with(epochs, data), p, "r")
+    again = repair_epochs(_with(epochs, data), p, "r")
+    assert first[1] == again[1] and np.array_equal(first[0], again[0])
+    bare = _with(epochs, data).set_montage(None)
+    with pytest.raises(PipelineError) as info:
+        repair_epochs(bare, p, "bare.fif")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("bare.fif: eeg.artifacts.autoreject needs every channel's position")

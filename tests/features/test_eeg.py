@@ -10,7 +10,8 @@ from pipeline.errors import PipelineError
 from pipeline.features.eeg import cut_epochs, eeg_features, preprocess
 from pipeline.params import ArtifactParams, ComputeParams, EEGParams
 
-NO_CLEANING = ArtifactParams(ica=False, ica_method="infomax", ica_components=15, seed=0, iclabel_reject={})
+NO_CLEANING = ArtifactParams(ica=False, ica_method="infomax", ica_components=15, seed=0, iclabel_reject={},
+                             autoreject=False)
 P = EEGParams(l_freq=1.0, h_freq=40.0, notch=50.0, sfreq=128.0, reference="average", epoch_seconds=2.0,
               channels=None, read_kwargs={}, drop_channels=(), montage=None, artifacts=NO_CLEANING)
 NATIVE = 512.0

@@ -36,7 +36,7 @@ def workdir(tmp_path, monkeypatch, params):
     io.write_json(io.TASKS, {})
     io.write_json(io.INGEST_REPORT, {"trials_kept": len(labels), "trials_dropped": 0, "problems": 0,
                                      "subjects_kept": SUBJECTS, "subjects_dropped": []})
-    io.write_json(io.ARTIFACTS_REPORT, {"ica": False})  # what the features_eeg stage writes without cleaning
+    io.write_json(io.ARTIFACTS_REPORT, {"ica": False, "autoreject": False})  # what features_eeg writes without cleaning
     eeg = rng.standard_normal((len(labels), 4, 64)).astype(np.float32)
     eeg[:, 0] *= (1 + labels)[:, None]
     topo = (rng.standard_normal((len(labels), 2, 8, 8)) + labels[:, None, None, None]).astype(np.float32)
