@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
+# mkdocs-material's banner about MkDocs 2 off
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install repro test clean
+.PHONY: install repro test test-fast docs clean
 
 install: $(VENV)/.installed
 
@@ -18,8 +20,16 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 repro: install
 	dvc repro
 
-test: install
+test: install docs
 	python -m pytest -q -n 2 --dist worksteal  # two workers; an idle one takes tests from the other's queue
+
+# unit tests only (no end-to-end DVC run): the loop while editing
+test-fast: install
+	python -m pytest -q -n 2 --dist worksteal -m "not slow"
+
+# the mkdocs site; --strict: a broken link or a page left out of nav fails
+docs: install
+	mkdocs build --strict --site-dir $(CURDIR)/site
 
 clean:
 	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/acoustic models/fusion

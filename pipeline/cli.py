@@ -164,6 +164,18 @@ def speech_study(out: str = typer.Argument(..., help="folder for the clips, clip
 
 
 @app.command()
+def docs():
+    """Regenerate docs/params.md and docs/metrics.md from the code (params.py, params.yaml,
+    dvc.yaml and pipeline/metrics_shape.py); tests/test_reference.py fails when they are stale."""
+    with one_line_errors():  # params.yaml validated first: the reference documents a valid file
+        if load_params().compute.portable_numerics:
+            pin_cpu_dispatch()
+        # imported by name, as compare: no DVC stage runs or depends on it
+        for path in importlib.import_module("pipeline.reference").write_docs():
+            typer.echo(f"wrote {path}")
+
+
+@app.command()
 def compare(a: str = typer.Argument("HEAD", help="git revision or DVC experiment name, or 'workspace'"),
             b: str = typer.Argument("workspace", help="git revision or DVC experiment name, or 'workspace'"),
             md: bool = typer.Option(False, "--md", help="a Markdown table, for a pull request")):

@@ -221,6 +221,37 @@ def cleaning_sentence(artifacts: dict) -> str:
     return f"EEG artifact cleaning: {'; '.join(done)} (`reports/artifacts.json`)."
 
 
+def results_table(metrics: dict, tasks: list[str], rows: list[tuple[str, dict]] | None = None) -> list[str]:
+    """The Markdown lines of summary.md's table: per model (default: every branch, the fusion,
+    every student and baseline; or `rows`, (name, metrics entry)) its test metrics with their
+    intervals, and a column per secondary task of `tasks`."""
+    fusion = metrics["fusion"]
+    if rows is None:
+        rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
+        rows += [(f"student: {view}", s) for view, s in metrics.get("students", {}).items()]
+        rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
+    lines = ["| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
+             "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc |" for t in tasks),
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]
+    for name, model in rows:
+        test = model["test"]
+        seed_std = "n/a" if test["acc_seed_std"] is None else f"{test['acc_seed_std']:.3f}"
+        baseline = (f"{model['best_baseline']} {model['best_baseline_acc']:.3f}"
+                    + (" (**below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
+        lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
+                     f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
+                     f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |"
+                     + "".join(f" {_fmt(model['tasks'][t]['test'], 'acc') if t in model.get('tasks', {}) else ''} |"
+                               for t in tasks))
+    return lines
+
+
+def gain_line(fusion: dict) -> str:
+    """summary.md's line on the fused model against its best branch on validation."""
+    return (f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
+            f"subjects: **{gain_sentence(fusion)}**.")
+
+
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it (and
     what artifact cleaning removed: reports/artifacts.json)."""
@@ -239,24 +270,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts
                 "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
                 if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
              cleaning_sentence(artifacts), "",
-             "| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
-             "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc |" for t in tasks),
-             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]
-    rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
-    rows += [(f"student: {view}", s) for view, s in metrics.get("students", {}).items()]
-    rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
-    for name, model in rows:
-        test = model["test"]
-        seed_std = "n/a" if test["acc_seed_std"] is None else f"{test['acc_seed_std']:.3f}"
-        baseline = (f"{model['best_baseline']} {model['best_baseline_acc']:.3f}"
-                    + (" (**below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
-        lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
-                     f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
-                     f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |"
-                     + "".join(f" {_fmt(model['tasks'][t]['test'], 'acc') if t in model.get('tasks', {}) else ''} |"
-                               for t in tasks))
-    lines += ["", f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
-                  f"subjects: **{gain_sentence(fusion)}**.", ""]
+             *results_table(metrics, tasks), "", gain_line(fusion), ""]
     selected, trained = fusion.get("selected", {}), fusion["trained"]
     if params.fusion.select == "safe":
         alpha, margin = params.fusion.select_alpha, params.fusion.select_margin

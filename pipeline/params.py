@@ -1,10 +1,11 @@
 """The one place where params.yaml is declared and validated.
 
 Each section is a frozen pydantic model: every field carries its type, allowed values
-(`Literal`) and range (`Field(ge=..., description=<what is allowed, in words>)`) beside it;
-only rules that tie several fields together are code (model validators). Every stage calls
-:func:`load_params` before any work, so a wrong value stops the stage with one line naming the
-key, the value and what is allowed, and nothing is written.
+(`Literal`) and range (`allowed(<what is allowed, in words>, ge=...)`) beside it, and under it
+an attribute docstring saying what it is (docs/params.md is generated from them:
+pipeline/reference.py); only rules that tie several fields together are code (model
+validators). Every stage calls :func:`load_params` before any work, so a wrong value stops the
+stage with one line naming the key, the value and what is allowed, and nothing is written.
 
 Imports nothing heavy: the registries (fusion heads, data sources, encoders) register their
 classes under the names declared here, and tests/test_registries.py checks that both agree.
@@ -52,9 +53,20 @@ class Rule(ValueError):
         self.field, self.value, self.allowed = field, value, allowed
 
 
+ALLOWED = "allowed"  # the json_schema_extra key that holds `allowed`'s words
+
+
 def allowed(text: str, **constraints) -> Any:
-    """A field's range, with `text` (what is allowed, in words) for the error message."""
-    return Field(description=text, **constraints)
+    """A field's range, with `text` (what is allowed, in words) for the error message and the
+    params reference (docs/params.md). Kept out of the field's description, which is its
+    attribute docstring (what the key is)."""
+    return Field(json_schema_extra={ALLOWED: text}, **constraints)
+
+
+def allowed_text(info) -> str | None:
+    """The words `allowed` gave a field or an `Annotated` item (a pydantic FieldInfo), or None."""
+    extra = getattr(info, "json_schema_extra", None)
+    return extra.get(ALLOWED) if isinstance(extra, dict) else None
 
 
 Dropout = Annotated[StrictFloat, allowed("0 <= dropout < 1", ge=0.0, lt=1.0)]
@@ -65,40 +77,70 @@ HomologyDimension = Annotated[StrictInt, allowed("0 or 1", ge=0, le=1)]  # a Lit
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """A params section. Each field's attribute docstring (the string under it) is its
+    description: what the key is, its unit and what it does (docs/params.md is generated from them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class SyntheticParams(Section):
     seed: StrictInt
+    """Seed of the generator: the same seed writes the same recordings."""
     n_subjects: StrictInt = allowed("an integer >= 3", ge=3)
+    """Subjects to write, one EEG recording (FIF) and one audio recording (WAV) each."""
     trials_per_class: StrictInt = allowed("an integer >= 1", ge=1)
+    """Trials of each of the 5 classes per subject (8: 40 trials a subject)."""
     trial_seconds: StrictFloat = allowed(">= 1.0", ge=1.0)
+    """Length of each trial, in seconds."""
     gap_seconds: StrictFloat = allowed(">= 0.0", ge=0.0)
+    """Seconds between consecutive trials of a recording (trials follow in random class order)."""
     eeg_sfreq: StrictFloat = allowed(">= 128", ge=128)
+    """Sampling rate of the written EEG, in Hz."""
     audio_sr: StrictInt = allowed(">= 8000", ge=8000)
-    arousal_strength: StrictFloat = allowed(">= 0.0", ge=0.0)   # how clearly speech carries arousal
-    valence_strength: StrictFloat = allowed(">= 0.0", ge=0.0)   # ... frontal alpha asymmetry valence
-    coupling_strength: StrictFloat = allowed(">= 0.0", ge=0.0)  # ... channel coupling the class
-    artifact_class_coupling: StrictFloat = allowed(">= 0.0", ge=0.0)  # extra blinks in a class's trials (0: none)
+    """Sampling rate of the written speech-like audio, in Hz."""
+    arousal_strength: StrictFloat = allowed(">= 0.0", ge=0.0)
+    """How clearly the speech (pitch, energy, syllable rate) carries arousal; 0: not at all."""
+    valence_strength: StrictFloat = allowed(">= 0.0", ge=0.0)
+    """How clearly EEG frontal alpha asymmetry carries valence; 0: not at all."""
+    coupling_strength: StrictFloat = allowed(">= 0.0", ge=0.0)
+    """How clearly inter-channel coupling (what the topology view sees) carries the class; 0: not at all."""
+    artifact_class_coupling: StrictFloat = allowed(">= 0.0", ge=0.0)
+    """Extra blinks inside trials by class (1: one a second in sadness trials, fewer in others), a
+    confound for the EEG views; 0: blinks are class-free."""
 
 
 class EAVParams(Section):
-    task: Literal["speaking", "listening", "both"]  # speaking: EEG + audio; the others EEG only
-    segment_seconds: StrictFloat | None = allowed("null or > 0", gt=0)  # cut 20 s trials; null: whole
+    task: Literal["speaking", "listening", "both"]
+    """Which EAV trials: speaking (EEG + audio, each audio file paired with its speaking trial),
+    listening or both (EEG only)."""
+    segment_seconds: StrictFloat | None = allowed("null or > 0", gt=0)
+    """Cut each 20 s trial into segments of this many seconds that keep their subject (EAV's
+    own code uses 5); null: whole trials."""
 
 
 class BIDSParams(Section):
     """data.source bids (pipeline/data/bids.py): which recordings of a BIDS dataset, and which of
     their events are trials."""
 
-    task: StrictStr | None                      # the BIDS task entity; null: every task
-    sessions: tuple[StrictStr, ...] | None      # null: every session
-    runs: tuple[StrictStr, ...] | None          # null: every run
+    task: StrictStr | None
+    """The BIDS task entity of the recordings to read; null: every task."""
+    sessions: tuple[StrictStr, ...] | None
+    """BIDS sessions to read; null: every session."""
+    runs: tuple[StrictStr, ...] | None
+    """BIDS runs to read; null: every run."""
     datatype: Literal["eeg"]
-    label_column: StrictStr                     # the events.tsv column holding the class (trial_type: value if absent)
-    labels: tuple[StrictStr, ...] | None        # the values that are classes; null: every value but a next:<end> marker
-    trial_end: StrictStr                        # duration | fixed | next:<value>
-    trial_seconds: StrictFloat | None = allowed("null or > 0", gt=0)  # fixed: the window from the onset
+    """The BIDS datatype of the recordings."""
+    label_column: StrictStr
+    """The events.tsv column holding the class (trial_type falls back to value where a file has
+    no trial_type, as mne-bids reads events)."""
+    labels: tuple[StrictStr, ...] | None
+    """The values that are classes, matched by their '/'-separated tags as MNE matches event_id;
+    null: every value but a next:<value> end marker."""
+    trial_end: StrictStr
+    """Where a trial's window ends: duration (the event's onset + duration), fixed
+    (data.bids.trial_seconds after the onset) or next:<value> (at the next event with that value)."""
+    trial_seconds: StrictFloat | None = allowed("null or > 0", gt=0)
+    """Length of each trial window in seconds with trial_end fixed; null otherwise."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -118,15 +160,29 @@ class BIDSParams(Section):
 
 class DataParams(Section):
     source: DataSource
+    """Where trials come from: synthetic (the embedded default data, no download), manifest (a
+    CSV of trials), eav (the EAV dataset's layout) or bids (a BIDS dataset)."""
     root: StrictStr
-    manifest: StrictStr                      # manifest source: file name inside root
-    classes: tuple[StrictStr, ...] | None    # null: the sorted set of labels
-    tasks: tuple[StrictStr, ...]             # the manifest's label columns; the first is the primary task
-    task_classes: dict[StrictStr, tuple[StrictStr, ...]]  # a secondary task's classes in order; absent: sorted set
+    """Folder of the recordings, tracked by DVC (synthetic: data/synthetic, where the synthesize
+    stage writes)."""
+    manifest: StrictStr
+    """File name of the manifest CSV inside data.root (source manifest)."""
+    classes: tuple[StrictStr, ...] | None
+    """The primary task's classes, in this order; null: the sorted set of labels."""
+    tasks: tuple[StrictStr, ...]
+    """Manifest label columns learned together; the first, label, is the primary task."""
+    task_classes: dict[StrictStr, tuple[StrictStr, ...]]
+    """Secondary task -> its classes in order (e.g. {arousal: [low, mid, high]}); a task not
+    listed: the sorted set of its values."""
     on_error: Literal["fail", "skip"]
+    """What a bad trial does at ingest: fail stops at the first; skip drops it and lists it in
+    reports/ingest.json."""
     synthetic: SyntheticParams
+    """The synthetic source's generator (the synthesize stage)."""
     eav: EAVParams
+    """The eav source: which EAV trials, and how they are cut."""
     bids: BIDSParams
+    """The bids source: which recordings of a BIDS dataset, and which of their events are trials."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -151,10 +207,16 @@ class DataParams(Section):
 
 class SplitParams(Section):
     scheme: Literal["holdout", "kfold", "loso"]
+    """How subjects are split, never one subject in two parts of a fold: holdout (one fold),
+    kfold (split.folds folds, every subject tested once) or loso (leave one subject out)."""
     seed: StrictInt
+    """Seed of the subject draws (and of evaluate's bootstrap intervals)."""
     val_subjects: StrictInt = allowed("an integer >= 1", ge=1)
-    test_subjects: StrictInt = allowed("an integer >= 1", ge=1)  # holdout only
-    folds: StrictInt = allowed("an integer >= 2", ge=2)          # kfold only
+    """Validation subjects of each fold (early stopping, selection), drawn from its non-test subjects."""
+    test_subjects: StrictInt = allowed("an integer >= 1", ge=1)
+    """Test subjects of the one fold (scheme holdout only)."""
+    folds: StrictInt = allowed("an integer >= 2", ge=2)
+    """Number of folds, each testing its own group of subjects (scheme kfold only)."""
 
 
 # ICLabel's classes (mne-icalabel); brain and other are never removed
@@ -167,11 +229,19 @@ class ArtifactParams(Section):
     each recording's trials (pipeline/features/artifacts.py)."""
 
     ica: StrictBool
+    """ICA per recording, removing ICLabel's confident non-brain components; needs channel positions."""
     ica_method: Literal[ICA_METHODS]
+    """ICA algorithm: infomax (extended, as ICLabel was trained), picard or fastica."""
     ica_components: StrictFloat = allowed("a count >= 2, or a share of variance between 0 and 1", gt=0)
-    seed: StrictInt  # ICA's and autoreject's random_state
+    """ICA components: a whole count (capped at the data's rank), or a share of variance below 1."""
+    seed: StrictInt
+    """random_state of ICA and of autoreject."""
     iclabel_reject: dict[StrictStr, Annotated[StrictFloat, allowed("a probability in [0, 1)", ge=0.0, lt=1.0)]]
-    autoreject: StrictBool  # per trial: bad channels interpolated, or the trial dropped (it leaves the manifest)
+    """ICLabel class -> the probability above which a component of that class is removed (brain
+    and other are never removed)."""
+    autoreject: StrictBool
+    """autoreject (local) over each recording's trials: a trial's bad channels are interpolated, or
+    the trial is dropped (it leaves the manifest and every view); needs channel positions."""
 
     @property
     def enabled(self) -> bool:
@@ -197,16 +267,28 @@ class ArtifactParams(Section):
 
 class EEGParams(Section):
     l_freq: StrictFloat = allowed("0 < l_freq < h_freq", gt=0)
+    """High-pass cut-off of the EEG band-pass filter, in Hz."""
     h_freq: StrictFloat
+    """Low-pass cut-off, in Hz (dropped, with a warning, for a recording whose Nyquist frequency it reaches)."""
     notch: StrictFloat | None = allowed("null or > 0", gt=0)
+    """Line-noise notch frequency, in Hz; null: no notch."""
     sfreq: StrictFloat
+    """Rate every recording is resampled to, in Hz (above 2 x eeg.h_freq)."""
     reference: Literal["average", "none"]
+    """EEG reference: average (common average) or none (the recording's own)."""
     epoch_seconds: StrictFloat = allowed("> 0", gt=0)
-    channels: tuple[StrictStr, ...] | None   # a named subset common to all recordings; null: all EEG channels
-    read_kwargs: dict[StrictStr, Any]        # MNE reader options, e.g. {data_format: int16} for .cnt
-    drop_channels: tuple[StrictStr, ...]     # removed from every recording (bad channels without positions)
-    montage: StrictStr | None                # positions by channel name: an MNE standard montage or a montage file
+    """Length of the EEG epoch, in seconds: the centre of each trial window, which must be at least this long."""
+    channels: tuple[StrictStr, ...] | None
+    """EEG channels to use, by name, in this order (a subset every recording has); null: every EEG channel."""
+    read_kwargs: dict[StrictStr, Any]
+    """Options passed to MNE's reader, e.g. {data_format: int16} for Neuroscan .cnt."""
+    drop_channels: tuple[StrictStr, ...]
+    """Channels removed from every recording (e.g. bad channels without positions); none of eeg.channels."""
+    montage: StrictStr | None
+    """Channel positions by name (to interpolate bad channels, for ICA): an MNE standard montage
+    (standard_1020, ...) or a montage file; null: the file's or electrodes.tsv's."""
     artifacts: ArtifactParams
+    """EEG artifact cleaning: ICA with ICLabel, and autoreject (features_eeg)."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -224,13 +306,22 @@ class EEGParams(Section):
 
 class MelParams(Section):
     sr: StrictInt = allowed(">= 8000", ge=8000)
+    """Rate the audio is resampled to before the log-mel, in Hz."""
     clip_seconds: StrictFloat
+    """Length of each audio clip, in seconds: longer clips are cropped (mel.crop), shorter ones
+    zero-padded (counted in reports/mel_clips.json)."""
     n_mels: StrictInt = allowed("an integer >= 8", ge=8)
+    """Mel bands: the image's height."""
     n_frames: StrictInt = allowed("an integer >= 8", ge=8)
+    """Time frames: the image's width (the hop is the clip's samples / n_frames)."""
     n_fft: StrictInt
+    """FFT window length of the mel spectrogram, in samples."""
     fmin: StrictFloat
+    """Lowest frequency of the mel filterbank, in Hz."""
     fmax: StrictFloat
-    crop: Literal["center", "start", "end"]  # clips longer than clip_seconds
+    """Highest frequency of the mel filterbank, in Hz (at most mel.sr / 2)."""
+    crop: Literal["center", "start", "end"]
+    """Which part of a clip longer than clip_seconds is kept."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -257,9 +348,12 @@ class AcousticParams(Section):
     side by side in this order (eGeMAPSv02: the minimal set recommended for affective computing,
     Eyben et al. 2016; ComParE_2016: the INTERSPEECH challenge baselines' set)."""
 
-    sr: StrictInt = allowed(">= 8000", ge=8000)  # audio is resampled to this rate first
+    sr: StrictInt = allowed(">= 8000", ge=8000)
+    """Rate the audio is resampled to before openSMILE, in Hz."""
     feature_sets: tuple[AcousticFeatureSet, ...] = allowed("a non-empty list of distinct openSMILE sets",
                                                             min_length=1)
+    """openSMILE functional sets, side by side in this order (eGeMAPSv02: 88 features,
+    ComParE_2016: 6,373)."""
 
     @field_validator("feature_sets")
     @classmethod
@@ -279,10 +373,16 @@ class AcousticParams(Section):
 
 class TopoParams(Section):
     source: Literal["connectivity"]
+    """What the topology is computed on: connectivity, per band 1 - |correlation| between EEG channels."""
     bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)
+    """Band name -> [low, high] in Hz: one connectivity graph, and persistence images, per band."""
     homology_dimensions: tuple[HomologyDimension, ...] = allowed("a non-empty subset of [0, 1]", min_length=1)
+    """Persistent homology dimensions imaged: 0 (how clusters of channels merge), 1 (loops of coupling)."""
     n_bins: StrictInt = allowed("an integer >= 4", ge=4)
+    """Pixels per side of each persistence image."""
     sigma: StrictFloat = allowed("> 0", gt=0)
+    """Standard deviation of the Gaussian each persistence pair is spread with, in filtration
+    units (distances in [0, 1])."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -296,20 +396,38 @@ class TrainParams(Section):
     """Training knobs shared by every branch (`branches.<m>` overrides any but `seeds`)."""
 
     seeds: tuple[StrictInt, ...] = allowed("a non-empty list of integers", min_length=1)
+    """Training seeds (initialisation, batch order, dropout): every branch, the fusion and the
+    students train once per fold and seed."""
     epochs: StrictInt = allowed("an integer >= 1", ge=1)
-    patience: StrictInt = allowed("an integer >= 1", ge=1)  # epochs without val improvement before stopping
+    """Most training epochs of a branch."""
+    patience: StrictInt = allowed("an integer >= 1", ge=1)
+    """Epochs without validation improvement before training stops (the best epoch is kept)."""
     batch_size: StrictInt = allowed("an integer >= 2", ge=2)
+    """Trials per training batch."""
     lr: StrictFloat = allowed("> 0", gt=0)
+    """Learning rate of the AdamW optimiser."""
     weight_decay: StrictFloat = allowed(">= 0", ge=0)
+    """AdamW weight decay."""
     dropout: Dropout
+    """Dropout probability in the branch."""
     embed_dim: StrictInt = allowed("an integer >= 2", ge=2)
+    """Size of the branch's embedding (what the fusion fuses)."""
     loss: Literal["ce", "focal"]
+    """Training loss: ce (cross-entropy) or focal (with inverse-frequency class weights from the train labels)."""
     focal_gamma: StrictFloat = allowed(">= 0", ge=0)
+    """Focusing exponent of the focal loss (loss focal only)."""
     loss_temperature: StrictFloat = allowed("> 0", gt=0)
+    """The logits are divided by this before the loss (e.g. 2000 for an audio branch)."""
     device: Literal["auto", "cpu", "cuda"]
-    task_weighting: TaskWeighting     # how the tasks' losses add up (data.tasks with more than one)
-    task_weights: TaskWeights         # task_weighting fixed: one weight per task of data.tasks
-    encoder: StrictStr | None = None  # branches.<m> only; None: the view's default (pipeline.modalities)
+    """Where training runs: auto (CUDA when present), cpu or cuda (an error without a GPU)."""
+    task_weighting: TaskWeighting
+    """How the losses of data.tasks add up: equal (weights 1), uncertainty (learned log-variances,
+    Kendall et al. 2018) or fixed (task_weights)."""
+    task_weights: TaskWeights
+    """With task_weighting fixed: one weight per task of data.tasks, the first above 0; null otherwise."""
+    encoder: StrictStr | None = None
+    """The branch's encoder, per view only (branches.<view>.encoder); null: the view's first
+    encoder (pipeline.modalities)."""
 
     @field_validator("seeds")
     @classmethod
@@ -321,39 +439,80 @@ class TrainParams(Section):
 
 class FusionParams(Section):
     type: FusionType
+    """The fusion method (README: Fusion methods): concat, gated, cross_attention, film,
+    transformer, weighted, late (a trained combination of the branches' log-probabilities) or
+    ensemble (their weighted average, no training)."""
     modalities: tuple[Modality, ...]
+    """The views fused, 2 or more distinct."""
     epochs: StrictInt = allowed("an integer >= 1", ge=1)
+    """Most epochs of fusion training."""
     patience: StrictInt = allowed("an integer >= 1", ge=1)
-    restarts: StrictInt = allowed("an integer >= 1", ge=1)  # trained heads per run; the lowest val log-loss is kept
-    branch_lr: StrictFloat = allowed(">= 0", ge=0)      # fine-tuning rate of the pretrained branches
-    head_lr: StrictFloat = allowed("> 0", gt=0)         # rate of the fusion head
-    freeze_epochs: StrictInt = allowed("an integer >= 0", ge=0)  # branches frozen (and in eval mode) first
+    """Epochs without validation improvement before fusion training stops."""
+    restarts: StrictInt = allowed("an integer >= 1", ge=1)
+    """Heads trained per fusion run (restart j under seed + 1000 j); the one with the lowest
+    validation log-loss is kept."""
+    branch_lr: StrictFloat = allowed(">= 0", ge=0)
+    """Learning rate of the pretrained branches once they are unfrozen (fine-tuning)."""
+    head_lr: StrictFloat = allowed("> 0", gt=0)
+    """Learning rate of the fusion head."""
+    freeze_epochs: StrictInt = allowed("an integer >= 0", ge=0)
+    """Epochs the branches stay frozen (and in eval mode) first; from fusion.epochs on: throughout,
+    only the head trains."""
     hidden: StrictInt = allowed("an integer >= 2", ge=2)
-    heads: StrictInt = allowed("an integer >= 1 that divides fusion.hidden", ge=1)  # cross_attention, transformer
-    layers: StrictInt = allowed("an integer >= 1", ge=1)  # transformer
-    film_condition: StrictStr  # film: the modality that modulates the others (checked only with type film)
-    channel_scale: StrictBool                            # learnable per-channel scale of each embedding
+    """Hidden size of the fusion head."""
+    heads: StrictInt = allowed("an integer >= 1 that divides fusion.hidden", ge=1)
+    """Attention heads (type cross_attention and transformer)."""
+    layers: StrictInt = allowed("an integer >= 1", ge=1)
+    """Encoder layers (type transformer)."""
+    film_condition: StrictStr
+    """With type film: the view whose embedding scales and shifts the others' (one of fusion.modalities)."""
+    channel_scale: StrictBool
+    """A learnable per-channel scale (initialised to 1) on each embedding."""
     embed_norm: Literal["none", "batchnorm", "layernorm"]
+    """Normalisation of each embedding before fusion."""
     dropout: Dropout
+    """Dropout probability in the fusion head."""
     curriculum_epochs: StrictInt = allowed("an integer >= 0", ge=0)
+    """First epochs trained easy to hard by the pretrained branches' confidence in the true class; 0: off."""
     post_curriculum_dropout: Dropout
-    modality_dropout: StrictFloat = allowed("0 <= p < 1", ge=0.0, lt=1.0)  # per sample and view, never all
-    aux_loss_weight: StrictFloat = allowed(">= 0", ge=0.0)  # x mean of the branches' own losses
+    """The head's dropout once the curriculum is over (with curriculum_epochs > 0)."""
+    modality_dropout: StrictFloat = allowed("0 <= p < 1", ge=0.0, lt=1.0)
+    """Probability that a training sample loses a view (input set to its train mean); never all views."""
+    aux_loss_weight: StrictFloat = allowed(">= 0", ge=0.0)
+    """Weight of the mean of the branches' own losses added to the fused loss (trains only branches not frozen)."""
     grad_modulation: Literal["none", "ogm_ge"]
+    """Gradient modulation: none, or ogm_ge (OGM-GE, Peng et al. CVPR 2022; use with optimizer sgd)."""
     ogm_alpha: StrictFloat = allowed(">= 0", ge=0)
-    task_weighting: TaskWeighting     # as train.task_weighting, for the fusion's task heads
+    """OGM-GE's alpha: a dominant modality's gradients are scaled by 1 - tanh(alpha x its score ratio)."""
+    task_weighting: TaskWeighting
+    """As train.task_weighting, for the fusion's task heads."""
     task_weights: TaskWeights
+    """As train.task_weights, for the fusion's task heads."""
     optimizer: Literal["adamw", "sgd"]
-    momentum: StrictFloat = allowed("0 <= momentum < 1", ge=0.0, lt=1.0)  # sgd
-    select: Literal["fusion", "safe"]  # safe: per fold, the best on val of fusion, best branch, ensemble of the fused branches
-    select_margin: StrictFloat = allowed(">= 0", ge=0.0)  # safe, select_alpha null: fusion must beat the other two by more than this on val
-    select_alpha: StrictFloat | None = allowed("null or 0 < alpha <= 1", gt=0.0, le=1.0)  # safe: fall back only on McNemar evidence at this level
-    drop_uninformative: StrictBool  # leave out views at chance on val (binomial test) from a fold's fusion
+    """Optimiser of fusion training: adamw, or sgd with fusion.momentum."""
+    momentum: StrictFloat = allowed("0 <= momentum < 1", ge=0.0, lt=1.0)
+    """SGD momentum (optimizer sgd)."""
+    select: Literal["fusion", "safe"]
+    """What each fold reports: fusion (the fused model), or safe (per fold, the best on validation
+    of the fused model, the best branch and the ensemble of the fused branches)."""
+    select_margin: StrictFloat = allowed(">= 0", ge=0.0)
+    """With select safe and select_alpha null: the fused model must beat the other two on validation
+    accuracy by more than this."""
+    select_alpha: StrictFloat | None = allowed("null or 0 < alpha <= 1", gt=0.0, le=1.0)
+    """With select safe: fall back from the fused model only where McNemar's test on validation
+    trials says so at this level; null: whenever the fallback scores higher."""
+    drop_uninformative: StrictBool
+    """Leave views at chance on validation (binomial test) out of that fold's fusion."""
     ensemble_weighting: Literal["equal", "val", "fixed"]
-    ensemble_weights: tuple[StrictFloat, ...]            # fixed weighting: one per modality
+    """With type ensemble: equal weights, val (validation accuracy) or fixed (ensemble_weights)."""
+    ensemble_weights: tuple[StrictFloat, ...]
+    """With ensemble_weighting fixed: one non-negative weight per view of fusion.modalities."""
     loss: Literal["ce", "focal"]
+    """As train.loss, for fusion training."""
     focal_gamma: StrictFloat = allowed(">= 0", ge=0)
+    """As train.focal_gamma, for fusion training."""
     loss_temperature: StrictFloat = allowed("> 0", gt=0)
+    """As train.loss_temperature, for fusion training."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -403,13 +562,23 @@ class DistillParams(Section):
     """The distill stage: single-view students trained on the fused model's soft labels
     (pipeline/distillation.py)."""
 
-    students: tuple[Modality, ...] | None  # views to distil the fusion into; []: off; null: resolved by parse_params
-    init: Literal["pretrained", "scratch"]  # the student starts from the fold's pretrained branch, or afresh
-    alpha: StrictFloat = allowed("0 <= alpha <= 1", ge=0.0, le=1.0)  # weight of the KD term; 1 - alpha: labels
+    students: tuple[Modality, ...] | None
+    """Views to distil the fused model into, each of fusion.modalities; []: off; null: the fused
+    views that are their signal's plain view (eeg, acoustic)."""
+    init: Literal["pretrained", "scratch"]
+    """Where a student starts: pretrained (the fold's pretrained branch) or scratch."""
+    alpha: StrictFloat = allowed("0 <= alpha <= 1", ge=0.0, le=1.0)
+    """Weight of the distillation term: (1 - alpha) x CE(labels) + alpha x T^2 x KL(teacher_T || student_T)."""
     temperature: StrictFloat = allowed("> 0", gt=0)
-    feature_weight: StrictFloat = allowed(">= 0", ge=0.0)  # x MSE to the teacher's fused representation
+    """Softmax temperature T of teacher and student in the distillation term."""
+    feature_weight: StrictFloat = allowed(">= 0", ge=0.0)
+    """Weight of the MSE between the projected student embedding and the teacher's fused
+    representation; 0: off (0 with late, ensemble or cross_fitted)."""
     teacher_targets: Literal["in_fold", "cross_fitted"]
-    inner_folds: StrictInt = allowed("an integer >= 2", ge=2)  # cross_fitted: teachers per fold
+    """Soft labels of the train trials: in_fold (the fold's fused model) or cross_fitted (teachers
+    that never saw the trial's subject)."""
+    inner_folds: StrictInt = allowed("an integer >= 2", ge=2)
+    """With teacher_targets cross_fitted: groups of train subjects per fold, a teacher each."""
 
     @field_validator("students")
     @classmethod
@@ -423,6 +592,7 @@ class FinalParams(Section):
     """The final stage: one model on every subject, the DVC artifact to use (pipeline/stages/final.py)."""
 
     enabled: StrictBool
+    """Whether the final stage trains the model on every subject (models/final/)."""
 
 
 class BaselinesParams(Section):
@@ -431,8 +601,11 @@ class BaselinesParams(Section):
 
     c_grid: tuple[Annotated[StrictFloat, allowed("> 0", gt=0)], ...] = allowed("a non-empty list of numbers > 0",
                                                                                    min_length=1)
-    bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)  # EEG log band power
-    tangent_space: StrictBool  # EEG covariance tangent space (pyriemann) as a baseline too
+    """Candidate inverse regularisation strengths C of the logistic regression, chosen per fold on validation."""
+    bands: dict[StrictStr, Band] = allowed("at least one band", min_length=1)
+    """Band name -> [low, high] in Hz of the EEG log band power baseline (per channel)."""
+    tangent_space: StrictBool
+    """Also run the EEG covariance tangent-space baseline (pyriemann)."""
 
     @model_validator(mode="after")
     def _rules(self):
@@ -446,11 +619,17 @@ class ComputeParams(Section):
     and fuse) and on portable_numerics (pipeline/numerics.py; a dependency of every stage that
     computes with floats)."""
 
-    n_jobs: StrictInt  # workers of ingest, the feature stages and the training runs; -1: one per core
-    backend: Literal["local", "dask"] = "local"  # local: joblib's loky pool; dask: a distributed cluster
-    scheduler: StrictStr | None = None  # dask: a scheduler address (tcp://host:8786); null: a LocalCluster
-    torch_threads: StrictInt = allowed("an integer >= 1", ge=1, default=1)  # per training run
-    portable_numerics: StrictBool = True  # every library capped at AVX2: the same bits on any x86-64 CPU
+    n_jobs: StrictInt
+    """Workers of ingest, the feature stages and the training runs (an integer >= 1, or -1: one per core)."""
+    backend: Literal["local", "dask"] = "local"
+    """Where the tasks run: local (joblib's loky process pool) or dask (a distributed cluster)."""
+    scheduler: StrictStr | None = None
+    """With backend dask: a running scheduler's address (e.g. tcp://10.0.0.5:8786); null: a
+    LocalCluster of n_jobs workers."""
+    torch_threads: StrictInt = allowed("an integer >= 1", ge=1, default=1)
+    """torch threads per training run (it changes the last bits of pretrain and fuse)."""
+    portable_numerics: StrictBool = True
+    """Cap numpy, torch and OpenBLAS at AVX2, for the same bits on any x86-64 CPU."""
 
     @field_validator("n_jobs")
     @classmethod
@@ -468,18 +647,32 @@ class ComputeParams(Section):
 
 class Params(Section):
     data: DataParams
+    """Where the trials come from and what their classes and tasks are."""
     split: SplitParams
+    """Subject-disjoint train / validation / test folds."""
     eeg: EEGParams
+    """EEG preprocessing of every recording, and artifact cleaning."""
     mel: MelParams
+    """The mel view: a log-mel image of each trial's audio clip."""
     topo: TopoParams
+    """The topology view: persistence images of per-band EEG connectivity."""
     acoustic: AcousticParams
+    """The acoustic view: openSMILE functionals of each trial's audio window."""
     train: TrainParams
-    branches: dict[str, TrainParams]  # every modality: `train` with `branches.<m>` on top (parse_params)
+    """Training knobs shared by every branch (and by the distill students)."""
+    branches: dict[str, TrainParams]
+    """Per-view overrides of any train key but seeds (branches.<view>.<key>), plus the view's
+    encoder; parsed, every view's train with its overrides on top."""
     fusion: FusionParams
+    """The fusion of the pretrained branches, and what each fold reports."""
     baselines: BaselinesParams
+    """Classical baselines every branch must beat: logistic regression on handcrafted features."""
     distill: DistillParams
+    """Single-view students of the fused model, for use where a view is missing."""
     final: FinalParams
+    """The final model on every subject (models/final/, a DVC artifact)."""
     compute: ComputeParams = ComputeParams(n_jobs=1)
+    """Where and how the work runs; results depend on torch_threads and portable_numerics only."""
 
     def check_modalities(self, available: list[str], missing_reason: str) -> None:
         """Fusing a modality the data does not have is a params error naming fusion.modalities."""
@@ -527,7 +720,7 @@ def _unwrap(annotation, text: str | None):
         (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
     if get_origin(annotation) is Annotated:
         annotation, *metadata = get_args(annotation)
-        text = next((m.description for m in metadata if getattr(m, "description", None)), text)
+        text = next((words for m in metadata if (words := allowed_text(m))), text)
     return annotation, text
 
 
@@ -538,7 +731,7 @@ def _declared(model: type[BaseModel], loc: tuple):
     for part in loc:
         if _is_model(annotation):
             info = annotation.model_fields[part]
-            annotation, text = _unwrap(info.annotation, info.description)
+            annotation, text = _unwrap(info.annotation, allowed_text(info))
         else:  # dict[K, V] (part: a key) or tuple (part: a position)
             args = get_args(annotation)
             item = args[1] if get_origin(annotation) is dict else args[0] if args[-1] is Ellipsis else args[part]

@@ -42,3 +42,17 @@ def test_distill_key_makes_only_distill_and_evaluate_stale(tmp_path_factory, tmp
     set_params(workspace, {"distill": {"alpha": 0.9}})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace))) == {"distill", "evaluate"}
     assert _downstream(workspace, "distill") == {"evaluate"}
+
+
+def test_an_eeg_key_reruns_no_other_view_while_the_manifest_holds(tmp_path_factory, tmp_path):
+    """features_eeg writes the manifest every later stage reads. An EEG knob that drops no trial
+    (a low-pass, autoreject off) changes the EEG array, not the manifest: once features_eeg has
+    rerun, DVC finds the EEG views' stages stale and neither split nor a speech view's."""
+    workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    manifest = (workspace / "data" / "interim" / "manifest.csv").read_bytes()
+    set_params(workspace, {"eeg": {"h_freq": 30.0}})
+    run(["dvc", "repro", "--single-item", "features_eeg"], workspace)
+    assert (workspace / "data" / "interim" / "manifest.csv").read_bytes() == manifest
+    stale = set(json.loads(run(["dvc", "status", "--json"], workspace)))
+    assert {"features_topo", "normalize@eeg", "pretrain@eeg", "baselines", "fuse"} <= stale, stale
+    assert not {s for s in stale if s == "split" or "mel" in s or "acoustic" in s}, stale
