@@ -166,7 +166,7 @@ def speech_study(out: str = typer.Argument(..., help="folder for the clips, clip
 @app.command()
 def docs():
     """Regenerate docs/params.md and docs/metrics.md from the code (params.py, params.yaml,
-    dvc.yaml and pipeline/metrics_shape.py); tests/test_reference.py fails when they are stale."""
+    dvc.yaml and pipeline/metrics_shape.py); tests/unit/test_reference.py fails when they are stale."""
     with one_line_errors():  # params.yaml validated first: the reference documents a valid file
         if load_params().compute.portable_numerics:
             pin_cpu_dispatch()

@@ -29,9 +29,9 @@ from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.fusion import FusionModel, load_fusion
 from pipeline.fusion_training import output_temperature, train_fusion_afresh
-from pipeline.nets import BranchClassifier, load_branch, save_branch
+from pipeline.nets import BranchClassifier, load_branch, save_branch, take
 from pipeline.params import DistillParams, TrainParams
-from pipeline.training import FitConfig, fit, predict_proba, seed_everything, take, task_loss
+from pipeline.training import FitConfig, fit, predict_proba, seed_everything, task_loss
 
 
 @torch.no_grad()

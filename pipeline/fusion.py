@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.nets import BranchClassifier, branch_from_config, read_checkpoint, save_checkpoint
+from pipeline.nets import BranchClassifier, branch_from_config, read_checkpoint, save_checkpoint, take
 from pipeline.params import FusionParams
-from pipeline.training import take
 
 Tensors = dict[str, torch.Tensor]
 

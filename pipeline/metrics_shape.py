@@ -1,6 +1,6 @@
 """What the DVC metrics files hold, key by key: the one declaration of their shape.
 
-docs/metrics.md is generated from it (pipeline/reference.py), and tests/test_reference.py
+docs/metrics.md is generated from it (pipeline/reference.py), and tests/unit/test_reference.py
 checks the committed files against it both ways (`shape_problems`): a key a stage writes that
 is not declared here, or a declared key that is always written but missing, fails. Keys whose
 names vary (a view, a class, a baseline) are declared once under a placeholder such as `<view>`

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 class Modality:
     name: str
     section: str                 # the params.yaml section of its feature knobs
-    features: str                # module whose `compute(params)` makes the feature array
+    features: str                # module with `features(trials, params, eeg)`, the pure feature function
+                                 # (predict's; EEG: `eeg_features`), and `compute(params)`, the stage's body
     norm_axes: tuple[int, ...]   # axes the train statistics pool over (0: trials)
     encoders: tuple[str, ...]    # branch encoders it accepts (names in pipeline.nets.ENCODERS); first: default
     needs_audio: bool            # only data with audio has this view: a speech view

@@ -18,6 +18,12 @@ from pipeline.errors import PipelineError
 from pipeline.modalities import MODALITIES
 
 
+
+def take(inputs: dict[str, torch.Tensor], idx, device) -> dict[str, torch.Tensor]:
+    """The rows `idx` of every view's input tensor, on `device`: one batch of a model's input dict."""
+    return {m: x[idx].to(device, non_blocking=True) for m, x in inputs.items()}
+
+
 class EEGEncoder(nn.Module):
     """Filter-bank spatial-temporal encoder: spatial filters, per-component temporal filters,
     log band power (in the spirit of ShallowConvNet / FBCSP).

@@ -8,7 +8,7 @@ validators). Every stage calls :func:`load_params` before any work, so a wrong v
 stage with one line naming the key, the value and what is allowed, and nothing is written.
 
 Imports nothing heavy: the registries (fusion heads, data sources, encoders) register their
-classes under the names declared here, and tests/test_registries.py checks that both agree.
+classes under the names declared here, and tests/unit/test_registries.py checks that both agree.
 """
 from __future__ import annotations
 

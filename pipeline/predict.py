@@ -1,8 +1,8 @@
 """`python -m pipeline predict DATA --out FILE [--model final|fold<k>_seed<s>] [--rev REV]`: a
 trained fused model labels recordings it has not seen.
 
-DATA (a manifest CSV or a BIDS root) goes through the very code of the stages: ingest and the
-feature stages run on it in a temporary folder, the features are standardised with the model's
+DATA (a manifest CSV or a BIDS root) goes through the very code of the stages: ingest's checks and
+each view's feature function (the one its stage calls) run on it in memory, the features are standardised with the model's
 own train-only statistics, and the fused model's probabilities come out as the fuse stage
 computes them. The final model (models/final/, the final stage's) carries its params, so its
 features are computed as it was trained, at any revision (`--rev`, through dvc.api); a fold's
@@ -12,10 +12,8 @@ fills a missing view, and its row says so.
 """
 from __future__ import annotations
 
-import contextlib
 import io as bytes_io
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -29,16 +27,6 @@ from pipeline.errors import PipelineError, warn
 from pipeline.params import Params, fill_missing, load_params, parse_params, read_params_yaml
 
 MODEL = re.compile(r"fold(\d+)_seed(\d+)")
-
-
-@contextlib.contextmanager
-def _inside(folder: Path):
-    before = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
 
 
 def data_params(params: Params, data: Path, classes: list[str], work: Path) -> Params:
@@ -60,9 +48,6 @@ def data_params(params: Params, data: Path, classes: list[str], work: Path) -> P
         raise PipelineError(f"predict: {data}: neither a manifest CSV nor a BIDS root (no dataset_description.json)")
     bids = params.data.bids  # events other than the model's classes are no trials, unless the model says which are
     bids = bids if bids.labels is not None else bids.model_copy(update={"labels": tuple(classes)})
-    montage = params.eeg.montage  # a montage file relative to the project, read from inside `work`
-    if montage is not None and Path(montage).is_file():
-        params = params.model_copy(update={"eeg": params.eeg.model_copy(update={"montage": str(Path(montage).resolve())})})
     return params.model_copy(update={"data": params.data.model_copy(update={
         **source, "classes": tuple(classes), "tasks": ("label",), "task_classes": {}, "on_error": "fail",
         "bids": bids})})
@@ -91,68 +76,47 @@ def bring_recordings(paths, p: Params, seen: list[dict] | None) -> None:
              "the top of the band the model saw")
 
 
-def data_features(p: Params, views: list[str], work: Path,
-                  seen: list[dict] | None) -> tuple[pd.DataFrame, np.ndarray, dict, dict]:
+def data_features(p: Params, views: list[str], seen: list[dict] | None) -> tuple[pd.DataFrame, np.ndarray, dict, dict]:
     """DATA's trials, which of them are labelled, and per view of `views` its features and which
     trials have it (a speech view: the trials with audio; none: the view is missing everywhere):
     the source and ingest's checks of every trial (not its checks of the whole set: one class or
-    none is fine here), then the feature stages' own bodies, inside `work` (a speech view's on the
-    trials with audio, in a folder of their own; the EEG brought to the model's preprocessing,
-    `seen`, and cleaned as the model's was: ICA and autoreject per recording with the model's
-    eeg.artifacts), and per recording what cleaning found (`eeg_features`). An unlabelled trial
-    carries the first class through the stages (the topology view's example figure reads labels)."""
+    none is fine here), then each view's feature function, the one its stage calls, in memory (a
+    speech view's on the trials with audio; the EEG brought to the model's preprocessing, `seen`,
+    and cleaned as the model's was: ICA and autoreject per recording with the model's
+    eeg.artifacts), and per recording what cleaning found (`eeg_features`)."""
+    import importlib
+
     from pipeline.data.ingest import check_trials
     from pipeline.data.manifest import COLUMNS, BadInput
     from pipeline.data.sources import SOURCES
-    from pipeline.dataset import load_manifest
     from pipeline.features.eeg import eeg_features
     from pipeline.modalities import MODALITIES
-    from pipeline.stages import features
 
-    cleaned: dict[str, dict] = {}
-
-    def stage_features(view: str, trials: pd.DataFrame, folder: Path) -> np.ndarray:
-        folder.mkdir(exist_ok=True)
-        with _inside(folder):
-            io.save_csv(io.MANIFEST, trials)
-            io.write_json(io.CLASSES, list(p.data.classes))
-            io.write_json(io.TASKS, {})
-            if view == "topo":  # it reads the EEG features
-                io.save_array(io.feature_path("eeg"), np.load(work / io.feature_path("eeg")))
-            if view == "eeg":  # the stage's body, with the model's filters
-                x_eeg, _, found = eeg_features(load_manifest(), p.eeg, p.compute, seen)
-                io.save_array(io.feature_path(view), x_eeg)
-                cleaned.update(found)
-            else:
-                features.run(p, view)
-            return np.load(io.feature_path(view))
-
-    with _inside(work):
-        bad = BadInput("fail")
-        table, _ = SOURCES[p.data.source]().trials(p, bad)
-        if table.empty:
-            where = f" among its events' {p.data.bids.label_column} values" if p.data.source == "bids" else ""
-            raise PipelineError(f"predict: {p.data.root}: no trial of the model's classes "
-                                f"({', '.join(p.data.classes)}){where}")
-        labelled = (table["label"] != "").to_numpy()
-        table.loc[~labelled, "label"] = p.data.classes[0]
-        audio = (table["audio_path"] != "").to_numpy()
-        # trials with audio and without, each checked as ingest checks a source's trials (which
-        # refuses a mix), then back in DATA's order
-        checked = [check_trials(table[rows].assign(order=np.flatnonzero(rows)), p, bad)[0] for rows in (audio, ~audio)
-                   if rows.any()]
-        trials = pd.concat(checked).sort_values("order")[list(COLUMNS)].reset_index(drop=True)
-        bring_recordings(trials["eeg_path"], p, seen)
-    x = {}
-    for view in ["eeg", *(m for m in views if m != "eeg")]:  # topo reads the EEG features
-        if not MODALITIES[view].needs_audio:
-            x[view] = (stage_features(view, trials, work), np.ones(len(trials), bool))
-        elif audio.any():
-            rows = np.flatnonzero(audio)
-            values = stage_features(view, trials.iloc[rows].reset_index(drop=True), work / "audio")
-            full = np.zeros((len(trials), *values.shape[1:]), values.dtype)
-            full[rows] = values
-            x[view] = (full, audio)
+    bad = BadInput("fail")
+    table, _ = SOURCES[p.data.source]().trials(p, bad)
+    if table.empty:
+        where = f" among its events' {p.data.bids.label_column} values" if p.data.source == "bids" else ""
+        raise PipelineError(f"predict: {p.data.root}: no trial of the model's classes "
+                            f"({', '.join(p.data.classes)}){where}")
+    labelled = (table["label"] != "").to_numpy()
+    audio = (table["audio_path"] != "").to_numpy()
+    # trials with audio and without, each checked as ingest checks a source's trials (which
+    # refuses a mix), then back in DATA's order
+    checked = [check_trials(table[rows].assign(order=np.flatnonzero(rows)), p, bad, labelled=False)[0]
+               for rows in (audio, ~audio) if rows.any()]
+    trials = pd.concat(checked).sort_values("order")[list(COLUMNS)].reset_index(drop=True)
+    bring_recordings(trials["eeg_path"], p, seen)
+    eeg, _, cleaned = eeg_features(trials, p.eeg, p.compute, seen)
+    x = {"eeg": (eeg, np.ones(len(trials), bool))}
+    for view in views:
+        spec = MODALITIES[view]
+        if view == "eeg" or (spec.needs_audio and not audio.any()):
+            continue
+        rows = np.flatnonzero(audio) if spec.needs_audio else np.arange(len(trials))
+        values = importlib.import_module(spec.features).features(trials.iloc[rows].reset_index(drop=True), p, eeg[rows])
+        full = np.zeros((len(trials), *values.shape[1:]), values.dtype)
+        full[rows] = values
+        x[view] = (full, audio if spec.needs_audio else np.ones(len(trials), bool))
     return trials, labelled, {m: v for m, v in x.items() if m in views}, cleaned
 
 
@@ -290,7 +254,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         work = Path(tmp).resolve()
         p = data_params(chosen.params, Path(data), classes, work)
         torch.set_num_threads(p.compute.torch_threads)  # as the fuse stage's runs: the same last bits
-        table, labelled, x, cleaned = data_features(p, views, work, chosen.eeg_seen)
+        table, labelled, x, cleaned = data_features(p, views, chosen.eeg_seen)
     present = {m: x[m][1] if m in x else np.zeros(len(table), bool) for m in views}
     normalized = {m: apply_normalizer(x[m][0], chosen.stats[m]["mean"], chosen.stats[m]["std"]) for m in x}
     inputs = {}
@@ -331,5 +295,5 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         said += f"; EEG cleaned as the model's (eeg.artifacts): {cleaning_said(artifact_report(table, cleaned, p.eeg))}"
         if dropped.any():
             said += f" (those trials are not labelled: predicted blank, dropped 'autoreject' in {out})"
-    return said + (f"; views filled with the model's train mean: " + ", ".join(
+    return said + ("; views filled with the model's train mean: " + ", ".join(
         f"{m} ({int((~present[m]).sum())} trials)" for m in filled) if filled else "")

@@ -1,5 +1,5 @@
 """docs/params.md and docs/metrics.md, generated from the code so that they cannot go stale
-(`python -m pipeline docs`; tests/test_reference.py fails when a committed page differs).
+(`python -m pipeline docs`; tests/unit/test_reference.py fails when a committed page differs).
 
 The params reference reads each section of pipeline/params.py (a key's type, its attribute
 docstring, and what `allowed` and `Literal` say is allowed), params.yaml (a key's value there
@@ -225,7 +225,7 @@ PARAMS_INTRO = f"""# Params reference
 
 Generated from pipeline/params.py (each key's type, what is allowed and its description),
 params.yaml (a key's value there is its default here) and dvc.yaml (the stages that read it).
-Do not edit by hand: run `{REGENERATE}`; tests/test_reference.py fails when this page
+Do not edit by hand: run `{REGENERATE}`; tests/unit/test_reference.py fails when this page
 differs from what the code generates.
 
 Set a key for one experiment with `dvc exp run -S <key>=<value>`, by the full dotted names
@@ -284,7 +284,7 @@ def _shapes(keys: dict[str, Key] | Shape) -> list[Shape]:
 METRICS_INTRO = f"""# Metric keys
 
 Generated from the declaration in pipeline/metrics_shape.py. Do not edit by hand: run
-`{REGENERATE}`; tests/test_reference.py fails when this page differs from what the code
+`{REGENERATE}`; tests/unit/test_reference.py fails when this page differs from what the code
 generates, and when a committed metrics file has a key the declaration lacks or lacks one it
 always holds.
 
@@ -315,7 +315,7 @@ def default_numbers(metrics: dict) -> str:
     """README's block of the default run's numbers, from reports/metrics.json: summary.md's
     table rows of the fused model, its best branch on validation and the baseline best on
     validation (no row chosen on test), and the fusion's gain over that branch."""
-    from pipeline.evaluate import gain_line, results_table
+    from pipeline.report import gain_line, results_table
 
     fusion, baselines = metrics["fusion"], metrics.get("baselines", {})
     best = fusion["best_branch_on_val"]

@@ -23,6 +23,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
+from pipeline.nets import take
 
 
 def resolve_device(name: str) -> torch.device:
@@ -218,10 +219,6 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None, pool: t
         if generator is not None and len(idx) == 1:  # BatchNorm cannot train on one sample
             continue
         yield idx
-
-
-def take(inputs: dict[str, torch.Tensor], idx, device) -> dict[str, torch.Tensor]:
-    return {m: x[idx].to(device, non_blocking=True) for m, x in inputs.items()}
 
 
 def task_softmax(logits: torch.Tensor, sizes: Sequence[int] | None, temperature: float = 1.0) -> torch.Tensor:

@@ -16,6 +16,7 @@ for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from pathlib import Path  # noqa: E402
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.io
 import soundfile as sf
@@ -25,6 +26,7 @@ from pipeline.data.readers import EAV_SFREQ
 from pipeline.params import Params, load_params
 
 from dvc_project import SHARED, start_build
+from factories import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +60,14 @@ def pytest_configure(config):
 
     torch.set_num_threads(1)
 REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture
+def dataset(tmp_path, monkeypatch) -> tuple[Path, pd.DataFrame]:
+    """A manifest dataset (`factories.make_dataset`: 3 subjects, 4 trials each) in a fresh
+    folder, which becomes the current one: (that folder, its rows)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path, make_dataset(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """A copy of the project in a temporary git repo with tiny params, and helpers to run DVC in it:
-shared by the end-to-end tests (tests/test_integration*.py)."""
+shared by the end-to-end tests (tests/integration/)."""
 from __future__ import annotations
 
 import json

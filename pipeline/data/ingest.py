@@ -51,17 +51,17 @@ def _bad_time(row) -> str | None:
     return None
 
 
-def _row_checks(table: pd.DataFrame, classes, task_classes: dict, bad: BadInput) -> pd.DataFrame:
-    """Checks that need no recording: blank fields, times that are not numbers, labels outside
-    `data.classes` (and secondary tasks' values outside `data.task_classes`), duplicated rows,
-    missing audio where the other rows have audio."""
+def _row_checks(table: pd.DataFrame, classes, task_classes: dict, bad: BadInput, labelled: bool = True) -> pd.DataFrame:
+    """Checks that need no recording: blank fields (a blank label only where `labelled`), times
+    that are not numbers, labels outside `data.classes` (and secondary tasks' values outside
+    `data.task_classes`), duplicated rows, missing audio where the other rows have audio."""
     has_audio = "mel" in modalities_of(table)
     first_seen: dict[tuple, str] = {}
     keep = []
     for i, row in table.iterrows():
         report = lambda kind, reason: bad(row["where"], kind, reason, row["subject"], row["label"], i)  # noqa: E731
         key = tuple(str(row[c]) for c in COLUMNS)
-        blank = [c for c in ("subject", "label", "eeg_path") if row[c] == ""]
+        blank = [c for c in ("subject", "label", "eeg_path") if row[c] == "" and (labelled or c != "label")]
         if blank:
             report("blank_field", f"blank {', '.join(blank)}")
             continue
@@ -69,7 +69,7 @@ def _row_checks(table: pd.DataFrame, classes, task_classes: dict, bad: BadInput)
             report("duplicate_row", f"duplicates {first_seen[key]}")
             continue
         first_seen[key] = row["where"]
-        if classes is not None and row["label"] not in classes:
+        if classes is not None and row["label"] not in classes and (labelled or row["label"] != ""):
             report("label_not_in_classes", f"label {row['label']!r} is not in data.classes ({', '.join(classes)})")
             continue
         outside = [(t, row[t]) for t, values in task_classes.items() if row[t] not in ("", *values)]
@@ -197,10 +197,12 @@ def _run_task(modality: str, path: str, windows, eeg: EEGParams):
     return check_audio_windows(path, windows)
 
 
-def check_trials(table: pd.DataFrame, p: Params, bad: BadInput) -> tuple[pd.DataFrame, dict[str, dict]]:
+def check_trials(table: pd.DataFrame, p: Params, bad: BadInput,
+                 labelled: bool = True) -> tuple[pd.DataFrame, dict[str, dict]]:
     """The trials of `table` that pass every check, with blank onsets/durations filled in, and
-    per EEG recording the channels interpolated and dropped ({path: {"interpolated", "dropped"}})."""
-    trials = _row_checks(table.reset_index(drop=True), p.data.classes, p.data.task_classes, bad)
+    per EEG recording the channels interpolated and dropped ({path: {"interpolated", "dropped"}}).
+    `labelled=False` (predict's new recordings): a blank label is an unlabelled trial, not bad input."""
+    trials = _row_checks(table.reset_index(drop=True), p.data.classes, p.data.task_classes, bad, labelled)
     workers = joblib.effective_n_jobs(p.compute.n_jobs)
     tasks = list(_tasks(trials, workers))
     results = stream(_run_task, [(*task, p.eeg) for task in tasks], p.compute, "ingest", "file part")

@@ -66,13 +66,19 @@ def acoustic_features(trials: pd.DataFrame, p: AcousticParams, compute: ComputeP
     return out
 
 
+def features(trials: pd.DataFrame, params: Params, eeg: np.ndarray | None = None) -> np.ndarray:
+    """The view's feature function (the stage's and predict's): openSMILE functionals of every
+    trial's audio window, (n_trials, features); `eeg` is not read."""
+    return acoustic_features(trials, params.acoustic, params.compute)
+
+
 def compute(params: Params) -> np.ndarray:
     """The features_acoustic stage's array, (n_trials, features); data without audio gets an
     empty array (the view is skipped, as mel is)."""
     if skip_note("features", "acoustic"):
         return np.zeros(0, np.float32)
     p = params.acoustic
-    x = acoustic_features(load_manifest(), p, params.compute)
+    x = features(load_manifest(), params)
     print(f"features acoustic: {' + '.join(f'{n} ({ACOUSTIC_FEATURE_SETS[n]})' for n in p.feature_sets)} "
           f"openSMILE functionals per clip")
     return x

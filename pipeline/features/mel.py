@@ -58,6 +58,12 @@ def mel_features(trials: pd.DataFrame, p: MelParams, compute: ComputeParams = LO
     return out, counts
 
 
+def features(trials: pd.DataFrame, params: Params, eeg: np.ndarray | None = None) -> np.ndarray:
+    """The view's feature function (the stage's, through `mel_features`, and predict's): log-mel
+    of every trial's audio window, (n_trials, 1, n_mels, n_frames); `eeg` is not read."""
+    return mel_features(trials, params.mel, params.compute)[0]
+
+
 def compute(params: Params) -> np.ndarray:
     """The features_mel stage's array, (n_trials, 1, n_mels, n_frames), and its report of
     padded and cropped clips. Data without audio gets an empty array and a 'skipped' report."""

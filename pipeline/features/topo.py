@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mne
 import numpy as np
+import pandas as pd
 from gtda.diagrams import PersistenceImage
 from gtda.homology import VietorisRipsPersistence
 
@@ -77,13 +78,19 @@ def _chunk_images(eeg: np.ndarray, sfreq: float, p: TopoParams) -> np.ndarray:
     return persistence_images(band_distances(eeg, sfreq, p.bands), p)
 
 
-def compute(params: Params) -> np.ndarray:
-    """The features_topo stage's array from the EEG features (memory-mapped, one subject per
-    task), (n_trials, n_bands * n_dims, n_bins, n_bins), and one example image per class."""
-    subjects = load_manifest()["subject"].to_numpy()
+def features(trials: pd.DataFrame, params: Params, eeg: np.ndarray) -> np.ndarray:
+    """The view's feature function (the stage's and predict's): persistence images of the
+    trials' EEG features `eeg` (n_trials, n_channels, n_times; may be memory-mapped), one
+    subject per task, (n_trials, n_bands * n_dims, n_bins, n_bins)."""
+    subjects = trials["subject"].to_numpy()
     chunks = [np.flatnonzero(subjects == s) for s in dict.fromkeys(subjects)]
-    x = topo_features(load_features("eeg", mmap=True), params.eeg.sfreq, params.topo, chunks,
-                      params.compute)
+    return topo_features(eeg, params.eeg.sfreq, params.topo, chunks, params.compute)
+
+
+def compute(params: Params) -> np.ndarray:
+    """The features_topo stage: `features` of the EEG features (memory-mapped), and one example
+    image per class (reports/figures/persistence_images.png)."""
+    x = features(load_manifest(), params, load_features("eeg", mmap=True))
     labels, classes = load_labels()
     plot_persistence_examples(io.FIGURES / "persistence_images.png", x, labels, classes,
                               [f"{band} H{d}" for band in params.topo.bands for d in params.topo.homology_dimensions])

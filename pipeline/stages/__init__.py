@@ -3,5 +3,5 @@ declares in dvc.yaml, call the pure functions, write the outputs atomically.
 
 The CLI imports a stage module by name only when that stage runs, so each stage loads only
 what it uses, and dvc.yaml lists exactly each stage module's import closure inside the
-package (tests/test_dvc_deps.py checks it).
+package (tests/unit/test_dvc_deps.py checks it).
 """

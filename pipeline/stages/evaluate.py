@@ -8,11 +8,12 @@ import pandas as pd
 from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_task_probabilities, load_trials
 from pipeline.errors import warn
-from pipeline.evaluate import (baseline_flags, baseline_metrics, below_baseline_message, below_best_message,
-                               gain_sentence, model_metrics, nondeterministic_kernels, prediction_table,
-                               reproducibility_note, robustness_summary, score_model, selection_metrics,
-                               score_task, student_metrics, summarize_test, summary_markdown)
+from pipeline.evaluate import (baseline_flags, baseline_metrics, model_metrics, nondeterministic_kernels,
+                               prediction_table, robustness_summary, score_model, selection_metrics, score_task,
+                               student_metrics, summarize_test)
 from pipeline.params import Params
+from pipeline.report import (below_baseline_message, below_best_message, gain_sentence, reproducibility_note,
+                             summary_markdown)
 from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
 
 STUDENT = "student_"  # a student's model name: student_<view>

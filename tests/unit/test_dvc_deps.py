@@ -12,7 +12,8 @@ import yaml
 
 from pipeline.modalities import MODALITIES
 
-ROOT = Path(__file__).resolve().parents[1]
+from dvc_project import ROOT
+
 PACKAGE = ROOT / "pipeline"
 
 

@@ -13,6 +13,8 @@ from pipeline.nets import BranchClassifier
 from pipeline.params import FusionParams
 from pipeline.training import ClassificationLoss, FitConfig, fit, predict_proba, seed_everything
 
+from factories import make_branches, random_inputs
+
 SHAPES = {"eeg": (16, 512), "mel": (1, 64, 128), "topo": (6, 32, 32)}
 N_CLASSES = 5
 EMBED = {"eeg": 16, "mel": 24, "topo": 8}  # different widths, as per-branch overrides allow
@@ -29,13 +31,11 @@ def _fp(params, fusion_type: str, modalities, **changes) -> FusionParams:
 
 
 def _branches(modalities) -> dict[str, BranchClassifier]:
-    torch.manual_seed(0)
-    return {m: BranchClassifier(m, SHAPES[m], N_CLASSES, EMBED[m], dropout=0.1) for m in modalities}
+    return make_branches({m: SHAPES[m] for m in modalities}, N_CLASSES, EMBED, dropout=0.1)
 
 
 def _inputs(batch: int = 4, seed: int = 1) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {m: torch.randn(batch, *s, generator=g) for m, s in SHAPES.items()}
+    return random_inputs(SHAPES, batch, seed)
 
 
 def test_registry_holds_the_designed_types():

@@ -22,7 +22,7 @@ from pipeline.stages import features
 from pipeline.stages import ingest as ingest_stage
 from pipeline.stages import split
 
-from data.test_ingest import make_dataset, one_line, run_params, write_manifest
+from factories import make_dataset, one_line, run_params, write_manifest
 
 
 def task_params(params, root, tasks, task_classes=None, on_error="fail"):

@@ -15,69 +15,8 @@ import soundfile as sf
 from pipeline.data.ingest import ingest
 from pipeline.errors import PipelineError
 
-CH = ["Fz", "Cz", "Pz", "Oz"]
-SFREQ = 100.0
-SR = 16000
-SECONDS = 20.0
-SUBJECTS = ("sub-01", "sub-02", "sub-03")
-ONSETS = (0.0, 4.0, 8.0, 12.0)
-DURATION = 4.0
-
-
-def write_fif(path: Path, channels=CH, seconds=SECONDS, seed=0, edit=None) -> Path:
-    """4 channels of noise at 100 Hz; `edit(x)` may change the data (in V) before saving."""
-    x = np.random.default_rng(seed).standard_normal((len(channels), int(seconds * SFREQ))) * 1e-5
-    if edit is not None:
-        edit(x)
-    mne.io.RawArray(x, mne.create_info(list(channels), SFREQ, "eeg"), verbose="error").save(
-        path, overwrite=True, verbose="error")
-    return path
-
-
-def write_wav(path: Path, seconds=SECONDS, seed=0, silent=False) -> Path:
-    y = np.zeros(int(seconds * SR)) if silent else 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * SR))
-    sf.write(path, y, SR)
-    return path
-
-
-def make_dataset(root: Path) -> pd.DataFrame:
-    """3 subjects, one FIF and one WAV each, 4 trials each (rows 2-5, 6-9, 10-13 of the CSV)."""
-    rows = []
-    for s, subject in enumerate(SUBJECTS):
-        write_fif(root / f"{subject}_eeg.fif", seed=s)
-        write_wav(root / f"{subject}_audio.wav", seed=s)
-        for k, onset in enumerate(ONSETS):
-            rows.append({"subject": subject, "label": "ab"[k % 2], "eeg_path": f"{subject}_eeg.fif",
-                         "eeg_onset": onset, "eeg_duration": DURATION, "audio_path": f"{subject}_audio.wav",
-                         "audio_onset": onset, "audio_duration": DURATION})
-    return pd.DataFrame(rows).astype(object)
-
-
-def write_manifest(root: Path, df: pd.DataFrame, name="manifest.csv") -> Path:
-    path = root / name
-    df.to_csv(path, index=False)
-    return path
-
-
-def run_params(params, root: Path, on_error="fail", classes=None, channels=None, n_jobs=1):
-    data = params.data.model_copy(update=dict(source="manifest", root=str(root), manifest="manifest.csv",
-                                              on_error=on_error, classes=classes))
-    return params.model_copy(update=dict(data=data,
-                                         eeg=params.eeg.model_copy(update=dict(channels=channels, read_kwargs={})),
-                                         compute=params.compute.model_copy(update=dict(n_jobs=n_jobs))))
-
-
-@pytest.fixture
-def dataset(tmp_path, monkeypatch) -> tuple[Path, pd.DataFrame]:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path, make_dataset(tmp_path)
-
-
-def one_line(info: pytest.ExceptionInfo) -> str:
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
-
+from factories import (DURATION, ONSETS, SECONDS, SFREQ, SR, SUBJECTS, make_dataset, one_line, run_params, write_fif,
+                       write_manifest, write_wav)
 
 # ------------------------------------------------------------------ good input
 

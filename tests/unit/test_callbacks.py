@@ -9,8 +9,9 @@ from torch import nn
 from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
                                  confidence_order)
 from pipeline.fusion import build_fusion
-from pipeline.nets import BranchClassifier
 from pipeline.training import Callback, ClassificationLoss, FitConfig, fit, seed_everything
+
+from factories import make_branches, random_inputs
 
 CPU = torch.device("cpu")
 
@@ -85,22 +86,16 @@ def test_curriculum_pools_grow_from_the_easiest():
     assert Curriculum(order, epochs=10, batch_size=4).epoch_pool(0, 10).tolist() == [5, 3, 9, 0]  # >= a batch
 
 
-def _branches(shapes, seed=0):
-    torch.manual_seed(seed)
-    return {m: BranchClassifier(m, s, 3, 6, 0.3) for m, s in shapes.items()}
-
-
 SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
 
 
 def _fusion(params, **changes):
     fp = params.fusion.model_copy(update=dict(type="concat", modalities=tuple(SHAPES), hidden=8, **changes))
-    return build_fusion(_branches(SHAPES), fp)
+    return build_fusion(make_branches(SHAPES, dropout=0.3), fp)
 
 
 def _inputs(n=12, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return {m: torch.randn(n, *s, generator=g) for m, s in SHAPES.items()}
+    return random_inputs(SHAPES, n, seed)
 
 
 def test_confidence_order_puts_confident_trials_first(params):

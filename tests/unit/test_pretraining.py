@@ -6,17 +6,18 @@ import pytest
 import torch
 
 from pipeline import training
-from pipeline.folds import FoldData, NormalizedRows
+from pipeline.folds import FoldData
 from pipeline.pretraining import train_branch
 from pipeline.training import predict_proba
+
+from factories import fold_data, split_index
 
 
 def _fold(n: int = 36) -> FoldData:
     g = torch.Generator().manual_seed(0)
     labels = torch.tensor([0, 0, 0, 1, 1, 2] * (n // 6))
     x = torch.randn(n, 2, 8, 8, generator=g) + labels[:, None, None, None]
-    index = {"train": np.arange(0, 24), "val": np.arange(24, 30), "test": np.arange(30, 36)}
-    return FoldData({"topo": NormalizedRows(x.numpy(), np.float32(0), np.float32(1))}, labels, index)
+    return fold_data({"topo": x}, labels, split_index(24, 6, 6))
 
 
 def test_train_branch_is_a_function_of_its_seed(params):
@@ -48,9 +49,7 @@ def _two_task_fold(n: int = 60) -> FoldData:
     x[:, 0] += primary[:, None, None]
     x[:, 1] += 2.0 * secondary[:, None, None]
     secondary[::5] = -1
-    index = {"train": np.arange(0, 40), "val": np.arange(40, 50), "test": np.arange(50, 60)}
-    return FoldData({"topo": NormalizedRows(x.numpy(), np.float32(0), np.float32(1))},
-                    torch.stack([primary, secondary], 1), index)
+    return fold_data({"topo": x}, torch.stack([primary, secondary], 1), split_index(40, 10, 10))
 
 
 def test_a_secondary_task_gets_its_own_head_and_learns_its_labels(params):

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from pipeline.callbacks import OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules
-from pipeline.folds import FoldData, NormalizedRows
+from pipeline.folds import FoldData
 from pipeline.fusion import build_fusion
 from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_robustness,
                                       run_cost, train_fusion)
-from pipeline.nets import BranchClassifier
 from pipeline.stages.fuse import cost_sentence
+
+from factories import fold_data, make_branches, random_inputs, split_index
 
 SHAPES = {"eeg": (4, 64), "topo": (2, 8, 8)}
 
@@ -25,9 +26,7 @@ def _fp(params, **changes):
 def _branches():
     """Untrained branches whose embeddings both vary with their inputs (the filterbank encoder:
     an untrained log_power encoder's ReLU embedding is mostly zero on noise)."""
-    torch.manual_seed(0)
-    encoders = {"eeg": "filterbank", "topo": "image_cnn"}
-    return {m: BranchClassifier(m, SHAPES[m], 3, 6, 0.0, encoders[m]) for m in SHAPES}
+    return make_branches(SHAPES, encoders={"eeg": "filterbank", "topo": "image_cnn"})
 
 
 def _model(params, **changes):
@@ -67,13 +66,9 @@ def test_optimizer_gives_branches_branch_lr_and_head_head_lr(params):
     assert [g["lr"] for g in sgd.param_groups] == [1e-5, 3e-2]
 
 
-def _fold(n: int = 30, seed: int = 0) -> FoldData:
-    g = torch.Generator().manual_seed(seed)
-    inputs = {m: NormalizedRows(torch.randn(n, *s, generator=g).numpy(), np.float32(0), np.float32(1))
-              for m, s in SHAPES.items()}
-    labels = torch.arange(n) % 3
-    index = {"train": np.arange(0, 18), "val": np.arange(18, 24), "test": np.arange(24, 30)}
-    return FoldData(inputs, labels, index)
+def _fold(seed: int = 0) -> FoldData:
+    """30 trials of noise, 3 classes in turn: 18 train, 6 val, 6 test."""
+    return fold_data(random_inputs(SHAPES, 30, seed), torch.arange(30) % 3, split_index(18, 6, 6))
 
 
 def test_callbacks_follow_the_params_in_order(params):

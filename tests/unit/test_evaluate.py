@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pipeline.dataset import Trials
-from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, baseline_flags, below_baseline_message, below_best_message, classification_metrics, gain_sentence,
-                               model_metrics, nondeterministic_kernels, prediction_entropy, prediction_table,
-                               reproducibility_note, robustness_summary, score_model, selection_metrics, subject_scores,
-                               summarize_test)
+from pipeline.evaluate import (COLLAPSE_SHARE, METRICS, baseline_flags, classification_metrics, model_metrics,
+                               nondeterministic_kernels, prediction_entropy, prediction_table, robustness_summary,
+                               score_model, selection_metrics, subject_scores, summarize_test)
+from pipeline.report import below_baseline_message, below_best_message, gain_sentence, reproducibility_note
 
 
 def test_binary_by_hand():

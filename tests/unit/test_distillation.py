@@ -15,13 +15,14 @@ import yaml
 from pipeline import distillation, fusion_training
 from pipeline.dataset import Trials
 from pipeline.distillation import DistillationLoss, inner_groups, train_student
-from pipeline.folds import FoldData, NormalizedRows
+from pipeline.folds import FoldData
 from pipeline.fusion import build_fusion
 from pipeline.nets import BranchClassifier
 from pipeline.params import ParamsError, parse_params
 from pipeline.training import ClassificationLoss
 
 from dvc_project import ROOT
+from factories import fold_data
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -69,12 +70,11 @@ def _fold(n_per_subject: int = 8, subjects=("a", "b", "c", "d", "e", "f")) -> tu
     labels = np.tile(np.arange(2), len(subject) // 2)
     x = rng.normal(size=(len(subject), 6)).astype(np.float32) + labels[:, None]
     y = rng.normal(size=(len(subject), 6)).astype(np.float32)
-    inputs = {m: NormalizedRows(v, np.zeros(6, np.float32), np.ones(6, np.float32)) for m, v in (("eeg", x), ("acoustic", y))}
     index = {"train": np.flatnonzero(np.isin(subject, subjects[:4])), "val": np.flatnonzero(subject == subjects[4]),
              "test": np.flatnonzero(subject == subjects[5])}
     trials = Trials(labels=labels, subjects=subject, classes=["lo", "hi"],
                     folds=[{"train": list(subjects[:4]), "val": [subjects[4]], "test": [subjects[5]]}])
-    return FoldData(inputs, torch.tensor(labels), index), trials
+    return fold_data({"eeg": x, "acoustic": y}, labels, index), trials
 
 
 def _params(**distill):

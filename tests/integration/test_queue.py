@@ -32,8 +32,8 @@ def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
     rerunning `distill` and `evaluate` only, and `dvc exp show` then has both with their metrics:
     no students when distillation is off, one when one is asked for. `compare` pairs an
     experiment with HEAD through dvc.api, names the changed key, and says in one line what a
-    revision without outputs lacks (a run against itself: tests/test_integration_review.py).
-    A sweep of a fusion knob reruns `fuse` and `final` too (tests/test_integration.py asks DVC
+    revision without outputs lacks (a run against itself: tests/integration/test_review.py).
+    A sweep of a fusion knob reruns `fuse` and `final` too (tests/integration/test_pipeline.py asks DVC
     which stages it makes stale): the same queue, at twice the cost here."""
     project = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     out = run(["dvc", "exp", "run", "--queue", "-S", "distill.students=[],[eeg]"], project)

@@ -1,6 +1,6 @@
 """End to end on the default synthetic data: the real `dvc repro` and `dvc exp run` on a copy of
 the project in a temp git repo with tiny params (tests/dvc_project.py), built once per session and
-shared with tests/test_integration_review.py and tests/test_integration_portable.py (which also
+shared with tests/integration/test_review.py and tests/integration/test_portable.py (which also
 shows that a forced rerun of every stage reproduces every output to the last bit)."""
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_no_change_repro_runs_nothing(workspace):
 
 def test_fusion_knob_makes_only_fuse_final_and_evaluate_stale(workspace):
     """A fusion knob invalidates fuse, the final model and evaluate, and nothing upstream (DVC's
-    own status; the queued sweep in tests/test_integration_queue.py then reruns them)."""
+    own status; the queued sweep in tests/integration/test_queue.py then reruns them)."""
     set_params(workspace, {"fusion": {"type": "gated"}})
     stale = json.loads(run(["dvc", "status", "--json"], workspace))
     assert set(stale) == {"fuse", "final", "evaluate"}, stale

@@ -29,7 +29,7 @@ STAGES = [("ingest",), ("features", "eeg"), ("split",), *[("features", m) for m 
 
 def _tiny_params(override: dict) -> dict:
     """params.yaml with the tiny test params and `override` on top, as a mapping."""
-    # no students: distillation is tested on the shared project and in tests/stages
+    # no students: distillation is tested on the shared project and in tests/integration/test_training_stages.py
     return merge(merge(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), {"distill": {"students": []}}),
                  override)
 
@@ -63,7 +63,7 @@ def test_eeg_only_manifest_over_real_recording(tmp_path, monkeypatch, capsys, re
     """A manifest with no audio over a real EEGLAB file runs through every stage's body with
     fusion.modalities [eeg, topo]; the speech stages are skipped with a note, and fusing mel is a
     params error (the DAG's part, that such data comes from data.root and not from synthesize,
-    is tested on the shared project in tests/test_integration.py)."""
+    is tested on the shared project in tests/integration/test_pipeline.py)."""
     _manifest_over_real_recording(realdata / "eeg" / "test_raw.set", tmp_path / "data" / "real", 2.0)
     raw = _tiny_params({"data": {"source": "manifest", "root": "data/real"}, "eeg": {"epoch_seconds": 2.0},
                         "fusion": {"modalities": ["eeg", "topo"]}})
@@ -147,7 +147,7 @@ def test_one_informative_view_study_warns_and_safe_selection_falls_back(tmp_path
     A fusion that leans on EEG (an ensemble weighted on it alone) is flagged below its best
     branch, with a warning; `select: safe` with an unreachable margin reports the branches'
     choice on every fold. Every stage's body runs in-process, in order (which stages a fusion
-    knob reruns is DVC's part, tested on the shared project in tests/test_integration.py)."""
+    knob reruns is DVC's part, tested on the shared project in tests/integration/test_pipeline.py)."""
     from pipeline.data.studies import write_one_view_study
 
     write_one_view_study(tmp_path / "data" / "study", realdata / "eeg" / "test_raw.set", n_subjects=4,

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 
 from pipeline.folds import NormalizedRows
+from pipeline.nets import take
 from pipeline.normalize import apply_normalizer, fit_normalizer
-from pipeline.training import _batches, take
+from pipeline.training import _batches
 
 
 def _memmap(tmp_path, shape, seed: int = 0) -> np.ndarray:

@@ -2,8 +2,6 @@
 and real espeak-ng speech)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import mne
 import numpy as np
 import pandas as pd
@@ -13,7 +11,8 @@ import soundfile as sf
 from pipeline.data.studies import write_one_view_study
 from pipeline.data.synthetic import CLASSES
 
-ROOT = Path(__file__).resolve().parents[2]
+from dvc_project import ROOT
+
 
 
 def test_study_layout_and_class_free_eeg(tmp_path, realdata):

@@ -69,7 +69,7 @@ def _prepare(p):
 def test_a_secondary_task_is_trained_fused_and_reported(workdir, fusion_type):
     """With data.tasks [label, level], every branch and the fusion train a head per task: each
     task's probabilities, its metrics under tasks.<task>, its prediction rows and checkpoints
-    that carry it (that a head learns its task: tests/test_pretraining.py). A third of the trials
+    that carry it (that a head learns its task: tests/unit/test_pretraining.py). A third of the trials
 have no `level`."""
     tmp, p, labels = workdir
     level = np.where(labels > 0, "high", "low").astype(object)

@@ -1,7 +1,7 @@
 """A knob of one view on a copy of the shared tiny project (tests/dvc_project.py) reruns that
 view's stages and what reads them, never another view's. Asked of DVC itself: `dvc status`
 names the stage whose params changed and `dvc dag` what reads its outputs, which is what
-`dvc exp run -S` then reruns (tests/test_integration_queue.py runs queued experiments)."""
+`dvc exp run -S` then reruns (tests/integration/test_queue.py runs queued experiments)."""
 from __future__ import annotations
 
 import json
@@ -37,7 +37,7 @@ def test_mel_key_reruns_no_eeg_or_topo_stage(tmp_path_factory, tmp_path):
 def test_distill_key_makes_only_distill_and_evaluate_stale(tmp_path_factory, tmp_path):
     """A distill.* key: DVC finds distill and evaluate stale (evaluate reports the students'
     settings), and nothing reads distill's output but evaluate (the queued sweep of
-    distill.students in tests/test_integration_queue.py then reruns them, students off included)."""
+    distill.students in tests/integration/test_queue.py then reruns them, students off included)."""
     workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     set_params(workspace, {"distill": {"alpha": 0.9}})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace))) == {"distill", "evaluate"}

@@ -6,7 +6,6 @@ import copy
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +14,8 @@ from pipeline.errors import PipelineError
 from pipeline.modalities import MODALITIES as MODALITY_SPECS
 from pipeline.params import FUSION_TYPES, MODALITIES, SECTIONS, ParamsError, fill_missing, load_params, parse_params
 
-ROOT = Path(__file__).resolve().parents[1]
+from dvc_project import ROOT
+
 
 
 @pytest.fixture(scope="module")

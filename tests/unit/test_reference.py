@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,7 +21,8 @@ from pipeline.reference import (METRICS_PAGE, NUMBERS_BLOCK, PARAMS_PAGE, README
                                 key_matches, metrics_reference, param_rows, params_reference, with_default_numbers,
                                 write_docs)
 
-ROOT = Path(__file__).resolve().parents[1]
+from dvc_project import ROOT
+
 SECTIONS = [obj for obj in vars(params_module).values()
             if isinstance(obj, type) and issubclass(obj, Section) and obj is not Section]
 
