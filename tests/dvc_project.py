@@ -75,6 +75,16 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def downstream(project: Path, stage: str) -> set[str]:
+    """Every stage that reads, directly or not, what `stage` writes (dvc dag's edges)."""
+    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', run(["dvc", "dag", "--dot"], project))
+    found, frontier = set(), {stage}
+    while frontier:
+        frontier = {after for before, after in edges if before in frontier} - found
+        found |= frontier
+    return found
+
+
 def make_project(dest: Path, override: dict) -> Path:
     """A fresh git repo at `dest` holding the project's tracked files and params.yaml with
     TINY and then `override` on top (committed, nothing reproduced yet)."""
@@ -126,15 +136,21 @@ def start_build(tmp_path_factory) -> None:
                              start_new_session=True)
 
 
-def stage_commands(project: Path) -> list[list[str]]:
-    """Every stage's command, in dvc.yaml's order (each stage after the ones it reads)."""
-    commands = []
-    for stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values():
+def named_stage_commands(project: Path) -> dict[str, list[str]]:
+    """Every stage's command by its DVC name (`normalize@eeg` for a foreach stage), in dvc.yaml's
+    order (each stage after the ones it reads)."""
+    commands = {}
+    for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
         if "foreach" in stage:
-            commands += [stage["do"]["cmd"].replace("${item}", item).split() for item in stage["foreach"]]
+            commands |= {f"{name}@{item}": stage["do"]["cmd"].replace("${item}", item).split() for item in stage["foreach"]}
         else:
-            commands.append(stage["cmd"].split())
+            commands[name] = stage["cmd"].split()
     return commands
+
+
+def stage_commands(project: Path) -> list[list[str]]:
+    """Every stage's command, in dvc.yaml's order."""
+    return list(named_stage_commands(project).values())
 
 
 def run_stages(project: Path, env: dict | None = None, commands: list[list[str]] | None = None) -> None:

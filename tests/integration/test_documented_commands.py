@@ -2,9 +2,17 @@
 overrides applied to params.yaml by DVC's own code (what `dvc exp run -S` does; a `--queue`
 sweep expanded into its experiments), then validated as every stage validates before any work.
 One section's default must never break another (the EEG-only study's command once stopped on
-`distill.students`). Commands with placeholders (`...`, `<key>=<value>`) are prose, not commands."""
+`distill.students`). Commands with placeholders (`...`, `<key>=<value>`) are prose, not commands.
+
+Each experiment a command makes on the default data then runs: on a copy of the shared tiny
+project (tests/dvc_project.py), `dvc repro --dry` names the stages whose own deps changed, and
+those and every stage that reads them (`dvc dag`) run as DVC runs them (in one process, as the shared build does: a `dvc exp run` per
+command would cost each stage an interpreter start-up). Commands that point at the user's own
+data or cluster (`/path/to/...`, `tcp://...`) are validated only; `dvc exp run` itself (-S,
+--queue, --run-all) is run in tests/integration/test_queue.py and test_experiments.py."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -13,7 +21,8 @@ import yaml
 
 from pipeline.params import load_params
 
-from dvc_project import ROOT, TINY, merge
+from dvc_project import (ROOT, TINY, built_project, copy_project, downstream, merge, named_stage_commands, ran, run,
+                         run_stages)
 
 
 def shown_commands() -> list[str]:
@@ -62,3 +71,48 @@ def test_a_shown_dvc_exp_run_command_gives_valid_params(tmp_path, command):
         params.write_text(yaml.safe_dump(tiny, sort_keys=False))
         apply_overrides(params, overrides)
         load_params(params)  # raises ParamsError, one line naming the key, as the stages would
+
+
+USERS_OWN = ("/path/to/", "tcp://")  # the user's data or cluster: validated above, not run
+
+
+def runnable_experiments() -> list[tuple[tuple[str, ...], bool]]:
+    """Each distinct experiment of the commands that run on the default data: (its `-S`
+    overrides, forced with `-f`). `--run-all` runs the queue (its experiments are the sweep's)."""
+    found = {}
+    for command in COMMANDS:
+        words = shlex.split(command)
+        if any(place in command for place in USERS_OWN) or "--run-all" in words:
+            continue
+        for overrides in experiments(command):
+            found[(tuple(overrides), "-f" in words or "--force" in words)] = None
+    return list(found)
+
+
+EXPERIMENTS = runnable_experiments()
+
+
+def test_the_shown_experiments_include_the_sweep_and_the_cleaning_runs():
+    assert len(EXPERIMENTS) >= 8, EXPERIMENTS
+    assert (("fusion.type=film",), False) in EXPERIMENTS  # one of the --queue sweep's
+    assert any("eeg.artifacts.ica=true" in o for o, _ in EXPERIMENTS)
+    assert ((), True) in EXPERIMENTS  # dvc exp run -f
+
+
+@pytest.mark.slow
+@pytest.mark.shared_project
+@pytest.mark.parametrize("overrides,force", EXPERIMENTS, ids=[" ".join(o) or ("-f" if f else "") for o, f in EXPERIMENTS])
+def test_a_shown_experiment_runs_on_the_tiny_project(tmp_path_factory, tmp_path, overrides, force):
+    from dvc.utils.hydra import apply_overrides
+
+    workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    apply_overrides(workspace / "params.yaml", list(overrides))
+    changed = ran(run(["dvc", "repro", "--dry", *(["--force"] if force else [])], workspace))
+    stale = changed.union(*(downstream(workspace, stage) for stage in changed))
+    if not stale:  # the experiment is the committed run (a sweep's default value): DVC reruns nothing
+        assert overrides and not json.loads(run(["dvc", "status", "--json"], workspace)), overrides
+        return
+    assert "evaluate" in stale, f"{overrides}: DVC would rerun {sorted(stale)}, not evaluate"
+    run_stages(workspace, commands=[c for name, c in named_stage_commands(workspace).items() if name in stale])
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0

@@ -5,31 +5,19 @@ names the stage whose params changed and `dvc dag` what reads its outputs, which
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 
 import pytest
 
-from dvc_project import built_project, copy_project, run, set_params
+from dvc_project import built_project, copy_project, downstream, run, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
-
-
-def _downstream(project: Path, stage: str) -> set[str]:
-    """Every stage that reads, directly or not, what `stage` writes (dvc dag's edges)."""
-    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', run(["dvc", "dag", "--dot"], project))
-    found, frontier = set(), {stage}
-    while frontier:
-        frontier = {after for before, after in edges if before in frontier} - found
-        found |= frontier
-    return found
 
 
 def test_mel_key_reruns_no_eeg_or_topo_stage(tmp_path_factory, tmp_path):
     workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     set_params(workspace, {"mel": {"fmin": 60.0}})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace))) == {"features_mel"}
-    rerun = {"features_mel"} | _downstream(workspace, "features_mel")
+    rerun = {"features_mel"} | downstream(workspace, "features_mel")
     assert {"normalize@mel", "pretrain@mel", "fuse", "evaluate"} <= rerun
     assert not {s for s in rerun if "eeg" in s or "topo" in s or "acoustic" in s}, rerun
 
@@ -41,7 +29,7 @@ def test_distill_key_makes_only_distill_and_evaluate_stale(tmp_path_factory, tmp
     workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     set_params(workspace, {"distill": {"alpha": 0.9}})
     assert set(json.loads(run(["dvc", "status", "--json"], workspace))) == {"distill", "evaluate"}
-    assert _downstream(workspace, "distill") == {"evaluate"}
+    assert downstream(workspace, "distill") == {"evaluate"}
 
 
 def test_an_eeg_key_reruns_no_other_view_while_the_manifest_holds(tmp_path_factory, tmp_path):
