@@ -1,9 +1,9 @@
 """`python -m pipeline predict DATA --out FILE [--model final|fold<k>_seed<s>] [--rev REV]`: a
 trained fused model labels recordings it has not seen.
 
-DATA (a manifest CSV or a BIDS root) goes through the very code of the stages: ingest's checks and
-each view's feature function (the one its stage calls) run on it in memory, the features are standardised with the model's
-own train-only statistics, and the fused model's probabilities come out as the fuse stage
+DATA (a manifest CSV or a BIDS root) goes through the very code of the stages: ingest's checks
+and each view's feature function (the one its stage calls) run on it in memory, the features
+are standardised with the model's own train-only statistics, and the fused model's probabilities come out as the fuse stage
 computes them. The final model (models/final/, the final stage's) carries its params, so its
 features are computed as it was trained, at any revision (`--rev`, through dvc.api); a fold's
 model (models/fusion/) uses this workspace's params.yaml and its fold's statistics. A trial
@@ -108,15 +108,16 @@ def data_features(p: Params, views: list[str], seen: list[dict] | None) -> tuple
     bring_recordings(trials["eeg_path"], p, seen)
     eeg, _, cleaned = eeg_features(trials, p.eeg, p.compute, seen)
     x = {"eeg": (eeg, np.ones(len(trials), bool))}
-    for view in views:
+    for view in (m for m in views if m != "eeg"):
         spec = MODALITIES[view]
-        if view == "eeg" or (spec.needs_audio and not audio.any()):
+        present = audio if spec.needs_audio else x["eeg"][1]
+        if not present.any():
             continue
-        rows = np.flatnonzero(audio) if spec.needs_audio else np.arange(len(trials))
+        rows = np.flatnonzero(present)
         values = importlib.import_module(spec.features).features(trials.iloc[rows].reset_index(drop=True), p, eeg[rows])
         full = np.zeros((len(trials), *values.shape[1:]), values.dtype)
         full[rows] = values
-        x[view] = (full, audio if spec.needs_audio else np.ones(len(trials), bool))
+        x[view] = (full, present)
     return trials, labelled, {m: v for m, v in x.items() if m in views}, cleaned
 
 

@@ -20,7 +20,6 @@ def _fmt(test: dict, key: str) -> str:
     return f"{test[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-
 def gain_sentence(fusion: dict) -> str:
     """The fused model against its best branch in words, with interval, p-value and verdict:
     `fusion beats mel by +0.040 [-0.02, +0.10], p = 0.31 (Wilcoxon signed-rank over 12 test
@@ -34,7 +33,6 @@ def gain_sentence(fusion: dict) -> str:
     return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} (Wilcoxon signed-rank over {n} test subjects): {verdict(p)}"
 
 
-
 def reproducibility_note(metrics: dict) -> str | None:
     """The warning when a run cannot be reproduced bit for bit, else None."""
     if metrics["bit_reproducible"]:
@@ -42,7 +40,6 @@ def reproducibility_note(metrics: dict) -> str | None:
     return ("this run is not bit-reproducible: training ran kernels without a deterministic implementation "
             f"({', '.join(metrics['nondeterministic_kernels'])}; CUDA), so the same params and seed can give "
             "other last bits and other metrics; run on CPU (train.device: cpu) for bit-identical results")
-
 
 
 def trained_sentence(trained: dict, n_folds: int) -> str:
@@ -54,7 +51,6 @@ def trained_sentence(trained: dict, n_folds: int) -> str:
         return f"No fused model was trained on any of the {n_folds} fold(s){others}."
     return (f"The trained fused model alone, on the {trained['folds']} of {n_folds} fold(s) that trained one: "
             f"{_fmt(trained['test'], 'acc')} test accuracy{others}.")
-
 
 
 def cleaning_sentence(artifacts: dict) -> str:
@@ -72,7 +68,6 @@ def cleaning_sentence(artifacts: dict) -> str:
         done.append(f"autoreject repaired {n['repaired']} and dropped {n['dropped']} of {sum(n.values())} trial(s) "
                     "(dropped trials leave every view)")
     return f"EEG artifact cleaning: {'; '.join(done)} (`reports/artifacts.json`)."
-
 
 
 def results_table(metrics: dict, tasks: list[str], rows: list[tuple[str, dict]] | None = None) -> list[str]:
@@ -100,12 +95,10 @@ def results_table(metrics: dict, tasks: list[str], rows: list[tuple[str, dict]] 
     return lines
 
 
-
 def gain_line(fusion: dict) -> str:
     """summary.md's line on the fused model against its best branch on validation."""
     return (f"Against the best branch on validation (`{fusion['best_branch_on_val']}`), paired over test "
             f"subjects: **{gain_sentence(fusion)}**.")
-
 
 
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts: dict) -> str:
@@ -174,7 +167,6 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts
     return "\n".join(lines)
 
 
-
 def distillation_sentence(view: str, student: dict) -> str:
     """What summary.md says of one student: whether distillation helped that view, in words."""
     gain, ci, p, n = (student[k] for k in ("gain_over_branch", "gain_ci", "gain_p", "gain_n_subjects"))
@@ -187,7 +179,6 @@ def distillation_sentence(view: str, student: dict) -> str:
             f"{gain:+.3f}{signed_interval(ci)}, {p_text(p, n)}{teacher}.")
 
 
-
 def below_baseline_message(model: str, flagged: dict) -> str | None:
     if not flagged.get("below_baseline"):
         return None
@@ -198,7 +189,6 @@ def below_baseline_message(model: str, flagged: dict) -> str | None:
                 f"{scores}; the fused network does not beat logistic regression on them")
     return (f"branch {model} is below the best classical baseline of its rival views "
             f"({', '.join(sorted(rival_views(model)))}): {scores}; a fusion gain over it partly measures a weak branch")
-
 
 
 def below_best_message(fusion: dict, select: str) -> str | None:

@@ -25,10 +25,8 @@ from pipeline.data.eav import EMOTIONS
 from pipeline.data.readers import EAV_SFREQ
 from pipeline.params import Params, load_params
 
-from dvc_project import SHARED, start_build
+from dvc_project import ROOT, SHARED, start_build
 from factories import make_dataset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected

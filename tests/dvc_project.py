@@ -136,16 +136,22 @@ def start_build(tmp_path_factory) -> None:
                              start_new_session=True)
 
 
-def named_stage_commands(project: Path) -> dict[str, list[str]]:
-    """Every stage's command by its DVC name (`normalize@eeg` for a foreach stage), in dvc.yaml's
-    order (each stage after the ones it reads)."""
-    commands = {}
+def dvc_stages(project: Path) -> dict[str, dict]:
+    """dvc.yaml's stages by their DVC names, a foreach stage expanded (`normalize@eeg`), in
+    dvc.yaml's order (each stage after the ones it reads)."""
+    out = {}
     for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
         if "foreach" in stage:
-            commands |= {f"{name}@{item}": stage["do"]["cmd"].replace("${item}", item).split() for item in stage["foreach"]}
+            for item in stage["foreach"]:
+                out[f"{name}@{item}"] = yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", item))
         else:
-            commands[name] = stage["cmd"].split()
-    return commands
+            out[name] = stage
+    return out
+
+
+def named_stage_commands(project: Path) -> dict[str, list[str]]:
+    """Every stage's command by its DVC name, in dvc.yaml's order."""
+    return {name: stage["cmd"].split() for name, stage in dvc_stages(project).items()}
 
 
 def stage_commands(project: Path) -> list[list[str]]:

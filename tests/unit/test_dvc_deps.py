@@ -8,11 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.modalities import MODALITIES
 
-from dvc_project import ROOT
+from dvc_project import ROOT, dvc_stages
 
 PACKAGE = ROOT / "pipeline"
 
@@ -76,19 +75,6 @@ def stage_roots(cmd: str) -> list[Path]:
     return roots
 
 
-def _stages() -> dict[str, dict]:
-    """dvc.yaml's stages with foreach expanded (`name@item`)."""
-    out = {}
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" in stage:
-            for item in stage["foreach"]:
-                text = yaml.safe_dump(stage["do"]).replace("${item}", item)
-                out[f"{name}@{item}"] = yaml.safe_load(text)
-        else:
-            out[name] = stage
-    return out
-
-
 def listed_code(stage: dict) -> set[Path]:
     """Package files a stage lists as deps (a folder stands for every .py file under it)."""
     files = set()
@@ -101,7 +87,7 @@ def listed_code(stage: dict) -> set[Path]:
     return {f for f in files if f.name != "__init__.py" or _has_code(f)}
 
 
-STAGES = _stages()
+STAGES = dvc_stages(ROOT)
 
 
 @pytest.mark.parametrize("name", list(STAGES))
