@@ -143,28 +143,42 @@ def chosen(params: Params, available: list[str]) -> list[str]:
     return names
 
 
-def fit_on_fold(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray], n_classes: int,
-                c_grid, fitted_steps: Callable[[], list] = list,
-                blocks: tuple[int, ...] = ()) -> tuple[np.ndarray, dict, float]:
+def logistic_regression(c: float) -> LogisticRegression:
+    """The baselines' classifier at inverse regularisation `c`."""
+    return LogisticRegression(C=c, max_iter=5000)
+
+
+def choose_on_validation(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray], c_grid,
+                         fitted_steps: Callable[[], list] = list, blocks: tuple[int, ...] = (),
+                         classifier: Callable[[float], object] = logistic_regression) -> tuple[object, dict, float]:
     """Fit on the fold's train trials for every C, keep the best on validation. With `blocks`
     (column counts of x's parts, for early fusion), block scaling after standardisation
     (`scale_blocks`) is a choice on validation too: it weighs the parts alike, which helps when
     each carries signal and hurts when a wide part carries it alone. Ties go to no scaling, then
-    to the most regularised C.
+    to the most regularised C. `classifier(c)` is the last step (the explain stage wraps it in
+    MNE's LinearModel for its patterns).
 
-    Returns class probabilities of every trial (n, n_classes; 0 for a class train never had),
-    what was kept ({"C": c}, and "block_scaled" when `blocks` are given) and its validation accuracy.
+    Returns the fitted pipeline, what was kept ({"C": c}, and "block_scaled" when `blocks` are
+    given) and its validation accuracy.
     """
     best = None
     for block_scaled in (False, True) if blocks else (False,):
         scaled = [FunctionTransformer(scale_blocks, kw_args={"blocks": blocks})] if block_scaled else []
         for c in sorted(c_grid):
-            model = make_pipeline(*fitted_steps(), TrainStandardScaler(), *scaled, LogisticRegression(C=c, max_iter=5000))
+            model = make_pipeline(*fitted_steps(), TrainStandardScaler(), *scaled, classifier(c))
             model.fit(x[index["train"]], labels[index["train"]])
             acc = float(model.score(x[index["val"]], labels[index["val"]]))
             if best is None or acc > best[2]:
                 best = (model, {"C": c, **({"block_scaled": block_scaled} if blocks else {})}, acc)
-    model, kept, acc = best
+    return best
+
+
+def fit_on_fold(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray], n_classes: int,
+                c_grid, fitted_steps: Callable[[], list] = list,
+                blocks: tuple[int, ...] = ()) -> tuple[np.ndarray, dict, float]:
+    """`choose_on_validation`'s logistic regression: class probabilities of every trial
+    (n, n_classes; 0 for a class train never had), what was kept and its validation accuracy."""
+    model, kept, acc = choose_on_validation(x, labels, index, c_grid, fitted_steps, blocks)
     probs = np.zeros((len(x), n_classes))
     probs[:, model.classes_] = model.predict_proba(x)
     return probs, kept, acc

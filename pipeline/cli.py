@@ -114,6 +114,13 @@ def evaluate(params: str = ParamsOption):
     run_stage("evaluate", params)
 
 
+@app.command()
+def explain(params: str = ParamsOption):
+    """Why the models decide: Haufe patterns, Integrated Gradients, view shares -> reports/explain.json,
+    reports/explain.md and reports/figures/explain/."""
+    run_stage("explain", params)
+
+
 @app.command("predict")
 def predict_command(data: str = typer.Argument(..., help="a manifest CSV or a BIDS root (labels optional)"),
                     out: str = typer.Option(..., "--out", help="the CSV to write: one row a trial"),

@@ -42,6 +42,7 @@ def branch_dir(modality: str) -> Path:
     return MODELS / modality
 
 
+EEG_CHANNELS = FEATURES / "eeg_channels.json"  # the EEG view's channel names and positions (features_eeg)
 FUSION_DIR = MODELS / "fusion"
 DISTILL_DIR = MODELS / "distill"  # a folder per student view
 FINAL_DIR = MODELS / "final"  # the model on every subject (a DVC artifact)
@@ -53,6 +54,8 @@ def student_dir(view: str) -> Path:
 BASELINES_DIR = MODELS / "baselines"
 FIGURES = REPORTS / "figures"
 PREDICTIONS = REPORTS / "predictions.csv"
+EXPLAIN = REPORTS / "explain.json"  # the explain stage's numbers; explain.md words them
+EXPLAIN_FIGURES = FIGURES / "explain"
 COST = REPORTS / "cost.json"  # what the fusion method cost (fuse), for `dvc exp show`; outside dvc.lock
 EEG_COST = REPORTS / "eeg_cost.json"  # cleaning's seconds per recording (features_eeg); outside dvc.lock
 

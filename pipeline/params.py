@@ -595,6 +595,22 @@ class FinalParams(Section):
     """Whether the final stage trains the model on every subject (models/final/)."""
 
 
+class ExplainParams(Section):
+    """The explain stage: why each fold's models decide as they do, on its validation and test
+    trials (pipeline/explain.py)."""
+
+    enabled: StrictBool
+    """Whether the explain stage computes explanations (reports/explain.json, reports/explain.md,
+    reports/figures/explain/); false: it writes only explain.json saying so."""
+    trials: StrictInt = allowed("an integer >= 1", ge=1)
+    """Validation and test trials explained per fold and seed, at most (drawn by `seed` where a fold
+    has more): Integrated Gradients costs `steps` forward and backward passes a trial."""
+    steps: StrictInt = allowed("an integer >= 2", ge=2)
+    """Integrated Gradients' points along the path from the zero baseline to a trial (Gauss-Legendre, captum's default)."""
+    seed: StrictInt = allowed("an integer >= 0", ge=0)
+    """Which trials are explained where a fold has more than `trials`."""
+
+
 class BaselinesParams(Section):
     """The baselines stage: scikit-learn logistic regression on handcrafted features of each view,
     its inverse regularisation C chosen per fold on validation from `c_grid`."""
@@ -671,6 +687,8 @@ class Params(Section):
     """Single-view students of the fused model, for use where a view is missing."""
     final: FinalParams
     """The final model on every subject (models/final/, a DVC artifact)."""
+    explain: ExplainParams
+    """Explanations of each fold's models: Haufe patterns, Integrated Gradients, view shares."""
     compute: ComputeParams = ComputeParams(n_jobs=1)
     """Where and how the work runs; results depend on torch_threads and portable_numerics only."""
 
@@ -700,7 +718,8 @@ class Params(Section):
         return self.branches[modality]
 
 
-SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "distill", "final", "compute")
+SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "distill", "final", "explain",
+            "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
               "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
 FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values

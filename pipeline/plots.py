@@ -180,3 +180,90 @@ def plot_removed_components(path: Path, cleaned: dict[str, dict]) -> None:
         ax.set_axis_off()
     fig.suptitle("Components removed by ICA + ICLabel (eeg.artifacts)", fontsize=9)
     _save(fig, path)
+
+
+def _channel_info(layout: dict):
+    """An MNE Info of the EEG view's channels with their positions (explain's topomaps), or None
+    when a channel has none."""
+    import mne
+
+    positions = layout["positions"]
+    if any(positions[ch] is None for ch in layout["channels"]):
+        return None
+    info = mne.create_info(layout["channels"], 100.0, "eeg")
+    info.set_montage(mne.channels.make_dig_montage({ch: np.array(positions[ch]) for ch in layout["channels"]},
+                                                   coord_frame="head"))
+    return info
+
+
+def plot_channel_maps(path: Path, maps: dict[str, dict[str, np.ndarray]], layout: dict, title: str,
+                      signed: bool = False) -> None:
+    """One panel per row (a task) and column (a band): a value per channel as a topomap
+    (mne.viz.plot_topomap) where every channel has a position, as a bar chart otherwise.
+    `signed` values get a diverging colour map centred on 0."""
+    import mne
+
+    info = _channel_info(layout)
+    cmap = "RdBu_r" if signed else "viridis"
+    cols = list(dict.fromkeys(c for row in maps.values() for c in row))
+    fig, axes = plt.subplots(len(maps), len(cols), figsize=((2.6 if info else 4.5) * len(cols), 2.6 * len(maps)),
+                             squeeze=False)
+    for r, (row, values) in enumerate(maps.items()):
+        for c, col in enumerate(cols):
+            ax = axes[r, c]
+            if info is not None:
+                bound = float(np.nanmax(np.abs(values[col]))) or 1.0
+                image, _ = mne.viz.plot_topomap(values[col], info, axes=ax, show=False, cmap=cmap,
+                                                vlim=(-bound, bound) if signed else (None, None),
+                                                names=layout["channels"], sensors=True)
+                fig.colorbar(image, ax=ax, shrink=0.7)
+            else:
+                ax.bar(range(len(values[col])), values[col])
+                ax.set_xticks(range(len(values[col])), layout["channels"], rotation=90, fontsize=6)
+            ax.set_title(f"{row}: {col}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_top_features(path: Path, top: dict[str, list[list]]) -> None:
+    """Per task, the acoustic branch's most important openSMILE features (name, importance), largest on top."""
+    fig, axes = plt.subplots(1, len(top), figsize=(5.5 * len(top), 0.22 * max(len(t) for t in top.values()) + 1),
+                             squeeze=False)
+    for ax, (task, ranked) in zip(axes[0], top.items()):
+        names, values = zip(*ranked) if ranked else ((), ())
+        ax.barh(range(len(values))[::-1], values)
+        ax.set_yticks(range(len(names))[::-1], names, fontsize=6)
+        ax.set_title(f"{task}: mean |Integrated Gradients|", fontsize=8)
+    fig.suptitle("Acoustic branch: openSMILE features ranked", fontsize=9)
+    _save(fig, path)
+
+
+def plot_mel_saliency(path: Path, images: np.ndarray, classes: list[str]) -> None:
+    """Per class, the mel branch's mean |Integrated Gradients| over (mel band, frame): where in
+    time and frequency the branch looks."""
+    fig, axes = plt.subplots(1, len(classes), figsize=(2.6 * len(classes), 2.4), squeeze=False)
+    for ax, name, image in zip(axes[0], classes, images):
+        ax.imshow(image, origin="lower", aspect="auto", cmap="magma")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("frame", fontsize=7)
+    axes[0, 0].set_ylabel("mel band", fontsize=7)
+    fig.suptitle("Mel branch: mean |Integrated Gradients| per class (primary task)", fontsize=9)
+    _save(fig, path)
+
+
+def plot_view_shares(path: Path, shares: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Per task, each class's stacked bar of the views' shares of the fused model's attribution."""
+    fig, axes = plt.subplots(1, len(shares), figsize=(0.7 * sum(len(c) for c in shares.values()) + 2.5 * len(shares), 3),
+                             squeeze=False)
+    for ax, (task, by_class) in zip(axes[0], shares.items()):
+        bottom = np.zeros(len(by_class))
+        for view in next(iter(by_class.values())):
+            values = np.nan_to_num([by_class[c][view] for c in by_class])
+            ax.bar(range(len(by_class)), values, bottom=bottom, label=view)
+            bottom += values
+        ax.set_xticks(range(len(by_class)), list(by_class), rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(task, fontsize=8)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.suptitle("Fused model: each view's share of the attribution, per class", fontsize=9)
+    _save(fig, path)

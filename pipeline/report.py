@@ -153,6 +153,12 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts
     if drops:
         lines += ["Modality contribution (test accuracy drop when the modality's input is replaced by its train "
                   "mean): " + ", ".join(f"{m} {np.mean(v):+.3f}" for m, v in drops.items()) + "."]
+    if params.explain.enabled:
+        lines += ["", "Why the models decide (the explain stage, which evaluate does not wait for): "
+                      "[explain.md](explain.md), with Haufe patterns of the EEG band-power baseline, the EEG branch's "
+                      "attributions per channel, the acoustic branch's openSMILE features ranked, the mel branch's "
+                      "saliency per class and each view's share of the fused model's attribution set beside this "
+                      "ablation (`reports/explain.json`, figures in `reports/figures/explain/`)."]
     weights = diagnostics.get("fusion_weights", {})
     if weights:
         lines += ["", "Learned fusion weights (mean over test trials): "

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import io
-from pipeline.data.readers import eeg_reading, open_eeg, read_eeg
+from pipeline.data.readers import eeg_reading, open_eeg, positioned, read_eeg
 from pipeline.dataset import load_manifest
 from pipeline.errors import PipelineError, warn
 from pipeline.features.artifacts import fit_ica, remove_components, removed_topographies, repair_epochs
@@ -244,13 +244,24 @@ def cleaning_said(report: dict) -> str:
     return "; ".join(said)
 
 
+def channel_layout(path: str, p: EEGParams) -> dict:
+    """The EEG view's channels as `read_eeg` gives them for recording `path` under eeg.*: their
+    names in order and each one's head position (metres, MNE's head frame; None without one),
+    from the file, electrodes.tsv or eeg.montage. The explain stage draws its topomaps from it."""
+    raw = read_eeg(path, preload=False, **eeg_reading(p))
+    placed = positioned(raw)
+    xyz = raw.get_montage().get_positions()["ch_pos"] if placed else {}
+    return {"channels": list(raw.ch_names),
+            "positions": {ch: [float(v) for v in xyz[ch]] if ch in placed else None for ch in raw.ch_names}}
+
+
 def compute(params: Params) -> np.ndarray:
     """The features_eeg stage: the epochs of every ingested trial autoreject keeps, (n_kept,
     n_channels, n_times), and the manifest of those trials (data/interim/manifest.csv: every
     other stage reads it, so a dropped trial leaves every view, as bad input leaves ingest's
     table); what artifact cleaning did (reports/artifacts.json, the removed components'
     topographies, and its seconds per recording in reports/eeg_cost.json, null without it: no
-    stage output)."""
+    stage output), and the channels' names and positions (data/features/eeg_channels.json)."""
     from pipeline.plots import plot_removed_components
 
     trials = load_manifest(io.TRIALS)
@@ -268,6 +279,7 @@ def compute(params: Params) -> np.ndarray:
         r[f"{step}_seconds"] for r in cleaned.values() if r[f"{step}_seconds"] is not None]) else None
         for step in ("ica", "autoreject")})
     io.save_csv(io.MANIFEST, kept)
+    io.write_json(io.EEG_CHANNELS, channel_layout(trials["eeg_path"].iloc[0], params.eeg))
     if cleaned:
         print(f"features eeg: {cleaning_said(report)}")
     return x[~dropped]

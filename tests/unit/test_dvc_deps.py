@@ -106,3 +106,14 @@ def test_closure_follows_function_level_and_from_imports(tmp_path):
     files = imported_files(tmp_path / "m.py")
     assert {PACKAGE / "io.py", PACKAGE / "split.py"} <= files
     assert PACKAGE / "params.py" in closure([PACKAGE / "split.py"])  # split imports params
+
+
+def test_nothing_waits_for_explain():
+    """explain reads the trained models and writes reports only: no stage depends on an output of
+    it, so evaluate (and `dvc repro evaluate`) never waits for explanations."""
+    stages = dvc_stages(ROOT)
+    written = [next(iter(out)) if isinstance(out, dict) else out for out in stages["explain"]["outs"]]
+    readers = {name for name, stage in stages.items() for dep in stage.get("deps", [])
+               if any(dep == out or dep.startswith(out.rstrip("/") + "/") for out in written)}
+    assert readers == set()
+    assert {"models/fusion", "models/eeg", "data/features/eeg_channels.json"} <= set(stages["explain"]["deps"])

@@ -46,3 +46,24 @@ def test_branches_frozen_only_when_no_branch_ever_got_a_gradient():
     assert plots.branches_frozen(still, ["eeg", "mel"])
     assert not plots.branches_frozen(still + [{"epoch": 3, "grad_norm/eeg": 0.0, "grad_norm/mel": 0.2}], ["eeg", "mel"])
     assert not plots.branches_frozen([], ["eeg"])
+
+
+def test_explain_figures_are_pngs_with_and_without_channel_positions(tmp_path):
+    """Topomaps where every channel has a position (MNE's standard 10-20 ones), a bar chart per
+    channel where one has none; the other explain figures."""
+    import mne
+
+    names = ["Fp1", "Fp2", "C3", "C4", "O1", "O2"]
+    xyz = mne.channels.make_standard_montage("standard_1020").get_positions()["ch_pos"]
+    placed = {"channels": names, "positions": {ch: list(map(float, xyz[ch])) for ch in names}}
+    unplaced = {"channels": names, "positions": {**placed["positions"], "O2": None}}
+    assert plots._channel_info(placed) is not None and plots._channel_info(unplaced) is None
+    maps = {"label": {"theta": np.arange(6.0), "alpha": np.ones(6)}, "valence": {"theta": np.zeros(6), "alpha": np.arange(6.0)}}
+    plots.plot_channel_maps(tmp_path / "topo.png", maps, placed, "patterns")
+    plots.plot_channel_maps(tmp_path / "bars.png", maps, unplaced, "patterns", signed=True)
+    plots.plot_channel_maps(tmp_path / "signed.png", maps, placed, "attributions", signed=True)
+    plots.plot_top_features(tmp_path / "top.png", {"label": [["F0semitone_amean", 0.2], ["loudness_amean", 0.1]]})
+    plots.plot_mel_saliency(tmp_path / "mel.png", np.random.rand(3, 8, 16), ["a", "b", "c"])
+    plots.plot_view_shares(tmp_path / "share.png", {"label": {"a": {"eeg": 0.7, "mel": 0.3}, "b": {"eeg": np.nan, "mel": 1.0}}})
+    for name in ("topo.png", "bars.png", "signed.png", "top.png", "mel.png", "share.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
