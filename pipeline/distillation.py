@@ -28,7 +28,7 @@ from pipeline import io
 from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.fusion import FusionModel, load_fusion
-from pipeline.fusion_training import output_temperature, train_fusion_afresh
+from pipeline.fusion_training import train_fusion_afresh
 from pipeline.nets import BranchClassifier, load_branch, save_branch, take
 from pipeline.params import DistillParams, TrainParams
 from pipeline.training import FitConfig, fit, predict_proba, seed_everything, task_loss
@@ -45,7 +45,7 @@ def teacher_outputs(model: FusionModel, inputs: dict, device: torch.device,
     captured: list[torch.Tensor] = []
     hook = linears[-1].register_forward_hook(lambda mod, args, out: captured.append(args[0].detach().cpu())) \
         if linears else None
-    temperature = output_temperature(model, model.params)
+    temperature = model.output_temperature
     n = len(next(iter(inputs.values())))
     logp, batches = [], range(0, n, batch_size)
     try:

@@ -9,10 +9,11 @@ and models (the explain stage, pipeline/stages/explain.py, runs them per fold an
   `get_coef(..., inverse_transform=True)` would call the scaler's `inverse_transform`, which
   adds each feature's mean to a pattern.
 - Integrated Gradients (Sundararajan et al., ICML 2017; captum) of a network's log-probability
-  of the true class, from the zero baseline: each view's input standardised with the fold's
-  train statistics, so zero is the train mean, the input a missing view gets in training
-  (modality dropout) and in the robustness check. Attributions add up to the change in that
-  log-probability from the baseline to the trial (completeness), so a view's summed
+  of the true class (its logits divided by the temperature it was trained with), from the zero
+  baseline: each view's input standardised with the fold's train statistics, so zero is the
+  train mean pooled over the normaliser's axes, the input a view gets when modality dropout
+  removes it in training. Attributions add up to the change in that log-probability from the
+  baseline to the trial (completeness, up to the quadrature's error), so a view's summed
   attribution is its part of the decision.
 """
 from __future__ import annotations
@@ -30,9 +31,10 @@ IG_METHOD = ("Integrated Gradients (captum 0.9.0), baseline zero (each view's tr
 def haufe_patterns(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray],
                    c_grid) -> tuple[np.ndarray, np.ndarray, float]:
     """Haufe patterns of a logistic regression on `x` (n, features), fitted on `index["train"]`
-    with its C chosen on `index["val"]` as the baselines stage chooses it: (rows, features) in
-    standardised units, the class of each row (one row for two classes: the second class's
-    side; one per class otherwise) and the model's validation accuracy. Read a pattern with
+    with its C chosen on `index["val"]` as the baselines stage chooses it: one row per class of
+    the train labels (classes, features), in standardised units, computed with the train
+    features' covariance; those classes; and the model's validation accuracy. Two classes share
+    one weight vector: the first class's pattern is the second's negative. Read a pattern with
     that accuracy: the patterns of a model at chance still show the features' covariance
     (cov(X) w for any w), only smaller, as its C is then the most regularised."""
     from mne.decoding import LinearModel, get_coef
@@ -42,7 +44,9 @@ def haufe_patterns(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarra
                                              classifier=lambda c: LinearModel(LogisticRegression(C=c, max_iter=5000)))
     patterns = np.atleast_2d(get_coef(model, "patterns_"))
     classes = model.steps[-1][1].model_.classes_
-    return patterns, classes[1:] if len(patterns) == 1 else classes, val_acc
+    if len(classes) == 2:
+        patterns = np.concatenate([-patterns, patterns])
+    return patterns, classes, val_acc
 
 
 def integrated_gradients(forward, inputs: dict[str, torch.Tensor], target: torch.Tensor, steps: int,
@@ -61,9 +65,10 @@ def integrated_gradients(forward, inputs: dict[str, torch.Tensor], target: torch
     return {m: a.detach() for m, a in zip(views, attributions)}
 
 
-def task_log_probs(model: torch.nn.Module, block: slice):
-    """The forward function of one task: log-softmax over the task's columns of the model's output."""
-    return lambda inputs: F.log_softmax(model(inputs)[:, block], dim=1)
+def task_log_probs(model: torch.nn.Module, block: slice, temperature: float = 1.0):
+    """The forward function of one task: log-softmax over the task's columns of the model's
+    output divided by `temperature` (the model's probabilities, as predict computes them)."""
+    return lambda inputs: F.log_softmax(model(inputs)[:, block] / temperature, dim=1)
 
 
 def task_blocks(sizes: list[int]) -> list[slice]:
@@ -86,6 +91,25 @@ def feature_importance(attributions: torch.Tensor) -> np.ndarray:
     return attributions.mean(dim=0).numpy().astype(np.float64)
 
 
+def finite_or_none(obj):
+    """`obj` with every non-finite float (a class no run had, a view no fold fused) as None:
+    JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def nan_mean(arrays: list[np.ndarray]) -> np.ndarray:
+    """The element-wise mean over `arrays`, ignoring NaN; NaN where every one is NaN (no warning)."""
+    stacked = np.stack(arrays)
+    seen = (~np.isnan(stacked)).sum(axis=0)
+    return np.where(seen > 0, np.nansum(stacked, axis=0) / np.maximum(seen, 1), np.nan)
+
+
 def view_sums(attributions: dict[str, torch.Tensor]) -> np.ndarray:
     """Each trial's summed attribution per view, (n, views) in the dict's order: by
     completeness, the view's part of the change of the explained output from the baseline."""
@@ -101,11 +125,12 @@ def view_shares(sums: np.ndarray) -> np.ndarray:
 
 
 def class_means(values: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n, ...) -> (n_classes, ...): the mean over each class's trials (NaN for a class without any)."""
+    """(n, ...) -> (n_classes, ...): the mean over each class's trials (NaN for a class without
+    any; NaN in `values` ignored)."""
     out = np.full((n_classes, *values.shape[1:]), np.nan)
     for c in range(n_classes):
         if (labels == c).any():
-            out[c] = values[labels == c].mean(axis=0)
+            out[c] = nan_mean(list(values[labels == c]))
     return out
 
 

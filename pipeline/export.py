@@ -15,7 +15,6 @@ from torch import nn
 from pipeline import io
 from pipeline.errors import PipelineError
 from pipeline.fusion import FusionModel, load_fusion
-from pipeline.fusion_training import output_temperature
 from pipeline.training import task_softmax
 
 ONNX_FILE = io.MODELS / "final.onnx"
@@ -28,7 +27,7 @@ class Probabilities(nn.Module):
     def __init__(self, model: FusionModel):
         super().__init__()
         self.model, self.views = model, list(model.branches)
-        self.temperature = output_temperature(model, model.params)
+        self.temperature = model.output_temperature
 
     def forward(self, *views: torch.Tensor) -> torch.Tensor:
         return task_softmax(self.model(dict(zip(self.views, views))), self.model.task_sizes, self.temperature)

@@ -324,6 +324,12 @@ class FusionModel(nn.Module):
         self.last_prepped = {m: e.detach() for m, e in prepped.items()}
         return self.head(prepped, logits)
 
+    @property
+    def output_temperature(self) -> float:
+        """The temperature of the fused logits (fusion.loss_temperature); the ensemble outputs
+        log-probabilities already (1)."""
+        return self.params.loss_temperature if self.head.trainable else 1.0
+
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything that is not a pretrained branch: the head and the embedding prep."""
         return [*self.head.parameters(), *self.prep.parameters()]

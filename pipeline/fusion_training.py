@@ -86,7 +86,7 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
         return _train_fusion_once(branches, data, fp, tp, n_classes, seed, device)
     runs = [_train_fusion_once(copy.deepcopy(branches), data, fp, tp, n_classes, seed + RESTART_SEED_STEP * k, device)
             for k in range(fp.restarts)]
-    losses = [validation_log_loss(model, data, device, output_temperature(model, fp)) for model, _ in runs]
+    losses = [validation_log_loss(model, data, device, model.output_temperature) for model, _ in runs]
     kept = int(np.argmin(losses))
     model, history = runs[kept]
     history = [{**record, "restart": kept} for record in history]
@@ -132,11 +132,6 @@ def train_fusion_afresh(data: FoldData, trials: Trials, branch_params: dict[str,
     branches = {m: train_branch(m, data, branch_params[m], len(trials.classes), seed, device, tasks, trials.classes)[0]
                 for m in fp.modalities}
     return train_fusion(branches, data, fp, tp, len(trials.classes), seed, device)
-
-
-def output_temperature(model: FusionModel, fp: FusionParams) -> float:
-    """The temperature of the fused logits: the ensemble outputs log-probabilities already."""
-    return fp.loss_temperature if model.head.trainable else 1.0
 
 
 NOISE_STDS = (0.5, 1.0, 2.0)  # normalised units: 1 is the size of the train spread
@@ -197,7 +192,7 @@ def fusion_run(fold: int, seed: int, fp: FusionParams, tp: TrainParams, trials: 
     start = time.perf_counter()
     model, history = train_fusion(branches, data, fp, tp, len(trials.classes), seed, device)
     trained = time.perf_counter()
-    temperature = output_temperature(model, fp)
+    temperature = model.output_temperature
     probs = predict_proba(model, data.inputs, device, temperature)
     epochs = sum(history[-1].get("restart_epochs", [len(history)]))  # every restart's epochs
     cost = run_cost(model, trained - start, epochs, time.perf_counter() - trained, len(probs))

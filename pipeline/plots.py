@@ -233,7 +233,7 @@ def plot_top_features(path: Path, top: dict[str, list[list]]) -> None:
         names, values = zip(*ranked) if ranked else ((), ())
         ax.barh(range(len(values))[::-1], values)
         ax.set_yticks(range(len(names))[::-1], names, fontsize=6)
-        ax.set_title(f"{task}: mean |Integrated Gradients|", fontsize=8)
+        ax.set_title(f"{task}: mean Integrated Gradients towards the true class", fontsize=8)
     fig.suptitle("Acoustic branch: openSMILE features ranked", fontsize=9)
     _save(fig, path)
 

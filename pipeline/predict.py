@@ -238,7 +238,6 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
     import torch
 
     from pipeline.features.eeg import artifact_report, cleaning_said, dropped_trials
-    from pipeline.fusion_training import output_temperature
     from pipeline.normalize import apply_normalizer
     from pipeline.stats import bootstrap_ci
     from pipeline.training import predict_proba
@@ -266,7 +265,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
             torch.tensor(present[m]).view(-1, *[1] * (fill.dim() - 1)), torch.from_numpy(normalized[m]), fill)
     outside = out_of_range(normalized, present, chosen.stats)
     filled = [m for m in views if not present[m].all()]
-    probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), output_temperature(chosen.fused, chosen.fused.params))
+    probs = predict_proba(chosen.fused, inputs, torch.device("cpu"), chosen.fused.output_temperature)
     probs = probs[:, :len(classes)]
     dropped = dropped_trials(len(table), cleaned)  # autoreject's, as in training: no label for them
     probs[dropped] = np.nan

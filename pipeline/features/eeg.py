@@ -265,7 +265,7 @@ def compute(params: Params) -> np.ndarray:
     from pipeline.plots import plot_removed_components
 
     trials = load_manifest(io.TRIALS)
-    x, _, cleaned = eeg_features(trials, params.eeg, params.compute)
+    x, channels, cleaned = eeg_features(trials, params.eeg, params.compute)
     dropped = dropped_trials(len(trials), cleaned)
     kept = trials[~dropped].reset_index(drop=True)
     emptied = [c for c in io.read_json(io.CLASSES) if c not in set(kept["label"])]
@@ -279,7 +279,10 @@ def compute(params: Params) -> np.ndarray:
         r[f"{step}_seconds"] for r in cleaned.values() if r[f"{step}_seconds"] is not None]) else None
         for step in ("ica", "autoreject")})
     io.save_csv(io.MANIFEST, kept)
-    io.write_json(io.EEG_CHANNELS, channel_layout(trials["eeg_path"].iloc[0], params.eeg))
+    layout = channel_layout(trials["eeg_path"].iloc[0], params.eeg)
+    if layout["channels"] != channels:  # ingest checks one channel set for every recording
+        raise PipelineError(f"{trials['eeg_path'].iloc[0]}: channels {layout['channels']} differ from the epochs' {channels}")
+    io.write_json(io.EEG_CHANNELS, layout)
     if cleaned:
         print(f"features eeg: {cleaning_said(report)}")
     return x[~dropped]

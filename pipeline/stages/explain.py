@@ -8,10 +8,11 @@ how each is computed):
   task's classes of |pattern| (eeg.patterns_per_class: signed, per class);
 - eeg.attribution: Integrated Gradients of the pretrained EEG branch, per channel;
 - acoustic.top_features: the acoustic branch's 20 openSMILE features of largest mean
-  |Integrated Gradients|, under openSMILE's names;
+  Integrated Gradients towards the true class (signed), under openSMILE's names;
 - a time x mel-frequency saliency image per class of the mel branch (a figure);
 - fusion.view_share: each view's share of the trained fused model's attribution, per task and
-  class, beside robustness's ablation (the test accuracy lost when the view is missing).
+  class, and fusion.view_contribution its signed part of the true class's log-probability,
+  beside robustness's ablation (the test accuracy lost when the view is missing).
 
 The runs (fold, seed) are tasks on `compute.*`'s workers. evaluate does not wait for this stage.
 """
@@ -24,8 +25,8 @@ import numpy as np
 from pipeline import io
 from pipeline.dataset import Trials, available_modalities, load_features, load_trials
 from pipeline.explain import (IG_METHOD, channel_attribution, class_means, explained_rows, feature_importance,
-                              haufe_patterns, integrated_gradients, task_blocks, task_log_probs, top_features,
-                              view_shares, view_sums)
+                              finite_or_none, haufe_patterns, integrated_gradients, nan_mean, task_blocks,
+                              task_log_probs, top_features, view_shares, view_sums)
 from pipeline.folds import fold_data, runs, task_labels
 from pipeline.parallel import stream
 from pipeline.params import Params
@@ -44,7 +45,7 @@ def run(params: Params) -> None:
             text = words(report)
         else:
             report, text = {"enabled": False}, "# Explanations\n\n`explain.enabled` is false: nothing was explained.\n"
-        io.write_json(io.EXPLAIN, report)
+        io.write_json(io.EXPLAIN, finite_or_none(report))
         with io.atomic_path(io.REPORTS / "explain.md") as tmp:
             tmp.write_text(text)
     print(f"explain: {report.get('runs', 0)} run(s) explained -> reports/explain.json, reports/explain.md")
@@ -67,17 +68,17 @@ def explain(params: Params, trials: Trials) -> tuple[dict, dict]:
     report = {"enabled": True, "runs": len(results),
               "eeg": {**eeg_section(params, tasks, layout, patterns, results), "patterns_val_acc": pattern_acc}}
     drawn = {"layout": layout, "patterns": patterns, "classes": trials.classes,
-             "attribution": {task: np.mean([r["eeg"][task] for r in results], axis=0) for task in tasks}}
+             "attribution": {task: nan_mean([r["eeg"][task] for r in results]) for task in tasks}}
     if "acoustic" in audio:
         names = acoustic_names(params)
-        importance = {task: np.mean([r["acoustic"][task] for r in results], axis=0) for task in tasks}
+        importance = {task: nan_mean([r["acoustic"][task] for r in results]) for task in tasks}
         columns = params.acoustic.columns()
         report["acoustic"] = {"top_features": {task: top_features(v, names, TOP) for task, v in importance.items()},
                               "top_features_by_set": {task: {name: top_features(v[cols], names[cols], TOP)
                                                              for name, cols in columns.items()}
                                                       for task, v in importance.items()}}
     if "mel" in audio:
-        drawn["mel"] = np.nanmean([r["mel"] for r in results], axis=0)
+        drawn["mel"] = nan_mean([r["mel"] for r in results])
     fused = [r for r in results if r["share"] is not None]
     if fused:
         report["fusion"] = fusion_section(list(params.fusion.modalities), tasks, fused)
@@ -107,7 +108,8 @@ def method(params: Params) -> dict:
 def band_power_patterns(params: Params, trials: Trials, n_channels: int) -> tuple[dict[str, np.ndarray], dict]:
     """Per task: the Haufe patterns of the EEG band-power baseline (classes, channels, bands),
     mean over folds (NaN for a class no fold's train trials had), and the baseline's validation
-    accuracy, mean over folds."""
+    accuracy, mean over folds. A fold whose train trials hold fewer than two of the task's
+    classes, or whose validation trials none of its labels, is left out (NaN if every fold is)."""
     from pipeline.baselines import log_band_power
 
     bands = params.baselines.bands
@@ -117,15 +119,16 @@ def band_power_patterns(params: Params, trials: Trials, n_channels: int) -> tupl
         per_fold, accs = [], []
         for fold in trials.folds:
             index = {part: idx[view.labels[idx] >= 0] for part, idx in fold_indices(trials.subjects, fold).items()}
+            if len(np.unique(view.labels[index["train"]])) < 2 or not len(index["val"]):
+                continue
             rows, classes, acc = haufe_patterns(x, view.labels, index, params.baselines.c_grid)
-            if len(rows) == 1:  # two classes: one pattern; the other class's is its negative
-                rows, classes = np.concatenate([-rows, rows]), np.array([np.setdiff1d(view.labels[index["train"]],
-                                                                                      classes)[0], classes[0]])
             full = np.full((len(view.classes), n_channels * len(bands)), np.nan)
             full[classes] = rows
             per_fold.append(full.reshape(len(view.classes), n_channels, len(bands)))
             accs.append(acc)
-        patterns[task], accuracy[task] = np.nanmean(per_fold, axis=0), float(np.mean(accs))
+        shape = (len(view.classes), n_channels, len(bands))
+        patterns[task] = nan_mean(per_fold) if per_fold else np.full(shape, np.nan)
+        accuracy[task] = float(np.mean(accs)) if accs else float("nan")
     return patterns, accuracy
 
 
@@ -134,7 +137,8 @@ def explain_run(fold: int, seed: int, params: Params, trials: Trials, audio: lis
     acoustic and mel branches and of its trained fused model (None where the fold trained none)
     on its explained trials, reduced per task: {"eeg": task -> (channels,), "acoustic": task ->
     (features,), "mel": (classes, n_mels, n_frames) of the primary task, "share": task ->
-    {"all": (views,), "class": (classes, views)} or None}."""
+    {"all": (views,), "class": (classes, views), "contribution": (views,)} or None}; NaN where
+    a task has no labelled trial here or the fold did not fuse a view."""
     import torch
 
     from pipeline.fusion import load_fusion
@@ -148,36 +152,45 @@ def explain_run(fold: int, seed: int, params: Params, trials: Trials, audio: lis
     labels = task_labels(trials)[rows].reshape(len(rows), -1)
     names, sizes = list(task_trials(trials)), [len(t.classes) for t in task_trials(trials).values()]
 
-    def attributions(model, inputs: list[str], task: int) -> tuple[dict, np.ndarray]:
-        """The model's attributions over `inputs` of the task's labelled explained trials, and their labels."""
+    def attributions(model, inputs: list[str], task: int, temperature: float) -> tuple[dict | None, np.ndarray]:
+        """The model's attributions over `inputs` of the task's labelled explained trials (None
+        without any), and their labels."""
         y = labels[:, task]
         keep = y >= 0
-        return integrated_gradients(task_log_probs(model.eval(), task_blocks(sizes)[task]),
-                                    {m: x[m][keep] for m in inputs}, torch.as_tensor(y[keep]), p.steps), y[keep]
+        if not keep.any():
+            return None, y[keep]
+        forward = task_log_probs(model.eval(), task_blocks(sizes)[task], temperature)
+        return integrated_gradients(forward, {m: x[m][keep] for m in inputs}, torch.as_tensor(y[keep]), p.steps), y[keep]
 
-    def branch(view: str):
-        return load_branch(base / io.branch_dir(view) / f"fold{fold}_seed{seed}.pt")
-
-    out = {"eeg": {}, "acoustic": {}, "mel": None, "share": None}
-    eeg = branch("eeg")
-    for k, task in enumerate(names):
-        out["eeg"][task] = channel_attribution(attributions(eeg, ["eeg"], k)[0]["eeg"])
-    if "acoustic" in audio:
-        acoustic = branch("acoustic")
+    def per_task(view: str, reduce) -> dict[str, np.ndarray]:
+        """`reduce` of the fold's `view` branch's attributions, per task (NaN for a task without labels here)."""
+        model = load_branch(base / io.branch_dir(view) / f"fold{fold}_seed{seed}.pt")
+        out = {}
         for k, task in enumerate(names):
-            out["acoustic"][task] = feature_importance(attributions(acoustic, ["acoustic"], k)[0]["acoustic"])
+            a, _ = attributions(model, [view], k, model.temperature)
+            out[task] = reduce(a[view]) if a is not None else np.full(x[view].shape[1], np.nan)
+        return out
+
+    out = {"eeg": per_task("eeg", channel_attribution), "acoustic": None, "mel": None, "share": None}
+    if "acoustic" in audio:
+        out["acoustic"] = per_task("acoustic", feature_importance)
     if "mel" in audio:
-        a, y = attributions(branch("mel"), ["mel"], 0)
+        mel = load_branch(base / io.branch_dir("mel") / f"fold{fold}_seed{seed}.pt")
+        a, y = attributions(mel, ["mel"], 0, mel.temperature)  # every trial has the primary task's label
         out["mel"] = class_means(a["mel"].abs().numpy()[:, 0], y, sizes[0])
     checkpoint = base / io.FUSION_DIR / f"fold{fold}_seed{seed}.pt"
-    if checkpoint.is_file():
-        fused = load_fusion(checkpoint)
+    if checkpoint.is_file():  # views this fold did not fuse: NaN, left out of the means over runs
+        fused, views = load_fusion(checkpoint), list(params.fusion.modalities)
         out["share"] = {}
         for k, task in enumerate(names):
-            a, y = attributions(fused, list(fused.branches), k)
+            a, y = attributions(fused, list(fused.branches), k, fused.output_temperature)
+            if a is None:
+                out["share"][task] = {"all": np.full(len(views), np.nan), "contribution": np.full(len(views), np.nan),
+                                      "class": np.full((sizes[k], len(views)), np.nan)}
+                continue
             sums = view_sums(a)
             shares, sums = dict(zip(a, view_shares(sums).T)), dict(zip(a, sums.T))
-            every, signed = (np.stack([by_view.get(m, np.zeros(len(y))) for m in params.fusion.modalities], axis=1)
+            every, signed = (np.stack([by_view.get(m, np.full(len(y), np.nan)) for m in views], axis=1)
                              for by_view in (shares, sums))
             out["share"][task] = {"all": every.mean(axis=0), "class": class_means(every, y, sizes[k]),
                                   "contribution": signed.mean(axis=0)}
@@ -200,16 +213,15 @@ def eeg_section(params: Params, tasks: dict[str, Trials], layout: dict, patterns
                             for b, band in enumerate(bands)} for task, pat in patterns.items()},
         "patterns_per_class": {task: {name: {band: dict(zip(channels, pat[c, :, b].tolist())) for b, band in enumerate(bands)}
                                       for c, name in enumerate(tasks[task].classes)} for task, pat in patterns.items()},
-        "attribution": {task: dict(zip(channels, np.mean([r["eeg"][task] for r in results], axis=0).tolist()))
+        "attribution": {task: dict(zip(channels, nan_mean([r["eeg"][task] for r in results]).tolist()))
                         for task in tasks},
     }
 
 
 def fusion_section(views: list[str], tasks: dict[str, Trials], fused: list[dict]) -> dict:
     """explain.json's fusion: each view's share per task and class, beside the ablation of robustness."""
-    share = {task: np.mean([r["share"][task]["all"] for r in fused], axis=0) for task in tasks}
-    per_class = {task: np.nanmean([r["share"][task]["class"] for r in fused], axis=0) for task in tasks}
-    contribution = {task: np.mean([r["share"][task]["contribution"] for r in fused], axis=0) for task in tasks}
+    share, per_class, contribution = ({task: nan_mean([r["share"][task][key] for r in fused]) for task in tasks}
+                                      for key in ("all", "class", "contribution"))
     drop = ablation_drop(views)
     return {"views": views, "runs": len(fused),
             "view_share": {task: dict(zip(views, s.tolist())) for task, s in share.items()},
@@ -230,9 +242,9 @@ def ablation_drop(views: list[str]) -> dict[str, float] | None:
 def agreement(share: dict[str, float], drop: dict[str, float] | None) -> dict | None:
     """Where view share and ablation agree (primary task): each one's ranking of the views, the
     Spearman correlation of the two, and whether they name the same most important view."""
-    if drop is None or len(share) < 2:
+    views = [m for m, v in share.items() if np.isfinite(v)]
+    if drop is None or len(views) < 2:
         return None
-    views = list(share)
     by_share = sorted(views, key=lambda m: -share[m])
     by_drop = sorted(views, key=lambda m: -drop[m])
     ranks = [np.array([order.index(m) for m in views], float) for order in (by_share, by_drop)]

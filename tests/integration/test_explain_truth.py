@@ -66,6 +66,7 @@ def frontal_contrast(alpha: dict[str, float]) -> float:
 
 def test_valence_alpha_pattern_is_frontal_asymmetry(reports):
     eeg = reports["true"]["eeg"]
+    assert eeg["patterns_val_acc"]["valence"] > 0.6  # a pattern of a model at chance shows only covariance
     alpha = eeg["patterns"]["valence"]["alpha"]
     top6 = sorted(alpha, key=lambda c: -alpha[c])[:6]
     assert len(set(top6) & set(LEFT + RIGHT)) >= 4, top6

@@ -1,12 +1,16 @@
 """pipeline/explain.py: Haufe patterns, Integrated Gradients and their reductions, on inputs whose
 answer is known by construction."""
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pipeline.explain import (channel_attribution, class_means, explained_rows, feature_importance, haufe_patterns,
-                              integrated_gradients, task_blocks, task_log_probs, top_features, view_shares, view_sums)
+from pipeline.explain import (channel_attribution, class_means, explained_rows, feature_importance, finite_or_none,
+                              haufe_patterns, integrated_gradients, nan_mean, task_blocks, task_log_probs, top_features,
+                              view_shares, view_sums)
+from pipeline.stages.explain import agreement, fusion_section
 
 
 def distractor_data(n=600, seed=0):
@@ -25,14 +29,15 @@ def test_haufe_patterns_are_not_the_weights():
     from sklearn.preprocessing import StandardScaler
 
     x, y, index = distractor_data()
-    patterns, classes, _ = haufe_patterns(x, y, index, [1.0])
-    assert patterns.shape == (1, 3) and list(classes) == [1]
+    patterns, classes, val_acc = haufe_patterns(x, y, index, [1.0])
+    assert patterns.shape == (2, 3) and list(classes) == [0, 1] and val_acc > 0.9
+    np.testing.assert_array_equal(patterns[0], -patterns[1])  # two classes: one weight vector
     z = StandardScaler().fit_transform(x[index["train"]])
     weights = LogisticRegression(C=1.0, max_iter=5000).fit(z, y[index["train"]]).coef_[0]
-    np.testing.assert_allclose(patterns[0], np.cov(z.T) @ weights, rtol=1e-6)  # Haufe: cov(X) w, in standardised units
+    np.testing.assert_allclose(patterns[1], np.cov(z.T) @ weights, rtol=1e-6)  # Haufe: cov(X) w, in standardised units
     assert abs(weights[1]) > 0.75 * abs(weights[0])          # the weights lean on the distractor ...
-    assert abs(patterns[0, 1]) < 0.6 * abs(patterns[0, 0])   # ... the pattern much less
-    assert patterns[0, 0] > 0 and abs(patterns[0, 2]) < 0.2 * patterns[0, 0]
+    assert abs(patterns[1, 1]) < 0.6 * abs(patterns[1, 0])   # ... the pattern much less
+    assert patterns[1, 0] > 0 and abs(patterns[1, 2]) < 0.2 * patterns[1, 0]
 
 
 def test_haufe_patterns_one_row_per_class_beyond_two():
@@ -79,6 +84,8 @@ def test_task_blocks_and_log_probs_read_the_task_columns():
     out = task_log_probs(lambda inputs: inputs["x"], slice(5, 8))({"x": torch.arange(22.0).reshape(2, 11)})
     np.testing.assert_allclose(out.exp().sum(dim=1).numpy(), 1.0, rtol=1e-6)
     np.testing.assert_allclose(out.numpy(), torch.log_softmax(torch.arange(22.0).reshape(2, 11)[:, 5:8], 1).numpy())
+    cooled = task_log_probs(lambda inputs: inputs["x"], slice(5, 8), 2.0)({"x": torch.arange(22.0).reshape(2, 11)})
+    np.testing.assert_allclose(cooled.numpy(), torch.log_softmax(torch.arange(22.0).reshape(2, 11)[:, 5:8] / 2, 1).numpy())
 
 
 def test_view_shares_sum_to_one_and_a_silent_trial_splits_evenly():
@@ -121,3 +128,37 @@ def test_integrated_gradients_batches_any_trial_count(n):
     x = {"a": torch.randn(n, 4), "b": torch.randn(n, 5)}
     out = integrated_gradients(task_log_probs(model, slice(0, 3)), x, torch.zeros(n, dtype=torch.long), 4, batch=3)
     assert out["a"].shape == (n, 4)
+
+
+def test_nan_means_and_json_without_nan():
+    np.testing.assert_array_equal(nan_mean([np.array([1.0, np.nan, np.nan]), np.array([3.0, 2.0, np.nan])])[:2], [2.0, 2.0])
+    assert np.isnan(nan_mean([np.array([np.nan]), np.array([np.nan])])[0])
+    assert finite_or_none({"a": [1.0, float("nan")], "b": {"c": float("inf"), "d": "x"}}) == \
+        {"a": [1.0, None], "b": {"c": None, "d": "x"}}
+    means = class_means(np.array([[1.0, np.nan], [3.0, np.nan], [5.0, 4.0]]), np.array([0, 0, 1]), 2)
+    np.testing.assert_array_equal(means[0, 0], 2.0)
+    assert np.isnan(means[0, 1]) and means[1, 1] == 4.0
+
+
+def test_view_shares_skip_a_view_a_fold_did_not_fuse():
+    """Run 1 fused eeg and mel, run 2 eeg and topo: topo's mean is run 2's alone, not diluted by
+    run 1's absence; the agreement with the ablation ranks only views with a share."""
+    from pipeline.dataset import Trials
+
+    nan = np.nan
+
+    def run(share):
+        return {"share": {"label": {"all": np.array(share), "contribution": np.array(share),
+                                    "class": np.array([share, share])}}}
+
+    tasks = {"label": Trials(labels=np.array([0, 1]), subjects=np.array(["a", "b"]), classes=["x", "y"], folds=[])}
+    fused = [run([0.6, 0.4, nan]), run([0.2, nan, 0.8])]
+    views = ["eeg", "mel", "topo"]
+    with mock.patch("pipeline.stages.explain.ablation_drop", return_value={"eeg": 0.1, "mel": 0.0, "topo": 0.05}):
+        section = fusion_section(views, tasks, fused)
+    assert section["view_share"]["label"] == pytest.approx({"eeg": 0.4, "mel": 0.4, "topo": 0.8})
+    assert section["view_share_per_class"]["label"]["y"]["topo"] == pytest.approx(0.8)
+    agree = agreement({"eeg": 0.5, "mel": nan, "topo": 0.2}, {"eeg": 0.1, "mel": 0.3, "topo": 0.0})
+    assert agree == {"share_order": ["eeg", "topo"], "ablation_order": ["eeg", "topo"],
+                     "spearman": pytest.approx(1.0), "same_top": True}
+    assert agreement({"eeg": 0.5, "mel": nan}, {"eeg": 0.1, "mel": 0.3}) is None
