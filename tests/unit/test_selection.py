@@ -50,6 +50,7 @@ def test_ensemble_weights_by_validation_accuracy():
     (0.70, 0.60, 0.0, "mel"),        # a tie is no win: the branch
     (0.74, 0.60, 0.05, "mel"),       # not by the margin
     (0.60, 0.72, 0.0, "ensemble"),   # the ensemble beats the best branch on val
+    (0.60, 0.70, 0.0, "mel"),        # the ensemble ties the best branch: the branch (issue 39: `>=` passed every test)
     (0.75, 0.80, 0.0, "ensemble"),   # the fusion beats the best branch but not the ensemble
     (0.80, 0.80, 0.0, "ensemble"),   # a tie with the ensemble is no win either
     (0.86, 0.80, 0.05, "fusion"),    # beats both by more than the margin
