@@ -5,7 +5,8 @@ predictions (reports/predictions.csv, a DVC output) and params.yaml are read thr
 at that revision, without checking either out. For every model both runs have, each test
 subject's accuracy (mean over seeds) is paired between A and B: the mean difference B - A, its
 bootstrap interval over subjects and a Wilcoxon signed-rank p-value over subjects (none below
-MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate.
+MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate; unweighted
+accuracy (UA, balanced accuracy) the same way beside it, with its difference and interval.
 """
 from __future__ import annotations
 
@@ -122,11 +123,16 @@ def check_comparable(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -
                 f"{len(trials_b - trials_a)} only in {names[1]}): they ran on different data or splits")
 
 
-def _per_subject(table: pd.DataFrame, model: str) -> dict:
-    """One model's accuracy per subject (mean over seeds)."""
+def _per_subject(table: pd.DataFrame, model: str, metric: str = "acc") -> dict:
+    """One model's accuracy (`metric` "acc") or unweighted accuracy ("balanced_acc") per subject,
+    mean over seeds."""
+    from pipeline.evaluate import balanced_accuracy
+
     rows = table[table["model"] == model]
-    right = rows["label"] == rows["predicted"]
-    return right.groupby([rows["subject"], rows["seed"]]).mean().groupby(level="subject").mean().to_dict()
+    score = (lambda g: float((g["label"] == g["predicted"]).mean())) if metric == "acc" else \
+        (lambda g: balanced_accuracy(g["label"].to_numpy(), g["predicted"].to_numpy()))
+    per_seed = pd.Series({key: score(group) for key, group in rows.groupby(["subject", "seed"])}, dtype=float)
+    return per_seed.groupby(level=0).mean().to_dict()
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> list[dict]:
@@ -136,9 +142,12 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> list[dict]:
         if model not in set(b["model"]):
             continue
         subjects_a, subjects_b = _per_subject(a, model), _per_subject(b, model)
-        diff = paired_difference(subjects_a, subjects_b, seed)
+        ua_a, ua_b = _per_subject(a, model, "balanced_acc"), _per_subject(b, model, "balanced_acc")
+        diff, ua_diff = paired_difference(subjects_a, subjects_b, seed), paired_difference(ua_a, ua_b, seed)
         rows.append({"model": model, "acc_a": sum(subjects_a.values()) / len(subjects_a),
-                     "acc_b": sum(subjects_b.values()) / len(subjects_b), **diff})
+                     "acc_b": sum(subjects_b.values()) / len(subjects_b), **diff,
+                     "ua_a": sum(ua_a.values()) / len(ua_a), "ua_b": sum(ua_b.values()) / len(ua_b),
+                     "ua_delta": ua_diff["delta"], "ua_ci": ua_diff["ci"]})
     return rows
 
 
@@ -159,15 +168,18 @@ def params_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
 
 def render(rows: list[dict], diff: list[tuple], names: tuple[str, str], md: bool) -> str:
     """The comparison as a Markdown table (for a pull request) or aligned plain text."""
-    header = ["model", f"acc {names[0]}", f"acc {names[1]}", "delta", "95% CI", "p", "test", "verdict"]
+    header = ["model", f"acc {names[0]}", f"acc {names[1]}", "delta", "95% CI", "p", "test", "verdict",
+              f"UA {names[0]}", f"UA {names[1]}", "UA delta", "UA 95% CI"]
     body = [[r["model"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", f"{r['delta']:+.3f}",
              signed_interval(r["ci"], digits=3).strip() or "n/a", "n/a" if r["p"] is None else f"{r['p']:.3g}",
-             f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p"])] for r in rows]
+             f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p"]), f"{r['ua_a']:.3f}", f"{r['ua_b']:.3f}",
+             f"{r['ua_delta']:+.3f}", signed_interval(r["ua_ci"], digits=3).strip() or "n/a"] for r in rows]
     changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none"
     note = (f"delta = {names[1]} - {names[0]}: mean over test subjects of the paired per-subject accuracy "
             "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "
             f"subjects; p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
-            "where no test over subjects can reach 0.05: trials of one subject are not independent).")
+            "where no test over subjects can reach 0.05: trials of one subject are not independent). "
+            "UA: unweighted accuracy (balanced accuracy, each class's recall averaged), paired the same way.")
     if md:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

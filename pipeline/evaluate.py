@@ -15,15 +15,23 @@ from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
 from pipeline.stats import bootstrap_ci, finite, paired_difference, sample_std
 
-METRICS = ("acc", "f1_macro", "kappa", "auc")
+METRICS = ("acc", "balanced_acc", "f1_macro", "kappa", "auc")
 # A model is flagged as collapsed when one class takes at least this share of its test predictions.
 COLLAPSE_SHARE = 0.8
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """acc, macro F1, Cohen's kappa and one-vs-rest macro AUC of probabilities (n, n_classes).
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted accuracy (UA, balanced accuracy): the recall of each class present in `y_true`,
+    averaged (scikit-learn's balanced_accuracy_score, without its warning when a prediction names
+    a class the trials do not have). Speech-emotion work reports it beside accuracy (WA)."""
+    return float(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
 
-    Macro F1 and AUC average over the classes present in `y_true` (a class a fold or subject
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """acc, balanced accuracy (UA), macro F1, Cohen's kappa and one-vs-rest macro AUC of
+    probabilities (n, n_classes).
+
+    Balanced accuracy, macro F1 and AUC average over the classes present in `y_true` (a class a fold or subject
     never shows would otherwise count as F1 0); AUC renormalises the probabilities over them and
     is NaN with fewer than two. Kappa is NaN when it is undefined (one class, always predicted).
     """
@@ -38,7 +46,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
         auc = float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
         kappa = float(cohen_kappa_score(y_true, y_pred, labels=np.arange(proba.shape[1])))
-    return {"acc": float(accuracy_score(y_true, y_pred)),
+    return {"acc": float(accuracy_score(y_true, y_pred)), "balanced_acc": balanced_accuracy(y_true, y_pred),
             "f1_macro": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
             "kappa": kappa, "auc": auc}
 

@@ -68,6 +68,8 @@ def _scored(name: str, what: str) -> dict[str, Key]:
 
 TEST_SUMMARY = Shape("Test summary", {
     **_scored("acc", "Accuracy"),
+    **_scored("balanced_acc", "Unweighted accuracy (UA, balanced accuracy): each class's recall, averaged over the "
+                              "classes present in the trials scored"),
     **_scored("f1_macro", "Macro F1 over the classes present in the trials scored"),
     **_scored("kappa", "Cohen's kappa"),
     **_scored("auc", "One-vs-rest macro ROC AUC over the classes present"),

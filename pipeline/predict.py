@@ -237,6 +237,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
     and returns what to print (with labels, the accuracy and its interval)."""
     import torch
 
+    from pipeline.evaluate import balanced_accuracy
     from pipeline.features.eeg import artifact_report, cleaning_said, dropped_trials
     from pipeline.normalize import apply_normalizer
     from pipeline.stats import bootstrap_ci
@@ -288,8 +289,11 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
     if scored.any():  # accuracy over the labelled trials, subject by subject
         scored = rows[scored]
         right = (scored["label"] == scored["predicted"]).groupby(scored["subject"]).mean()
-        ci = bootstrap_ci(right.to_list(), p.split.seed)
+        ua = pd.Series({subject: balanced_accuracy(g["label"].to_numpy(), g["predicted"].to_numpy())
+                        for subject, g in scored.groupby("subject")})
+        ci, ua_ci = bootstrap_ci(right.to_list(), p.split.seed), bootstrap_ci(ua.to_list(), p.split.seed)
         said += (f"; accuracy {right.mean():.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                 + f", unweighted accuracy (UA) {ua.mean():.3f}" + (f" [{ua_ci[0]:.2f}, {ua_ci[1]:.2f}]" if ua_ci else "")
                  + f" over the {len(scored)} labelled trials (mean over subjects, 95% bootstrap interval)")
     if cleaned:  # the model's own cleaning, per new recording
         said += f"; EEG cleaned as the model's (eeg.artifacts): {cleaning_said(artifact_report(table, cleaned, p.eeg))}"

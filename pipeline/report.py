@@ -12,6 +12,11 @@ from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.stats import MIN_SUBJECTS_WILCOXON, p_text, signed_interval, verdict
 
 
+def task_cell(test: dict) -> str:
+    """A secondary task's cell of the results table: accuracy; UA."""
+    return f"{_fmt(test, 'acc')}; {_fmt(test, 'balanced_acc')}"
+
+
 def _fmt(test: dict, key: str) -> str:
     """`0.853 [0.74, 0.95]`: the subject mean and its 95% interval (n/a where undefined)."""
     if test[key] is None:
@@ -79,18 +84,18 @@ def results_table(metrics: dict, tasks: list[str], rows: list[tuple[str, dict]] 
         rows = [(m, b) for m, b in metrics["branches"].items()] + [(f"**fusion ({fusion['type']})**", fusion)]
         rows += [(f"student: {view}", s) for view, s in metrics.get("students", {}).items()]
         rows += [(f"_baseline: {n}_", b) for n, b in metrics.get("baselines", {}).items()]
-    lines = ["| model | acc | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
-             "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc |" for t in tasks),
-             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]
+    lines = ["| model | acc | UA | macro F1 | kappa | AUC | acc std over seeds | pred. entropy | collapsed "
+             "| best baseline of its rival views (on val) |" + "".join(f" {t}: acc; UA |" for t in tasks),
+             "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(tasks)]
     for name, model in rows:
         test = model["test"]
         seed_std = "n/a" if test["acc_seed_std"] is None else f"{test['acc_seed_std']:.3f}"
         baseline = (f"{model['best_baseline']} {model['best_baseline_acc']:.3f}"
                     + (" (**below it**)" if model["below_baseline"] else "")) if "best_baseline" in model else ""
-        lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
+        lines.append(f"| {name} | {_fmt(test, 'acc')} | {_fmt(test, 'balanced_acc')} | {_fmt(test, 'f1_macro')} | {_fmt(test, 'kappa')} | "
                      f"{_fmt(test, 'auc')} | {seed_std} | {test['pred_entropy']:.2f} | "
                      f"{'**yes**' if test['collapsed'] else 'no'} | {baseline} |"
-                     + "".join(f" {_fmt(model['tasks'][t]['test'], 'acc') if t in model.get('tasks', {}) else ''} |"
+                     + "".join(f" {task_cell(model['tasks'][t]['test']) if t in model.get('tasks', {}) else ''} |"
                                for t in tasks))
     return lines
 

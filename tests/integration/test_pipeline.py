@@ -152,6 +152,10 @@ def test_predict_reproduces_the_fuse_stage_and_fills_a_missing_view(project, tmp
     fused = np.load(project / "models" / "fusion" / "trained_probabilities.npy")[0, 0]
     assert np.array_equal(rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy(np.float32), fused)
     assert (rows["filled"] == "").all()
+    from pipeline.evaluate import balanced_accuracy
+
+    ua = np.mean([balanced_accuracy(g["label"].to_numpy(), g["predicted"].to_numpy()) for _, g in rows.groupby("subject")])
+    assert f"unweighted accuracy (UA) {ua:.3f}" in said  # UA beside accuracy, mean over subjects
 
     manifest = pd.read_csv(project / "data" / "synthetic" / "manifest.csv", dtype=str, keep_default_na=False)
     mixed = manifest.copy()  # only sub-01's trials keep their audio

@@ -59,6 +59,20 @@ def test_seeds_are_averaged_per_subject():
     assert row["delta"] == pytest.approx((0.75 - 0.5) / 6)
 
 
+def test_unweighted_accuracy_beside_accuracy():
+    """Per subject three trials of x and one of y: always predicting x is 0.75 accurate but 0.5 on
+    UA (the recalls 1 and 0, averaged); getting every trial right is 1 on both."""
+    def run(predicted: list[str]) -> pd.DataFrame:
+        return pd.DataFrame([{"model": "fusion", "fold": 0, "seed": 0, "subject": f"s{k}", "trial": 4 * k + t,
+                              "label": "xxxy"[t], "predicted": predicted[t]} for k in range(6) for t in range(4)])
+
+    (row,) = compare_runs(run(["x"] * 4), run(list("xxxy")), seed=0)
+    assert row["acc_a"] == pytest.approx(0.75) and row["ua_a"] == pytest.approx(0.5)
+    assert row["acc_b"] == row["ua_b"] == 1.0
+    assert row["delta"] == pytest.approx(0.25) and row["ua_delta"] == pytest.approx(0.5) and row["ua_ci"] == [0.5, 0.5]
+    assert "| 0.500 | 1.000 | +0.500 | [+0.500, +0.500] |" in render([row], [], ("A", "B"), md=True)
+
+
 def test_runs_on_different_trials_or_classes_are_refused():
     a = _predictions(SIX)
     other = _predictions({**SIX, "s9": [True]})
@@ -76,7 +90,8 @@ def test_params_diff_and_markdown():
     assert diff == [("fusion.type", "concat", "gated")]
     rows = compare_runs(_predictions(SIX), _predictions(SIX), seed=0)
     text = render(rows, diff, ("HEAD", "exp-1"), md=True)
-    assert text.splitlines()[0] == "| model | acc HEAD | acc exp-1 | delta | 95% CI | p | test | verdict |"
+    assert text.splitlines()[0] == ("| model | acc HEAD | acc exp-1 | delta | 95% CI | p | test | verdict | UA HEAD | "
+                                    "UA exp-1 | UA delta | UA 95% CI |")
     assert "| fusion | 0.500 | 0.500 | +0.000 | [+0.000, +0.000] | 1 | wilcoxon, 6 subjects | not significant |" in text
     assert "fusion.type: 'concat' -> 'gated'" in text
     assert not np.isnan(rows[0]["p"])

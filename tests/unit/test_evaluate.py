@@ -41,6 +41,8 @@ def test_three_classes_by_hand():
     proba[np.arange(4), pred] = 0.8
     m = classification_metrics(y, proba)
     assert m["acc"] == pytest.approx(0.75)
+    # UA: recalls 1, 0, 1 -> 2/3 (accuracy, WA, weighs class 2's two trials double)
+    assert m["balanced_acc"] == pytest.approx(2 / 3)
     # F1: class 0 -> 1; class 1 -> 0 (never predicted); class 2: P = 2/3, R = 1 -> 4/5
     assert m["f1_macro"] == pytest.approx((1 + 0 + 4 / 5) / 3)
     # p_o = 3/4; true (1,1,2)/4, predicted (1,0,3)/4: p_e = (1 + 0 + 6)/16 -> kappa = 5/9
@@ -51,7 +53,7 @@ def test_perfect_predictions():
     y = np.array([0, 1, 2, 0, 1, 2])
     proba = np.eye(3)[y] * 0.9 + 0.1 / 3
     m = classification_metrics(y, proba)
-    assert m == pytest.approx({"acc": 1.0, "f1_macro": 1.0, "kappa": 1.0, "auc": 1.0})
+    assert m == pytest.approx({"acc": 1.0, "balanced_acc": 1.0, "f1_macro": 1.0, "kappa": 1.0, "auc": 1.0})
 
 
 def test_auc_over_present_classes_only():
@@ -283,3 +285,21 @@ def test_a_run_with_nondeterministic_kernels_says_it_is_not_bit_reproducible():
     assert "not bit-reproducible" in note and "a_cuda, b_cuda" in note and "train.device: cpu" in note
     assert nondeterministic_kernels({"eeg": {"r": [{"val_acc": 0.5}]}}) == []
     assert reproducibility_note({"bit_reproducible": True}) is None
+
+
+def test_balanced_accuracy_over_the_classes_present():
+    """UA averages the recall of the classes the trials have: a prediction of a class they lack
+    is a miss, not a class of recall 0 (scikit-learn's balanced_accuracy_score, no warning)."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    from pipeline.evaluate import balanced_accuracy
+
+    y, pred = np.array([1, 1, 1, 3]), np.array([1, 1, 4, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert balanced_accuracy(y, pred) == pytest.approx((2 / 3 + 0) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
