@@ -183,10 +183,15 @@ def docs():
 
 
 @app.command()
-def compare(a: str = typer.Argument("HEAD", help="git revision or DVC experiment name, or 'workspace'"),
-            b: str = typer.Argument("workspace", help="git revision or DVC experiment name, or 'workspace'"),
-            md: bool = typer.Option(False, "--md", help="a Markdown table, for a pull request")):
-    """Two runs model by model, paired over the same test subjects: acc A, acc B, delta, its 95%
-    bootstrap interval, p-value, and the params that differ (read through dvc.api, no checkout)."""
+def compare(ref: str = typer.Argument("HEAD", help="the reference: a git revision, DVC experiment name or 'workspace'"),
+            runs: list[str] = typer.Argument(None, help="runs to pair against it (default: workspace)"),
+            md: bool = typer.Option(False, "--md", help="a Markdown table, for a pull request"),
+            plot: str = typer.Option(None, "--plot", help="also draw a forest plot of the rows to this PNG"),
+            model: list[str] = typer.Option(None, "--model", help="models to keep (default: every model for one "
+                                                                   "run, fusion for several); repeatable")):
+    """Runs paired against a reference over the same test subjects, model by model: acc, delta,
+    its 95% bootstrap interval, p-value and Holm-corrected p across the rows, UA beside it, and
+    the params that differ (read through dvc.api, no checkout)."""
     with one_line_errors():  # imported by name, as the stages are: no DVC stage runs or depends on it
-        typer.echo(importlib.import_module("pipeline.compare").compare(a, b, md), nl=False)
+        typer.echo(importlib.import_module("pipeline.compare").compare(ref, runs or ["workspace"], md, plot,
+                                                                       model or None), nl=False)

@@ -1,17 +1,23 @@
-"""`python -m pipeline compare A B`: two runs model by model, paired over the same test subjects.
+"""`python -m pipeline compare REF A [B ...]`: runs paired against a reference over the same test
+subjects.
 
-A and B are git revisions or DVC experiment names, or `workspace`. Each run's per-trial test
-predictions (reports/predictions.csv, a DVC output) and params.yaml are read through `dvc.api`
-at that revision, without checking either out. For every model both runs have, each test
-subject's accuracy (mean over seeds) is paired between A and B: the mean difference B - A, its
-bootstrap interval over subjects and a Wilcoxon signed-rank p-value over subjects (none below
-MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate; unweighted
-accuracy (UA, balanced accuracy) the same way beside it, with its difference and interval.
+REF and the runs are git revisions or DVC experiment names, or `workspace`. Each run's per-trial
+test predictions (reports/predictions.csv, a DVC output) and params.yaml are read through
+`dvc.api` at that revision, without checking either out. For every model both have, each test
+subject's accuracy (mean over seeds) is paired between REF and the run: the mean difference run
+- REF, its bootstrap interval over subjects and a Wilcoxon signed-rank p-value over subjects
+(none below MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate;
+unweighted accuracy (UA, balanced accuracy) the same way beside it, with its difference and
+interval. The rows' p-values are one family: `p_holm` is Holm-corrected across them, and the
+verdict reads it. One run against REF: a row per model; several runs (a sweep): a row per run,
+for `fusion` unless other models are asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io as _io
+from pathlib import Path
 
 import pandas as pd
 import yaml
@@ -19,7 +25,7 @@ import yaml
 from pipeline import io
 from pipeline.dataset import AS_WRITTEN
 from pipeline.errors import PipelineError
-from pipeline.stats import MIN_SUBJECTS_WILCOXON, paired_difference, signed_interval, verdict
+from pipeline.stats import MIN_SUBJECTS_WILCOXON, holm, paired_difference, signed_interval, verdict
 
 WORKSPACE = "workspace"
 TRIAL_KEYS = ["fold", "subject", "trial", "label"]
@@ -166,36 +172,63 @@ def params_diff(a: dict, b: dict) -> list[tuple[str, object, object]]:
             if flat_a.get(k) != flat_b.get(k)]
 
 
-def render(rows: list[dict], diff: list[tuple], names: tuple[str, str], md: bool) -> str:
-    """The comparison as a Markdown table (for a pull request) or aligned plain text."""
-    header = ["model", f"acc {names[0]}", f"acc {names[1]}", "delta", "95% CI", "p", "test", "verdict",
-              f"UA {names[0]}", f"UA {names[1]}", "UA delta", "UA 95% CI"]
-    body = [[r["model"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}", f"{r['delta']:+.3f}",
-             signed_interval(r["ci"], digits=3).strip() or "n/a", "n/a" if r["p"] is None else f"{r['p']:.3g}",
-             f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p"]), f"{r['ua_a']:.3f}", f"{r['ua_b']:.3f}",
+def holm_rows(rows: list[dict]) -> list[dict]:
+    """The rows with `p_holm`: their p-values Holm-corrected as one family (None where no test)."""
+    return [{**row, "p_holm": adjusted} for row, adjusted in zip(rows, holm([r["p"] for r in rows]))]
+
+
+def render(rows: list[dict], diffs: dict[str, list[tuple]], ref: str, md: bool) -> str:
+    """The comparison as a Markdown table (for a pull request) or aligned plain text: a row per
+    (run, model) of `rows` against `ref`, and the params each run changes (`diffs`)."""
+    several = len({r["run"] for r in rows}) > 1
+    run_name = "run" if several else rows[0]["run"]
+    header = [*(["run"] if several else []), "model", f"acc {ref}", f"acc {run_name}", "delta", "95% CI", "p",
+              "p_holm", "test", "verdict", f"UA {ref}", f"UA {run_name}", "UA delta", "UA 95% CI"]
+    body = [[*([r["run"]] if several else []), r["model"], f"{r['acc_a']:.3f}", f"{r['acc_b']:.3f}",
+             f"{r['delta']:+.3f}", signed_interval(r["ci"], digits=3).strip() or "n/a",
+             "n/a" if r["p"] is None else f"{r['p']:.3g}", "n/a" if r["p_holm"] is None else f"{r['p_holm']:.3g}",
+             f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p_holm"]), f"{r['ua_a']:.3f}", f"{r['ua_b']:.3f}",
              f"{r['ua_delta']:+.3f}", signed_interval(r["ua_ci"], digits=3).strip() or "n/a"] for r in rows]
-    changed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none"
-    note = (f"delta = {names[1]} - {names[0]}: mean over test subjects of the paired per-subject accuracy "
+    changed = [f"{run}: " + (", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none")
+               for run, diff in diffs.items()]
+    note = (f"delta = run - {ref}: mean over test subjects of the paired per-subject accuracy "
             "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "
             f"subjects; p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
-            "where no test over subjects can reach 0.05: trials of one subject are not independent). "
+            "where no test over subjects can reach 0.05: trials of one subject are not independent); p_holm: "
+            f"Holm-corrected across the {sum(r['p'] is not None for r in rows)} tested rows, which the verdict reads. "
             "UA: unweighted accuracy (balanced accuracy, each class's recall averaged), paired the same way.")
     if md:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines + ["", f"Params that differ: {changed}.", "", note]) + "\n"
+        return "\n".join(lines + ["", "Params that differ: " + "; ".join(changed) + ".", "", note]) + "\n"
     widths = [max(len(x) for x in column) for column in zip(header, *body)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *body]]
-    return "\n".join(lines + ["", f"params that differ: {changed}", note]) + "\n"
+    return "\n".join(lines + ["", "params that differ: " + "; ".join(changed), note]) + "\n"
 
 
-def compare(a: str, b: str, md: bool = False) -> str:
-    names = (a, b)
-    with Revision(a) as revision_a, Revision(b) as revision_b:
-        pred_a, pred_b = load_predictions(revision_a), load_predictions(revision_b)
-        params_a, params_b = load_params(revision_a), load_params(revision_b)
-    check_comparable(pred_a, pred_b, names)
-    rows = compare_runs(pred_a, pred_b, seed=int(params_a.get("split", {}).get("seed", 0)))
+def compare(ref: str, runs: list[str], md: bool = False, plot: str | None = None,
+            models: list[str] | None = None) -> str:
+    """Every run of `runs` against `ref` (see the module): the table, and with `plot` a forest
+    plot of the rows' deltas and intervals written there. `models`: the models to keep (default:
+    every model for one run, fusion for several)."""
+    if len(set(runs)) < len(runs):
+        raise PipelineError(f"compare: a run is named twice ({', '.join(runs)}); name each once")
+    with contextlib.ExitStack() as stack:
+        revisions = {name: stack.enter_context(Revision(name)) for name in dict.fromkeys((ref, *runs))}
+        predictions = {name: load_predictions(r) for name, r in revisions.items()}
+        params = {name: load_params(r) for name, r in revisions.items()}
+    keep = models if models is not None else (["fusion"] if len(runs) > 1 else None)
+    rows = []
+    for run in runs:
+        check_comparable(predictions[ref], predictions[run], (ref, run))
+        found = compare_runs(predictions[ref], predictions[run], seed=int(params[ref].get("split", {}).get("seed", 0)))
+        rows += [{"run": run, **r} for r in found if keep is None or r["model"] in keep]
     if not rows:
-        raise PipelineError(f"compare: {a} and {b} have no model in common")
-    return render(rows, params_diff(params_a, params_b), names, md)
+        wanted = f" among {', '.join(keep)}" if keep else ""
+        raise PipelineError(f"compare: {ref} and {', '.join(runs)} have no model in common{wanted}")
+    rows = holm_rows(rows)
+    if plot is not None:
+        from pipeline.plots import plot_forest
+
+        plot_forest(Path(plot), rows, ref)
+    return render(rows, {run: params_diff(params[ref], params[run]) for run in runs}, ref, md)

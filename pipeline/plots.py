@@ -267,3 +267,23 @@ def plot_view_shares(path: Path, shares: dict[str, dict[str, dict[str, float]]])
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.suptitle("Fused model: each view's share of the attribution, per class", fontsize=9)
     _save(fig, path)
+
+
+def plot_forest(path: Path, rows: list[dict], ref: str) -> None:
+    """`compare`'s rows as a forest plot: each (run, model)'s accuracy difference against `ref`
+    with its 95% interval over subjects, the zero line, and Holm's p beside it."""
+    several = len({r["run"] for r in rows}) > 1
+    labels = [f"{r['run']}: {r['model']}" if several else r["model"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    for k, r in zip(y, rows):
+        if r["ci"]:
+            ax.plot(r["ci"], [k, k], color="0.3", lw=1.5)
+        ax.plot([r["delta"]], [k], "o", color="C3" if r["p_holm"] is not None and r["p_holm"] < 0.05 else "C0")
+        ax.annotate("p_holm n/a" if r["p_holm"] is None else f"p_holm {r['p_holm']:.2g}", (1.01, k),
+                    xycoords=("axes fraction", "data"), va="center", fontsize=7)
+    ax.axvline(0, color="k", lw=0.8, ls="--")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel(f"accuracy difference against {ref} (mean over test subjects, 95% interval)", fontsize=8)
+    ax.set_title(f"compare: each run minus {ref}", fontsize=9)
+    _save(fig, path)

@@ -77,6 +77,21 @@ def subject_level_test(differences) -> tuple[str, float | None]:
     return "wilcoxon", wilcoxon_p(differences)
 
 
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (Holm 1979) of a family of p-values, in their order; None
+    (no test) stays None and is not counted in the family. The i-th smallest of m p-values is
+    multiplied by m - i + 1, made non-decreasing and capped at 1: rejecting where the adjusted
+    p < 0.05 keeps the chance of any false rejection in the family under 0.05. (scipy has only
+    Benjamini-Hochberg, which bounds the false discovery rate instead.)"""
+    tested = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 def verdict(p: float | None) -> str:
     if p is None:
         return "no test"

@@ -60,6 +60,15 @@ def test_sweep_through_the_dvc_queue_then_compare(tmp_path_factory, tmp_path):
     assert "student_acoustic" not in rows
     assert all(" | +0.000 | " in rows[m] for m in ("eeg", "fusion", "student_eeg"))  # reran no training of theirs
     assert "distill.students: None -> ['eeg']" in table  # HEAD's default (null: eeg, acoustic)
+    # both experiments against HEAD in one table (a sweep's review): a row each for the fused model,
+    # their p-values one Holm family, and a forest plot
+    other, forest = done[()][0], tmp_path / "forest.png"
+    table = cli(["compare", "HEAD", experiment, other, "--md", "--plot", str(forest)], project).stdout
+    assert table.startswith("| run | model | acc HEAD | acc run | delta | 95% CI | p | p_holm |")
+    swept = [line for line in table.splitlines() if line.startswith(("| " + experiment + " |", "| " + other + " |"))]
+    assert len(swept) == 2 and all(" | fusion | " in line and " | +0.000 | " in line for line in swept), table
+    assert f"{other}: distill.students: None -> []" in table
+    assert forest.read_bytes().startswith(b"\x89PNG")
     proc = cli(["compare", "HEAD~1", "HEAD"], project, code=2)
     assert proc.stdout == ""
     assert proc.stderr.startswith("error: compare: cannot read reports/predictions.csv at HEAD~1") and \

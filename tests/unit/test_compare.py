@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.compare import check_comparable, compare_runs, params_diff, render
+from pipeline.compare import check_comparable, compare_runs, holm_rows, params_diff, render
 from pipeline.errors import PipelineError
 
 
@@ -47,8 +47,8 @@ def test_few_subjects_get_no_p_value():
     b = _predictions({"s0": [True] * 4, "s1": [True, True, False, False]})
     (row,) = compare_runs(a, b, seed=0)
     assert row["test"] == "none" and row["p"] is None and row["delta"] == pytest.approx(0.75)
-    table = render([row], [], ("A", "B"), md=True)
-    assert "| n/a | none, 2 subjects | no test |" in table
+    table = render(holm_rows([{"run": "B", **row}]), {"B": []}, "A", md=True)
+    assert "| n/a | n/a | none, 2 subjects | no test |" in table
 
 
 def test_seeds_are_averaged_per_subject():
@@ -70,7 +70,8 @@ def test_unweighted_accuracy_beside_accuracy():
     assert row["acc_a"] == pytest.approx(0.75) and row["ua_a"] == pytest.approx(0.5)
     assert row["acc_b"] == row["ua_b"] == 1.0
     assert row["delta"] == pytest.approx(0.25) and row["ua_delta"] == pytest.approx(0.5) and row["ua_ci"] == [0.5, 0.5]
-    assert "| 0.500 | 1.000 | +0.500 | [+0.500, +0.500] |" in render([row], [], ("A", "B"), md=True)
+    assert "| 0.500 | 1.000 | +0.500 | [+0.500, +0.500] |" in render(holm_rows([{"run": "B", **row}]), {"B": []}, "A",
+                                                                     md=True)
 
 
 def test_runs_on_different_trials_or_classes_are_refused():
@@ -89,10 +90,10 @@ def test_params_diff_and_markdown():
                        {"fusion": {"type": "gated", "dropout": 0.3}, "train": {"seeds": [0]}})
     assert diff == [("fusion.type", "concat", "gated")]
     rows = compare_runs(_predictions(SIX), _predictions(SIX), seed=0)
-    text = render(rows, diff, ("HEAD", "exp-1"), md=True)
-    assert text.splitlines()[0] == ("| model | acc HEAD | acc exp-1 | delta | 95% CI | p | test | verdict | UA HEAD | "
-                                    "UA exp-1 | UA delta | UA 95% CI |")
-    assert "| fusion | 0.500 | 0.500 | +0.000 | [+0.000, +0.000] | 1 | wilcoxon, 6 subjects | not significant |" in text
+    text = render(holm_rows([{"run": "exp-1", **r} for r in rows]), {"exp-1": diff}, "HEAD", md=True)
+    assert text.splitlines()[0] == ("| model | acc HEAD | acc exp-1 | delta | 95% CI | p | p_holm | test | verdict | "
+                                    "UA HEAD | UA exp-1 | UA delta | UA 95% CI |")
+    assert "| fusion | 0.500 | 0.500 | +0.000 | [+0.000, +0.000] | 1 | 1 | wilcoxon, 6 subjects | not significant |" in text
     assert "fusion.type: 'concat' -> 'gated'" in text
     assert not np.isnan(rows[0]["p"])
 
@@ -113,3 +114,23 @@ def test_secondary_tasks_are_compared_and_do_not_block_a_single_task_run():
     other_classes = pd.concat([single, level.rename(columns={"p_level_lo": "p_level_mid"})], ignore_index=True)
     with pytest.raises(PipelineError, match="do not share classes on task level"):
         check_comparable(multi, other_classes, ("A", "B"))
+
+
+def test_several_runs_one_family_holm_corrected(tmp_path):
+    """Three runs against one reference: a row each, their p-values one family. Each run beats
+    REF on all 6 subjects (Wilcoxon p = 2/64 each), so Holm multiplies the smallest by 3, the next
+    by 2 and the last by 1, then keeps them non-decreasing: every row 3 x 2/64 = 0.094, none
+    significant, where each alone would be. The forest plot is a PNG."""
+    from pipeline.plots import plot_forest
+
+    ref = _predictions(SIX)
+    runs = {name: _predictions({s: [True, True, True, k % 2 == 0 or j == 0] for k, s in enumerate(SIX)})
+            for j, name in enumerate(("gated", "film", "late"))}
+    rows = holm_rows([{"run": name, **r} for name, run in runs.items() for r in compare_runs(ref, run, seed=0)])
+    assert [r["p"] for r in rows] == pytest.approx([2 / 64] * 3)
+    assert [r["p_holm"] for r in rows] == pytest.approx([3 * 2 / 64] * 3)
+    text = render(rows, {name: [] for name in runs}, "HEAD", md=True)
+    assert text.splitlines()[0].startswith("| run | model | acc HEAD | acc run | delta |")
+    assert text.count("| not significant |") == 3 and "Holm-corrected across the 3 tested rows" in text
+    plot_forest(tmp_path / "forest.png", rows, "HEAD")
+    assert (tmp_path / "forest.png").read_bytes().startswith(b"\x89PNG")

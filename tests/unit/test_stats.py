@@ -96,3 +96,11 @@ def test_paired_difference_of_a_model_with_itself():
 
 def test_verdict():
     assert verdict(0.01) == "significant" and verdict(0.05) == "not significant"
+
+
+def test_holm_by_hand():
+    from pipeline.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4) -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max
+    assert holm([0.01, 0.04, 0.03, None, 0.005]) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([None]) == [None] and holm([]) == []
