@@ -189,7 +189,7 @@ def render(rows: list[dict], diffs: dict[str, list[tuple]], ref: str, md: bool) 
              "n/a" if r["p"] is None else f"{r['p']:.3g}", "n/a" if r["p_holm"] is None else f"{r['p_holm']:.3g}",
              f"{r['test']}, {r['n_subjects']} subjects", verdict(r["p_holm"]), f"{r['ua_a']:.3f}", f"{r['ua_b']:.3f}",
              f"{r['ua_delta']:+.3f}", signed_interval(r["ua_ci"], digits=3).strip() or "n/a"] for r in rows]
-    changed = [f"{run}: " + (", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none")
+    changed = [(f"{run}: " if several else "") + (", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none")
                for run, diff in diffs.items()]
     note = (f"delta = run - {ref}: mean over test subjects of the paired per-subject accuracy "
             "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "

@@ -110,7 +110,7 @@ have no `level`."""
     predictions = pd.read_csv(tmp / "reports" / "predictions.csv", dtype={"label": str})
     rows = predictions[predictions["model"] == "fusion:level"]
     assert len(rows) == 2 * int((level != "").sum()) and set(rows["label"]) == {"low", "high"}  # labelled trials, 2 seeds
-    assert "level: acc |" in (tmp / "reports" / "summary.md").read_text()
+    assert "level: acc; UA |" in (tmp / "reports" / "summary.md").read_text()
 
 
 def test_pretrain_then_fuse_then_evaluate(workdir):
