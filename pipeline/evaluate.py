@@ -168,6 +168,19 @@ def nondeterministic_kernels(histories: dict[str, dict[str, list[dict]]]) -> lis
                    for op in epoch.get("nondeterministic", [])})
 
 
+def no_harm(model: dict, branch: dict) -> dict:
+    """The test subjects `model` serves worse than `branch` (both scored by `score_model`): its
+    accuracy on a subject below the branch's by more than one of the subject's trials (each
+    accuracy a mean over seeds, so the difference times the subject's trial count > 1). A mean
+    gain over subjects can hide them; a reviewer asks how many there are."""
+    ours, theirs = subject_scores(model), subject_scores(branch)
+    n_trials = {str(r["subject"]): r["n_trials"] for r in model["subjects"]}
+    subjects = sorted(s for s in set(ours) & set(theirs) if ours[s] is not None and theirs[s] is not None)
+    harmed = {s: ours[s] - theirs[s] for s in subjects if (theirs[s] - ours[s]) * n_trials[s] > 1 + 1e-9}
+    return {"harmed": len(harmed), "share": len(harmed) / len(subjects) if subjects else None,
+            "n_subjects": len(subjects), "subjects": harmed}
+
+
 def mean_val_acc(scored: dict) -> float:
     """Validation accuracy of a scored model, mean over folds and seeds."""
     return float(np.mean([r["acc"] for r in scored["val"]]))
@@ -185,7 +198,8 @@ def model_metrics(scored: dict[str, dict], fusion_type: str, fused: tuple[str, .
     return {"fusion": {"type": fusion_type, "test": summarize_test(scored["fusion"], classes, seed),
                        "gain_over_best_branch": gain["delta"], "gain_ci": gain["ci"], "gain_p": gain["p"],
                        "gain_test": gain["test"], "gain_n_subjects": gain["n_subjects"],
-                       "best_branch_on_val": best, "below_best_branch": bool(gain["delta"] < 0)},
+                       "best_branch_on_val": best, "below_best_branch": bool(gain["delta"] < 0),
+                       "no_harm": no_harm(scored["fusion"], scored[best])},
             "branches": branches}
 
 

@@ -51,7 +51,18 @@ PLACEHOLDERS = {
     "<task>": "a secondary task: a `data.tasks` entry after `label`",
     "<source>": "what a fold reported: fusion, a view (its branch) or ensemble",
     "<fold>": "a fold's index, from 0",
+    "<subject>": "a test subject's id, as the manifest writes it",
 }
+
+NO_HARM = Key("Test subjects this model serves worse than the best branch on validation (`best_branch_on_val`): "
+              "its accuracy on the subject below the branch's by more than one of the subject's trials "
+              "(accuracies are means over seeds).", {
+                  "harmed": Key("How many such subjects."),
+                  "share": Key("`harmed` over `n_subjects`; null without subjects."),
+                  "n_subjects": Key("Test subjects both scored."),
+                  "subjects": Key("Each such subject's accuracy difference, this model minus the branch.",
+                                  {"<subject>": Key("The difference (negative).")}),
+              })
 
 
 def _scored(name: str, what: str) -> dict[str, Key]:
@@ -116,6 +127,7 @@ METRICS_SHAPE = {
         **PAIRED_GAIN,
         "best_branch_on_val": Key("The fused view whose branch has the highest mean validation accuracy."),
         "below_best_branch": Key("True when `gain_over_best_branch` < 0 (evaluate warns)."),
+        "no_harm": NO_HARM,
         **BASELINE_FLAGS,
         "selected": Key("Folds that reported each source under `fusion.select`.", {
             "<source>": Key("How many folds reported that source; a source no fold reported is absent."),
@@ -124,6 +136,7 @@ METRICS_SHAPE = {
             "test": Key("Its `acc`, `acc_ci` and `acc_std`, as in a test summary; null when no fold trained one.",
                         {name: TEST_SUMMARY.keys[name] for name in ("acc", "acc_ci", "acc_std")}),
             "folds": Key("Folds that trained a fused model."),
+            "no_harm": Key(NO_HARM.means + " Over the folds that trained one; null when none did.", NO_HARM.keys),
             "stand_in": Key("Fold -> the branch reported where one informative view was left and nothing was "
                             "trained.", {"<fold>": Key("The source that fold reported.")},
                             only="when some fold trained no fused model"),

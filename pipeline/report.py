@@ -106,6 +106,21 @@ def gain_line(fusion: dict) -> str:
             f"subjects: **{gain_sentence(fusion)}**.")
 
 
+def no_harm_line(fusion: dict) -> str:
+    """summary.md's line on the test subjects the fused model (and the trained one alone) serves
+    worse than the best branch on validation by more than one trial, named."""
+    def said(model: str, harm: dict) -> str:
+        if harm["share"] is None:
+            return f"{model}: no test subject to compare"
+        named = ", ".join(f"{s} ({d:+.3f})" for s, d in sorted(harm["subjects"].items(), key=lambda kv: kv[1]))
+        return f"{model}: {harm['harmed']} of {harm['n_subjects']} ({harm['share']:.0%})" + (f": {named}" if named else "")
+
+    trained = fusion["trained"].get("no_harm")
+    return (f"Subjects served worse than `{fusion['best_branch_on_val']}` (the best branch on validation) by more "
+            "than one trial (`fusion.no_harm`): " + said("as reported", fusion["no_harm"])
+            + ("; " + said("the trained fused model alone", trained) if trained else "") + ".")
+
+
 def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts: dict) -> str:
     """reports/summary.md: the table a reviewer reads, with the params that produced it (and
     what artifact cleaning removed: reports/artifacts.json)."""
@@ -124,7 +139,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts
                 "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
                 if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
              cleaning_sentence(artifacts), "",
-             *results_table(metrics, tasks), "", gain_line(fusion), ""]
+             *results_table(metrics, tasks), "", gain_line(fusion), "", no_harm_line(fusion), ""]
     selected, trained = fusion.get("selected", {}), fusion["trained"]
     if params.fusion.select == "safe":
         alpha, margin = params.fusion.select_alpha, params.fusion.select_margin

@@ -8,7 +8,7 @@ import pandas as pd
 from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_task_probabilities, load_trials
 from pipeline.errors import warn
-from pipeline.evaluate import (baseline_flags, baseline_metrics, model_metrics, nondeterministic_kernels,
+from pipeline.evaluate import (baseline_flags, baseline_metrics, model_metrics, no_harm, nondeterministic_kernels,
                                prediction_table, robustness_summary, score_model, selection_metrics, score_task,
                                student_metrics, summarize_test)
 from pipeline.params import Params
@@ -94,6 +94,7 @@ def run(params: Params) -> None:
         "test": {k: v for k, v in summarize_test(trained, trials.classes, seed).items()
                  if k in ("acc", "acc_ci", "acc_std")} if trained_folds else None,
         "folds": len(trained_folds),
+        "no_harm": no_harm(trained, scored[metrics["fusion"]["best_branch_on_val"]]) if trained_folds else None,
         **({"stand_in": {str(d["fold"]): d["selected"] for d in decisions if not d["trained"]}}
            if len(trained_folds) < len(decisions) else {})}}
     if students:

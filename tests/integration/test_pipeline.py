@@ -42,6 +42,10 @@ def test_repro_writes_design_metrics(project):
         assert 0.0 <= fusion[key] <= 1.0
     assert -1.0 <= fusion["kappa"] <= 1.0
     assert all(f"{key}_std" in fusion for key in ("acc", "f1_macro", "kappa", "auc"))
+    assert 0.0 <= fusion["balanced_acc"] <= 1.0  # UA beside accuracy
+    harm = metrics["fusion"]["no_harm"]  # the one test subject, against the best branch on validation
+    assert harm["n_subjects"] == 1 and harm["harmed"] == len(harm["subjects"]) in (0, 1)
+    assert "served worse than" in (project / "reports" / "summary.md").read_text()
     for modality in ("eeg", "mel", "topo", "acoustic"):
         branch = metrics["branches"][modality]["test"]
         assert 0.0 <= branch["acc"] <= 1.0 and 0.0 <= branch["f1_macro"] <= 1.0

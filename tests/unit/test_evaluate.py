@@ -303,3 +303,18 @@ def test_balanced_accuracy_over_the_classes_present():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
+
+
+def test_no_harm_counts_subjects_worse_by_more_than_one_trial():
+    """10 trials a subject: s1 loses 2 trials to the branch (harmed), s2 exactly 1 (not more than
+    one: not harmed), s3 gains; s4, unscored by the branch, is not counted."""
+    from pipeline.evaluate import no_harm
+
+    def scored(accs: dict) -> dict:
+        return {"subjects": [{"model": "m", "fold": 0, "seed": 0, "subject": s, "n_trials": 10, "acc": a}
+                             for s, a in accs.items()]}
+
+    harm = no_harm(scored({"s1": 0.5, "s2": 0.6, "s3": 0.9, "s4": 0.1}), scored({"s1": 0.7, "s2": 0.7, "s3": 0.7}))
+    assert harm["harmed"] == 1 and harm["n_subjects"] == 3 and harm["share"] == pytest.approx(1 / 3)
+    assert harm["subjects"] == {"s1": pytest.approx(-0.2)}
+    assert no_harm(scored({}), scored({}))["share"] is None
