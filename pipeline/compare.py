@@ -129,29 +129,29 @@ def check_comparable(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -
                 f"{len(trials_b - trials_a)} only in {names[1]}): they ran on different data or splits")
 
 
-def _per_subject(table: pd.DataFrame, model: str, metric: str = "acc") -> dict:
-    """One model's accuracy (`metric` "acc") or unweighted accuracy ("balanced_acc") per subject,
-    mean over seeds."""
+def _per_subject(table: pd.DataFrame, model: str) -> tuple[dict, dict]:
+    """One model's accuracy and unweighted accuracy (UA) per subject, each a mean over seeds."""
     from pipeline.evaluate import balanced_accuracy
 
     rows = table[table["model"] == model]
-    score = (lambda g: float((g["label"] == g["predicted"]).mean())) if metric == "acc" else \
-        (lambda g: balanced_accuracy(g["label"].to_numpy(), g["predicted"].to_numpy()))
-    per_seed = pd.Series({key: score(group) for key, group in rows.groupby(["subject", "seed"])}, dtype=float)
-    return per_seed.groupby(level=0).mean().to_dict()
+    per_seed = pd.DataFrame([{"subject": subject, "acc": float((g["label"] == g["predicted"]).mean()),
+                              "ua": balanced_accuracy(g["label"].to_numpy(), g["predicted"].to_numpy())}
+                             for (subject, _), g in rows.groupby(["subject", "seed"])])
+    means = per_seed.groupby("subject")[["acc", "ua"]].mean()
+    return means["acc"].to_dict(), means["ua"].to_dict()
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, seed: int) -> list[dict]:
-    """Per model present in both runs (in A's order): acc A, acc B and `paired_difference` B - A."""
+    """Per model present in both runs (in A's order): acc A, acc B and `paired_difference` B - A,
+    and UA A, UA B with their paired difference and interval."""
     rows = []
     for model in dict.fromkeys(a["model"]):
         if model not in set(b["model"]):
             continue
-        subjects_a, subjects_b = _per_subject(a, model), _per_subject(b, model)
-        ua_a, ua_b = _per_subject(a, model, "balanced_acc"), _per_subject(b, model, "balanced_acc")
-        diff, ua_diff = paired_difference(subjects_a, subjects_b, seed), paired_difference(ua_a, ua_b, seed)
-        rows.append({"model": model, "acc_a": sum(subjects_a.values()) / len(subjects_a),
-                     "acc_b": sum(subjects_b.values()) / len(subjects_b), **diff,
+        (acc_a, ua_a), (acc_b, ua_b) = _per_subject(a, model), _per_subject(b, model)
+        diff, ua_diff = paired_difference(acc_a, acc_b, seed), paired_difference(ua_a, ua_b, seed)
+        rows.append({"model": model, "acc_a": sum(acc_a.values()) / len(acc_a),
+                     "acc_b": sum(acc_b.values()) / len(acc_b), **diff,
                      "ua_a": sum(ua_a.values()) / len(ua_a), "ua_b": sum(ua_b.values()) / len(ua_b),
                      "ua_delta": ua_diff["delta"], "ua_ci": ua_diff["ci"]})
     return rows

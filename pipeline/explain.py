@@ -65,16 +65,11 @@ def integrated_gradients(forward, inputs: dict[str, torch.Tensor], target: torch
     return {m: a.detach() for m, a in zip(views, attributions)}
 
 
-def task_log_probs(model: torch.nn.Module, block: slice, temperature: float = 1.0):
-    """The forward function of one task: log-softmax over the task's columns of the model's
-    output divided by `temperature` (the model's probabilities, as predict computes them)."""
-    return lambda inputs: F.log_softmax(model(inputs)[:, block] / temperature, dim=1)
-
-
-def task_blocks(sizes: list[int]) -> list[slice]:
-    """Each task's columns of a model's output, from its task sizes (primary first)."""
-    ends = np.cumsum(sizes)
-    return [slice(int(end - size), int(end)) for size, end in zip(sizes, ends)]
+def task_log_probs(model: torch.nn.Module, sizes: list[int], task: int, temperature: float = 1.0):
+    """The forward function of task `task`: log-softmax over its block of the model's output
+    (blocks of `sizes` columns, primary task first, as `training.task_softmax` splits them)
+    divided by `temperature` (the model's probabilities, as predict computes them)."""
+    return lambda inputs: F.log_softmax(model(inputs).split(list(sizes), dim=1)[task] / temperature, dim=1)
 
 
 def channel_attribution(attributions: torch.Tensor) -> np.ndarray:

@@ -25,8 +25,8 @@ import numpy as np
 from pipeline import io
 from pipeline.dataset import Trials, available_modalities, load_features, load_trials
 from pipeline.explain import (IG_METHOD, channel_attribution, class_means, explained_rows, feature_importance,
-                              finite_or_none, haufe_patterns, integrated_gradients, nan_mean, task_blocks,
-                              task_log_probs, top_features, view_shares, view_sums)
+                              finite_or_none, haufe_patterns, integrated_gradients, nan_mean, task_log_probs,
+                              top_features, view_shares, view_sums)
 from pipeline.folds import fold_data, runs, task_labels
 from pipeline.parallel import stream
 from pipeline.params import Params
@@ -67,8 +67,7 @@ def explain(params: Params, trials: Trials) -> tuple[dict, dict]:
     patterns, pattern_acc = band_power_patterns(params, trials, len(layout["channels"]))
     report = {"enabled": True, "runs": len(results),
               "eeg": {**eeg_section(params, tasks, layout, patterns, results), "patterns_val_acc": pattern_acc}}
-    drawn = {"layout": layout, "patterns": patterns, "classes": trials.classes,
-             "attribution": {task: nan_mean([r["eeg"][task] for r in results]) for task in tasks}}
+    drawn = {"layout": layout, "classes": trials.classes}
     if "acoustic" in audio:
         names = acoustic_names(params)
         importance = {task: nan_mean([r["acoustic"][task] for r in results]) for task in tasks}
@@ -150,7 +149,8 @@ def explain_run(fold: int, seed: int, params: Params, trials: Trials, audio: lis
     rows = explained_rows(data.index, p.trials, (p.seed, fold))
     x = {m: data.inputs[m][rows] for m in views}
     labels = task_labels(trials)[rows].reshape(len(rows), -1)
-    names, sizes = list(task_trials(trials)), [len(t.classes) for t in task_trials(trials).values()]
+    tasks = task_trials(trials)
+    names, sizes = list(tasks), [len(t.classes) for t in tasks.values()]
 
     def attributions(model, inputs: list[str], task: int, temperature: float) -> tuple[dict | None, np.ndarray]:
         """The model's attributions over `inputs` of the task's labelled explained trials (None
@@ -159,7 +159,7 @@ def explain_run(fold: int, seed: int, params: Params, trials: Trials, audio: lis
         keep = y >= 0
         if not keep.any():
             return None, y[keep]
-        forward = task_log_probs(model.eval(), task_blocks(sizes)[task], temperature)
+        forward = task_log_probs(model.eval(), sizes, task, temperature)
         return integrated_gradients(forward, {m: x[m][keep] for m in inputs}, torch.as_tensor(y[keep]), p.steps), y[keep]
 
     def per_task(view: str, reduce) -> dict[str, np.ndarray]:
@@ -209,7 +209,7 @@ def eeg_section(params: Params, tasks: dict[str, Trials], layout: dict, patterns
     channels, bands = layout["channels"], list(params.baselines.bands)
     return {
         "channels": channels, "bands": bands,
-        "patterns": {task: {band: dict(zip(channels, np.nanmean(np.abs(pat[:, :, b]), axis=0).tolist()))
+        "patterns": {task: {band: dict(zip(channels, nan_mean(list(np.abs(pat[:, :, b]))).tolist()))
                             for b, band in enumerate(bands)} for task, pat in patterns.items()},
         "patterns_per_class": {task: {name: {band: dict(zip(channels, pat[c, :, b].tolist())) for b, band in enumerate(bands)}
                                       for c, name in enumerate(tasks[task].classes)} for task, pat in patterns.items()},
@@ -301,14 +301,19 @@ def ranked_keys(values: dict[str, float]) -> list[str]:
 
 
 def draw(drawn: dict, report: dict, figures: Path) -> None:
-    """The figures under reports/figures/explain/."""
+    """The figures under reports/figures/explain/: the report's numbers, and what it does not
+    hold (`drawn`: the channel layout, the classes, the mel saliency images)."""
     from pipeline import plots
 
+    def per_channel(values: dict[str, float]) -> np.ndarray:  # the report's channel -> value, in layout order
+        return np.array([values[ch] for ch in drawn["layout"]["channels"]], dtype=float)
+
+    eeg = report["eeg"]
     plots.plot_channel_maps(figures / "eeg_patterns.png", {
-        task: {band: np.nanmean(np.abs(pat[:, :, b]), axis=0) for b, band in enumerate(report["eeg"]["bands"])}
-        for task, pat in drawn["patterns"].items()}, drawn["layout"],
-        "Haufe patterns of the EEG band-power baseline (mean |pattern| over classes)")
-    plots.plot_channel_maps(figures / "eeg_attribution.png", {task: {"branch": a} for task, a in drawn["attribution"].items()},
+        task: {band: per_channel(values) for band, values in by_band.items()} for task, by_band in eeg["patterns"].items()},
+        drawn["layout"], "Haufe patterns of the EEG band-power baseline (mean |pattern| over classes)")
+    plots.plot_channel_maps(figures / "eeg_attribution.png",
+                            {task: {"branch": per_channel(values)} for task, values in eeg["attribution"].items()},
                             drawn["layout"], "EEG branch: Integrated Gradients per channel (towards the true class)",
                             signed=True)
     if "acoustic" in report:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.explain import (channel_attribution, class_means, explained_rows, feature_importance, finite_or_none,
-                              haufe_patterns, integrated_gradients, nan_mean, task_blocks, task_log_probs, top_features,
+                              haufe_patterns, integrated_gradients, nan_mean, task_log_probs, top_features,
                               view_shares, view_sums)
 from pipeline.stages.explain import agreement, fusion_section
 
@@ -69,7 +69,7 @@ def test_integrated_gradients_complete_and_blind_to_an_ignored_view():
     model = TwoViews().eval()
     x = {"a": torch.randn(6, 4), "b": torch.randn(6, 5)}
     target = torch.tensor([0, 1, 2, 0, 1, 2])
-    forward = task_log_probs(model, slice(0, 3))
+    forward = task_log_probs(model, [3], 0)
     attributions = integrated_gradients(forward, x, target, steps=64)
     assert attributions["a"].shape == (6, 4) and torch.equal(attributions["b"], torch.zeros(6, 5))
     change = (forward(x) - forward({m: torch.zeros_like(v) for m, v in x.items()}))[torch.arange(6), target]
@@ -79,12 +79,12 @@ def test_integrated_gradients_complete_and_blind_to_an_ignored_view():
     np.testing.assert_allclose(shares[:, 0], 1.0)
 
 
-def test_task_blocks_and_log_probs_read_the_task_columns():
-    assert task_blocks([5, 3, 3]) == [slice(0, 5), slice(5, 8), slice(8, 11)]
-    out = task_log_probs(lambda inputs: inputs["x"], slice(5, 8))({"x": torch.arange(22.0).reshape(2, 11)})
+def test_log_probs_read_the_task_columns():
+    """Tasks of 5, 3 and 3 classes: the second task is columns 5 to 7."""
+    out = task_log_probs(lambda inputs: inputs["x"], [5, 3, 3], 1)({"x": torch.arange(22.0).reshape(2, 11)})
     np.testing.assert_allclose(out.exp().sum(dim=1).numpy(), 1.0, rtol=1e-6)
     np.testing.assert_allclose(out.numpy(), torch.log_softmax(torch.arange(22.0).reshape(2, 11)[:, 5:8], 1).numpy())
-    cooled = task_log_probs(lambda inputs: inputs["x"], slice(5, 8), 2.0)({"x": torch.arange(22.0).reshape(2, 11)})
+    cooled = task_log_probs(lambda inputs: inputs["x"], [5, 3, 3], 1, 2.0)({"x": torch.arange(22.0).reshape(2, 11)})
     np.testing.assert_allclose(cooled.numpy(), torch.log_softmax(torch.arange(22.0).reshape(2, 11)[:, 5:8] / 2, 1).numpy())
 
 
@@ -126,7 +126,7 @@ def test_explained_rows_are_validation_and_test_drawn_by_seed():
 def test_integrated_gradients_batches_any_trial_count(n):
     model = TwoViews().eval()
     x = {"a": torch.randn(n, 4), "b": torch.randn(n, 5)}
-    out = integrated_gradients(task_log_probs(model, slice(0, 3)), x, torch.zeros(n, dtype=torch.long), 4, batch=3)
+    out = integrated_gradients(task_log_probs(model, [3], 0), x, torch.zeros(n, dtype=torch.long), 4, batch=3)
     assert out["a"].shape == (n, 4)
 
 
