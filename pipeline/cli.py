@@ -183,6 +183,14 @@ def docs():
 
 
 @app.command()
+def coverage(studies: int = typer.Option(4000, help="simulated studies per cell"),
+             resamples: int = typer.Option(2000, help="bootstrap resamples per study")):
+    """Print the coverage table of docs/statistics.md: how often the 95% interval of every metric
+    (stats.subject_interval) holds the true mean, per population and number of test subjects."""
+    typer.echo(importlib.import_module("pipeline.coverage").coverage_table(studies, resamples))
+
+
+@app.command()
 def compare(ref: str = typer.Argument("HEAD", help="the reference: a git revision, DVC experiment name or 'workspace'"),
             runs: list[str] = typer.Argument(None, help="runs to pair against it (default: workspace)"),
             md: bool = typer.Option(False, "--md", help="a Markdown table, for a pull request"),
@@ -190,7 +198,7 @@ def compare(ref: str = typer.Argument("HEAD", help="the reference: a git revisio
             model: list[str] = typer.Option(None, "--model", help="models to keep (default: every model for one "
                                                                    "run, fusion for several); repeatable")):
     """Runs paired against a reference over the same test subjects, model by model: acc, delta,
-    its 95% bootstrap interval, p-value and Holm-corrected p across the rows, UA beside it, and
+    its 95% interval over subjects, p-value and Holm-corrected p across the rows, UA beside it, and
     the params that differ (read through dvc.api, no checkout)."""
     with one_line_errors():  # imported by name, as the stages are: no DVC stage runs or depends on it
         typer.echo(importlib.import_module("pipeline.compare").compare(ref, runs or ["workspace"], md, plot,

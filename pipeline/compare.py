@@ -5,8 +5,8 @@ REF and the runs are git revisions or DVC experiment names, or `workspace`. Each
 test predictions (reports/predictions.csv, a DVC output) and params.yaml are read through
 `dvc.api` at that revision, without checking either out. For every model both have, each test
 subject's accuracy (mean over seeds) is paired between REF and the run: the mean difference run
-- REF, its bootstrap interval over subjects and a Wilcoxon signed-rank p-value over subjects
-(none below MIN_SUBJECTS_WILCOXON subjects), as `pipeline.stats` computes them for evaluate;
+- REF, its 95% interval over subjects (`stats.subject_interval`, none below MIN_SUBJECTS_INTERVAL
+subjects) and a Wilcoxon signed-rank p-value over subjects (none below MIN_SUBJECTS_WILCOXON), as `pipeline.stats` computes them for evaluate;
 unweighted accuracy (UA, balanced accuracy) the same way beside it, with its difference and
 interval. The rows' p-values are one family: `p_holm` is Holm-corrected across them, and the
 verdict reads it. One run against REF: a row per model; several runs (a sweep): a row per run,
@@ -25,7 +25,7 @@ import yaml
 from pipeline import io
 from pipeline.dataset import AS_WRITTEN
 from pipeline.errors import PipelineError
-from pipeline.stats import MIN_SUBJECTS_WILCOXON, holm, paired_difference, signed_interval, verdict
+from pipeline.stats import MIN_SUBJECTS_INTERVAL, MIN_SUBJECTS_WILCOXON, holm, paired_difference, signed_interval, verdict
 
 WORKSPACE = "workspace"
 TRIAL_KEYS = ["fold", "subject", "trial", "label"]
@@ -192,8 +192,9 @@ def render(rows: list[dict], diffs: dict[str, list[tuple]], ref: str, md: bool) 
     changed = [(f"{run}: " if several else "") + (", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff) or "none")
                for run, diff in diffs.items()]
     note = (f"delta = run - {ref}: mean over test subjects of the paired per-subject accuracy "
-            "difference (each subject's accuracy a mean over seeds); 95% percentile-bootstrap interval over "
-            f"subjects; p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
+            "difference (each subject's accuracy a mean over seeds); 95% interval over subjects (the wider of "
+            f"Student's t and the studentised bootstrap; n/a below {MIN_SUBJECTS_INTERVAL} subjects, where no interval "
+            "covers: docs/statistics.md); p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
             "where no test over subjects can reach 0.05: trials of one subject are not independent); p_holm: "
             f"Holm-corrected across the {sum(r['p'] is not None for r in rows)} tested rows, which the verdict reads. "
             "UA: unweighted accuracy (balanced accuracy, each class's recall averaged), paired the same way.")

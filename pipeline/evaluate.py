@@ -9,13 +9,15 @@ from scipy.stats import entropy
 from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix, f1_score,
                              recall_score, roc_auc_score)
 
+from pipeline.audit import audit_verdict, chance_accuracy
 from pipeline.dataset import Trials
 from pipeline.modalities import MODALITIES
 from pipeline.selection import INFORMATIVE_ALPHA
 from pipeline.split import fold_indices
-from pipeline.stats import bootstrap_ci, finite, paired_difference, sample_std
+from pipeline.stats import finite, paired_difference, sample_std, subject_interval
 
 METRICS = ("acc", "balanced_acc", "f1_macro", "kappa", "auc")
+SIGNED = {"kappa"}  # in [-1, 1]; the others in [0, 1]
 # A model is flagged as collapsed when one class takes at least this share of its test predictions.
 COLLAPSE_SHARE = 0.8
 
@@ -122,14 +124,14 @@ def _mean_or_none(values) -> float | None:
 
 def summarize_test(scored: dict, classes: list[str], seed: int) -> dict:
     """Test metrics of one model at the subject level: per metric the mean over test subjects
-    (each the mean over seeds), `_ci` its 95% bootstrap interval over subjects (seeded by `seed`),
+    (each the mean over seeds), `_ci` its 95% `stats.subject_interval` over subjects (seeded by `seed`),
     `_std` the sample std over subjects; `acc_seed_std` the std over seeds of the subject-mean
     accuracy (how much the seed alone moves it)."""
     summary: dict = {}
     for key in METRICS:
         values = [v for v in subject_scores(scored, key).values() if v is not None]
         summary[key] = _mean_or_none(values)
-        summary[f"{key}_ci"] = bootstrap_ci(values, seed)
+        summary[f"{key}_ci"] = subject_interval(values, seed, (-1.0, 1.0) if key in SIGNED else (0.0, 1.0))
         summary[f"{key}_std"] = sample_std(values)
     by_seed: dict = {}
     for row in scored["subjects"]:
@@ -237,6 +239,24 @@ def baseline_metrics(scored: dict[str, dict], views: dict[str, str | None], clas
     validation accuracy (what picks a view's best baseline)."""
     return {name: {"view": views[name], "val_acc": mean_val_acc(s), "test": summarize_test(s, classes, seed)}
             for name, s in scored.items()}
+
+
+def accuracy_summary(scored: dict, classes: list[str], seed: int) -> dict:
+    """`acc`, `acc_ci` and `acc_std` of a model's test summary (`summarize_test`)."""
+    return {k: v for k, v in summarize_test(scored, classes, seed).items() if k in ("acc", "acc_ci", "acc_std")}
+
+
+def audit_metrics(scored_permuted: dict[str, dict], trials: Trials, seed: int, permute_labels: bool) -> dict:
+    """The `audit` part of metrics.json (pipeline.audit): each baseline's test accuracy when
+    trained on labels permuted within each training subject, `chance` (guessing from the
+    training class shares), `passed` (no permuted-label interval wholly above chance) and the
+    baselines that failed it; `permute_labels` echoes whether the whole run's labels were permuted."""
+    folds = [fold_indices(trials.subjects, f) for f in trials.folds]
+    chance = chance_accuracy(trials.labels, trials.subjects, folds, len(trials.classes))
+    permuted = {name: accuracy_summary(s, trials.classes, seed) for name, s in scored_permuted.items()}
+    passed, above = audit_verdict(permuted, chance)
+    return {"permute_labels": permute_labels, "chance": chance, "passed": passed, "above_chance": above,
+            "permuted": {name: {"test": test} for name, test in permuted.items()}}
 
 
 def rival_views(model: str) -> set[str | None]:

@@ -70,8 +70,8 @@ def _scored(name: str, what: str) -> dict[str, Key]:
     return {
         name: Key(f"{what}: the mean over test subjects of each subject's score (itself the mean over the "
                   "seeds, and folds, that tested the subject); null where no subject has one."),
-        f"{name}_ci": Key(f"95% percentile bootstrap interval [low, high] of `{name}` over test subjects "
-                          "(seeded by `split.seed`); null below 2 subjects."),
+        f"{name}_ci": Key(f"95% interval [low, high] of `{name}` over test subjects (`stats.subject_interval`, "
+                          "seeded by `split.seed`); null below 4 subjects, where no interval covers."),
         f"{name}_std": Key(f"Sample standard deviation (ddof=1) of `{name}` over test subjects; null below 2 "
                            "subjects."),
     }
@@ -110,7 +110,7 @@ BASELINE_FLAGS = {
 }
 
 PAIRED_GAIN = {
-    "gain_ci": Key("95% percentile bootstrap interval of the gain over test subjects; null below 2 subjects."),
+    "gain_ci": Key("95% interval of the gain over test subjects (`stats.subject_interval`); null below 4 subjects."),
     "gain_p": Key("Wilcoxon signed-rank p-value of the per-subject differences; null with too few test subjects "
                   "for any test to reach 0.05 (`uncertainty.gain_p`)."),
     "gain_test": Key("The test behind `gain_p`: wilcoxon, or none with too few test subjects."),
@@ -170,6 +170,23 @@ METRICS_SHAPE = {
             "val_acc": Key("Validation accuracy, mean over folds: what picks a model's `best_baseline`."),
             "test": Key("Its test metrics.", TEST_SUMMARY),
             "tasks": TASKS,
+        }),
+    }),
+    "audit": Key("The null audit (pipeline/audit.py): models trained on labels that carry no information must "
+                  "land at chance.", {
+        "permute_labels": Key("`audit.permute_labels`: true when ingest permuted every label within subjects, so "
+                              "that every number of the run should be near `chance`."),
+        "chance": Key("Accuracy of guessing from the training class shares: mean over test subjects of the sum over "
+                      "classes of the fold's train share x the subject's test share (1 / classes when balanced)."),
+        "passed": Key("False when a baseline trained on permuted labels has a test accuracy interval wholly above "
+                      "`chance` (evaluate warns, summary.md opens with it)."),
+        "above_chance": Key("Those baselines."),
+        "permuted": Key("Each classical baseline fitted on the primary task's labels permuted within each training "
+                        "subject of a fold (seeded by `audit.seed`; validation and test labels as they are).", {
+            "<baseline>": Key("One baseline.", {
+                "test": Key("Its `acc`, `acc_ci` and `acc_std`, as in a test summary.",
+                            {name: TEST_SUMMARY.keys[name] for name in ("acc", "acc_ci", "acc_std")}),
+            }),
         }),
     }),
     "students": Key("Single-view students of the fused model (the distill stage).", {

@@ -210,7 +210,7 @@ class SplitParams(Section):
     """How subjects are split, never one subject in two parts of a fold: holdout (one fold),
     kfold (split.folds folds, every subject tested once) or loso (leave one subject out)."""
     seed: StrictInt
-    """Seed of the subject draws (and of evaluate's bootstrap intervals)."""
+    """Seed of the subject draws (and of the intervals' bootstrap resamples)."""
     val_subjects: StrictInt = allowed("an integer >= 1", ge=1)
     """Validation subjects of each fold (early stopping, selection), drawn from its non-test subjects."""
     test_subjects: StrictInt = allowed("an integer >= 1", ge=1)
@@ -629,6 +629,18 @@ class BaselinesParams(Section):
         return self
 
 
+class AuditParams(Section):
+    """The null audit (pipeline/audit.py): models trained on labels that carry no information
+    must land at chance."""
+
+    permute_labels: StrictBool
+    """Permute every label column within each subject at ingest: the whole run should then land at
+    chance (`audit.chance`); a check of the pipeline, never a result."""
+    seed: StrictInt = allowed("an integer >= 0", ge=0)
+    """Seed of the permutations: of `permute_labels`, and of the baselines' permuted-label fits
+    that every run makes (`audit.permuted`)."""
+
+
 class ComputeParams(Section):
     """Where and how the work runs (pipeline/parallel.py). Results do not depend on backend,
     scheduler or n_jobs (no DVC dependency); they do on torch_threads (a dependency of pretrain
@@ -689,6 +701,8 @@ class Params(Section):
     """The final model on every subject (models/final/, a DVC artifact)."""
     explain: ExplainParams
     """Explanations of each fold's models: Haufe patterns, Integrated Gradients, view shares."""
+    audit: AuditParams
+    """The null audit: baselines on labels permuted within subjects, and a whole run on them."""
     compute: ComputeParams = ComputeParams(n_jobs=1)
     """Where and how the work runs; results depend on torch_threads and portable_numerics only."""
 
@@ -719,7 +733,7 @@ class Params(Section):
 
 
 SECTIONS = ("data", "split", "eeg", "mel", "topo", "acoustic", "train", "fusion", "baselines", "distill", "final", "explain",
-            "compute")
+            "audit", "compute")
 TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
               "tuple": "a list", "dict": "a mapping", "model": "a mapping"}
 FIRST = {"extra_forbidden": 0, "missing": 1}  # of several errors: unknown keys, then missing ones, then values

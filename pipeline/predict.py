@@ -240,7 +240,7 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
     from pipeline.evaluate import balanced_accuracy
     from pipeline.features.eeg import artifact_report, cleaning_said, dropped_trials
     from pipeline.normalize import apply_normalizer
-    from pipeline.stats import bootstrap_ci
+    from pipeline.stats import MIN_SUBJECTS_INTERVAL, subject_interval
     from pipeline.training import predict_proba
 
     if model != "final" and not MODEL.fullmatch(model):
@@ -291,10 +291,11 @@ def predict(data: str, out: str, model: str, params_path: str = "params.yaml", r
         right = (scored["label"] == scored["predicted"]).groupby(scored["subject"]).mean()
         ua = pd.Series({subject: balanced_accuracy(g["label"].to_numpy(), g["predicted"].to_numpy())
                         for subject, g in scored.groupby("subject")})
-        ci, ua_ci = bootstrap_ci(right.to_list(), p.split.seed), bootstrap_ci(ua.to_list(), p.split.seed)
+        ci, ua_ci = (subject_interval(v.to_list(), p.split.seed, (0.0, 1.0)) for v in (right, ua))
         said += (f"; accuracy {right.mean():.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
                  + f", unweighted accuracy (UA) {ua.mean():.3f}" + (f" [{ua_ci[0]:.2f}, {ua_ci[1]:.2f}]" if ua_ci else "")
-                 + f" over the {len(scored)} labelled trials (mean over subjects, 95% bootstrap interval)")
+                 + f" over the {len(scored)} labelled trials (mean over subjects, "
+                 + ("95% interval over subjects)" if ci else f"no interval below {MIN_SUBJECTS_INTERVAL} subjects)"))
     if cleaned:  # the model's own cleaning, per new recording
         said += f"; EEG cleaned as the model's (eeg.artifacts): {cleaning_said(artifact_report(table, cleaned, p.eeg))}"
         if dropped.any():

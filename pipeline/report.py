@@ -9,7 +9,7 @@ import yaml
 from pipeline.evaluate import rival_views
 from pipeline.params import Params
 from pipeline.selection import INFORMATIVE_ALPHA
-from pipeline.stats import MIN_SUBJECTS_WILCOXON, p_text, signed_interval, verdict
+from pipeline.stats import MIN_SUBJECTS_INTERVAL, MIN_SUBJECTS_WILCOXON, p_text, signed_interval, verdict
 
 
 def task_cell(test: dict) -> str:
@@ -32,7 +32,7 @@ def gain_sentence(fusion: dict) -> str:
     gain, best, ci, p = (fusion[k] for k in ("gain_over_best_branch", "best_branch_on_val", "gain_ci", "gain_p"))
     verb = "beats" if gain > 0 else "trails" if gain < 0 else "ties with"
     n = fusion["gain_n_subjects"]
-    interval = signed_interval(ci) or " (no interval: one test subject)"
+    interval = signed_interval(ci) or f" (no interval below {MIN_SUBJECTS_INTERVAL} test subjects)"
     if p is None:
         return f"fusion {verb} {best} by {gain:+.3f}{interval}, {p_text(p, n)}"
     return f"fusion {verb} {best} by {gain:+.3f}{interval}, p = {p:.2g} (Wilcoxon signed-rank over {n} test subjects): {verdict(p)}"
@@ -106,6 +106,29 @@ def gain_line(fusion: dict) -> str:
             f"subjects: **{gain_sentence(fusion)}**.")
 
 
+def audit_message(audit: dict) -> str | None:
+    """The warning when the null audit fails (a baseline trained on labels permuted within
+    subjects scores above chance on test), else None."""
+    if audit["passed"]:
+        return None
+    failed = ", ".join(f"{n} {_fmt(audit['permuted'][n]['test'], 'acc')}" for n in audit["above_chance"])
+    return (f"the null audit failed: trained on labels permuted within each training subject, {failed} "
+            f"score(s) wholly above chance ({audit['chance']:.3f}) on the test subjects. Something other than the "
+            "label tells the classes apart: subjects shared across the split, a normalisation fitted on test, or "
+            "trial order or timing that follows the label")
+
+
+def audit_line(audit: dict) -> str:
+    """summary.md's line on the null audit: each baseline on permuted labels, chance, verdict."""
+    scores = ", ".join(f"{n} {_fmt(entry['test'], 'acc')}" for n, entry in audit["permuted"].items())
+    verdict_said = ("**failed**" if not audit["passed"] else "passed" if any(
+        e["test"]["acc_ci"] for e in audit["permuted"].values()) else "not judged (no intervals below "
+        f"{MIN_SUBJECTS_INTERVAL} test subjects)")
+    return (f"Null audit (`audit`): each baseline trained on labels permuted within each training subject scores "
+            f"{scores} on test, against chance {audit['chance']:.3f} (guessing from the training class shares): "
+            f"{verdict_said}.")
+
+
 def no_harm_line(fusion: dict) -> str:
     """summary.md's line on the test subjects the fused model (and the trained one alone) serves
     worse than the best branch on validation by more than one trial, named."""
@@ -128,18 +151,26 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts
     tasks = list(params.data.secondary_tasks)  # a column each: that task's test accuracy
     warning = below_best_message(fusion, params.fusion.select)
     not_reproducible = reproducibility_note(metrics)
+    audit = metrics["audit"]
     lines = [f"# Results: fusion `{fusion['type']}` of {', '.join(params.fusion.modalities)}", "",
+             *([f"> **Labels permuted within subjects** (`audit.permute_labels: true`): a check of the pipeline, "
+                f"not a result; every accuracy here should be near chance ({audit['chance']:.3f}).", ""]
+               if audit["permute_labels"] else []),
+             *([f"> **Warning:** {audit_message(audit)}.", ""] if not audit["passed"] else []),
              *([f"> **Warning:** {warning}.", ""] if warning else []),
              *([f"> **Warning:** {not_reproducible}.", ""] if not_reproducible else []),
              f"Protocol: `{params.split.scheme}`, {metrics['n_folds']} fold(s) x {metrics['n_seeds']} seed(s), "
              f"subject-disjoint, **{metrics['n_subjects_test']} test subjects**. Each test metric is the mean over "
-             "test subjects of the subject's score (itself the mean over seeds), with its 95% bootstrap interval "
-             "over subjects in brackets; a subject is one observation, its trials are not independent."
-             + (f" **With {metrics['n_subjects_test']} test subjects these intervals say little** (a bootstrap "
-                "over so few subjects cannot see how much subjects vary); `split.scheme: loso` tests every subject."
+             "test subjects of the subject's score (itself the mean over seeds), with its 95% interval over "
+             "subjects in brackets; a subject is one observation, its trials are not independent."
+             + (f" **With {metrics['n_subjects_test']} test subjects there are no intervals**: below "
+                f"{MIN_SUBJECTS_INTERVAL} no interval covers the subjects' mean 93% of the time (docs/statistics.md); "
+                "`split.scheme: loso` tests every subject." if metrics["n_subjects_test"] < MIN_SUBJECTS_INTERVAL else
+                f" **With {metrics['n_subjects_test']} test subjects these intervals are wide**, as they should be: "
+                "so few subjects show little of how much subjects vary; `split.scheme: loso` tests every subject."
                 if metrics["n_subjects_test"] < MIN_SUBJECTS_WILCOXON else ""), "",
              cleaning_sentence(artifacts), "",
-             *results_table(metrics, tasks), "", gain_line(fusion), "", no_harm_line(fusion), ""]
+             *results_table(metrics, tasks), "", gain_line(fusion), "", no_harm_line(fusion), "", audit_line(audit), ""]
     selected, trained = fusion.get("selected", {}), fusion["trained"]
     if params.fusion.select == "safe":
         alpha, margin = params.fusion.select_alpha, params.fusion.select_margin

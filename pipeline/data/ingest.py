@@ -17,6 +17,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from pipeline.audit import permuted_within_subjects
 from pipeline.data.manifest import COLUMNS, BadInput, modalities_of, portable
 from pipeline.data.readers import (MIN_AUDIO_SECONDS, UnplacedBadChannels, audio_seconds, eeg_seconds, open_eeg,
                                    read_audio, select_channels)
@@ -252,6 +253,10 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict[str, list[str]
     if len(set(trials["label"])) < 2:
         raise PipelineError(f"ingest: only one class left ({trials['label'].iloc[0]}); at least 2 are needed")
     tasks = task_classes(trials, params)
+    if params.audit.permute_labels:  # the null audit of the whole run: every label column, within subjects
+        order = permuted_within_subjects(trials["subject"].to_numpy(), np.random.default_rng(params.audit.seed))
+        columns = ["label", *tasks]
+        trials[columns] = trials[columns].to_numpy()[order]
     kept_subjects = sorted(trials["subject"].unique())
     dropped = sorted(bad.dropped, key=lambda d: d["order"])
     report = {
@@ -269,6 +274,7 @@ def ingest(params: Params) -> tuple[pd.DataFrame, list[str], dict[str, list[str]
         "dropped_by_kind": dict(Counter(d["kind"] for d in dropped)),
         "modalities": modalities_of(trials),
         "classes": classes,
+        "labels_permuted": params.audit.permute_labels,
         **({"task_classes": tasks} if tasks else {}),
         "dropped": [{k: v for k, v in d.items() if k != "order"} for d in dropped],
         # per EEG recording: bad channels interpolated (eeg.montage or the file's positions), eeg.drop_channels dropped

@@ -8,19 +8,21 @@ import pandas as pd
 from pipeline import io, plots
 from pipeline.dataset import NO_AUDIO, available_modalities, load_task_probabilities, load_trials
 from pipeline.errors import warn
-from pipeline.evaluate import (baseline_flags, baseline_metrics, model_metrics, no_harm, nondeterministic_kernels,
-                               prediction_table, robustness_summary, score_model, selection_metrics, score_task,
-                               student_metrics, summarize_test)
+from pipeline.evaluate import (accuracy_summary, audit_metrics, baseline_flags, baseline_metrics, model_metrics,
+                               no_harm, nondeterministic_kernels, prediction_table, robustness_summary, score_model,
+                               selection_metrics, score_task, student_metrics, summarize_test)
 from pipeline.params import Params
-from pipeline.report import (below_baseline_message, below_best_message, gain_sentence, reproducibility_note,
-                             summary_markdown)
-from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
+from pipeline.report import (audit_message, below_baseline_message, below_best_message, gain_sentence,
+                             reproducibility_note, summary_markdown)
+from pipeline.stats import CONFIDENCE, MIN_SUBJECTS_INTERVAL, MIN_SUBJECTS_WILCOXON, N_RESAMPLES
 
 STUDENT = "student_"  # a student's model name: student_<view>
 INGEST_COUNTS = ("trials_kept", "trials_dropped", "problems", "subjects_kept", "subjects_dropped")
 UNCERTAINTY = {
     "unit": "test subject: each metric is first averaged over the seeds (and folds) that tested the subject",
-    "ci": f"{CONFIDENCE:.0%} percentile bootstrap over test subjects ({N_RESAMPLES} resamples, seeded by split.seed)",
+    "ci": f"{CONFIDENCE:.0%} interval over test subjects, on each side the wider of Student's t and the studentised "
+          f"bootstrap ({N_RESAMPLES} resamples, seeded by split.seed), clipped to the score's range; null below "
+          f"{MIN_SUBJECTS_INTERVAL} test subjects, where no interval covers (docs/statistics.md)",
     "std": "sample standard deviation (ddof=1) over test subjects; acc_seed_std: over seeds",
     "gain_p": f"Wilcoxon signed-rank over test subjects (gain_test wilcoxon); null below "
               f"{MIN_SUBJECTS_WILCOXON} test subjects, where no test over subjects can reach 0.05 (gain_test none)",
@@ -80,6 +82,11 @@ def run(params: Params) -> None:
     for m, flags in informative.items():
         metrics["branches"][m].update(flags)
     metrics["baselines"] = baseline_metrics(scored_baselines, baseline_views, trials.classes, seed)
+    permuted_probs = dict(np.load(io.BASELINES_DIR / "permuted.npz"))
+    metrics["audit"] = audit_metrics({n: score_model(n, p, trials, seeds[:1]) for n, p in permuted_probs.items()},
+                                     trials, seed, params.audit.permute_labels)
+    if message := audit_message(metrics["audit"]):
+        warn(message)
     models = {**metrics["branches"], "fusion": metrics["fusion"]}
     for m, flags in baseline_flags(models, metrics["baselines"]).items():
         models[m].update(flags)
@@ -91,8 +98,7 @@ def run(params: Params) -> None:
     runs = io.read_json(io.FUSION_DIR / "diagnostics.json")
     robust = robustness_summary(runs, fused)
     metrics["fusion"] |= {"selected": selected, "trained": {
-        "test": {k: v for k, v in summarize_test(trained, trials.classes, seed).items()
-                 if k in ("acc", "acc_ci", "acc_std")} if trained_folds else None,
+        "test": accuracy_summary(trained, trials.classes, seed) if trained_folds else None,
         "folds": len(trained_folds),
         "no_harm": no_harm(trained, scored[metrics["fusion"]["best_branch_on_val"]]) if trained_folds else None,
         **({"stand_in": {str(d["fold"]): d["selected"] for d in decisions if not d["trained"]}}

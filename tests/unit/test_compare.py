@@ -38,7 +38,8 @@ def test_better_on_every_subject_by_hand():
     (row,) = compare_runs(a, b, seed=0)
     # per subject +0.25 or +0.5 -> mean +0.375; all 6 positive -> Wilcoxon 2 / 2**6
     assert row["delta"] == pytest.approx(0.375) and row["p"] == pytest.approx(2 / 64)
-    assert row["ci"][0] >= 0.25 and row["ci"][1] <= 0.5
+    # at least Student's t over the 6 differences: 0.375 -+ 2.5706 x 0.13693 / sqrt(6) = -+ 0.14370
+    assert row["ci"][0] <= 0.375 - 0.14369 and row["ci"][1] >= 0.375 + 0.14369
 
 
 def test_few_subjects_get_no_p_value():

@@ -4,33 +4,56 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stats import (ALPHA, MIN_SUBJECTS_WILCOXON, bootstrap_ci, p_text, paired_difference, sample_std,
-                            verdict, wilcoxon_p)
+from scipy.stats import t as student_t
+
+from pipeline.stats import (ALPHA, MIN_SUBJECTS_INTERVAL, MIN_SUBJECTS_WILCOXON, N_RESAMPLES, OWN_SPREAD_FROM, interval_bounds,
+                            p_text, paired_difference, sample_std, subject_interval, verdict, wilcoxon_p)
 
 
-def test_bootstrap_ci_of_two_values_spans_both():
-    # resampled means of [0, 1]: 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4 -> 2.5% at 0, 97.5% at 1
-    assert bootstrap_ci([0.0, 1.0], seed=0) == [0.0, 1.0]
+def test_subject_interval_is_the_wider_of_t_and_the_studentised_bootstrap():
+    values = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    half = student_t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5)  # t: 0.7 -+ 0.196
+    low, high = subject_interval(values, seed=0)
+    assert low <= 0.7 - half and high >= 0.7 + half
+    boot_low, boot_high = interval_bounds(values[None, :], np.random.default_rng(0), N_RESAMPLES)
+    assert [low, high] == [boot_low[0], boot_high[0]]  # here the bootstrap side is the wider
+    assert low < 0.7 - half - 0.01
 
 
-def test_bootstrap_ci_by_hand():
-    # resampled means of [0, 0, 0, 1] are k/4, k ~ Binomial(4, 1/4): P(k <= 0) = 0.316, so the
-    # 2.5% point is 0; P(k <= 2) = 0.949 < 0.975 < P(k <= 3) = 0.996, so the 97.5% point is 3/4
-    assert bootstrap_ci([0.0, 0.0, 0.0, 1.0], seed=0) == pytest.approx([0.0, 0.75])
+def test_subject_interval_by_hand_near_the_ceiling():
+    # [1, 1, 1, 0.9]: (3/4)^4 = 32% of resamples are all 1.0, above the mean with no spread, an
+    # infinite studentised deviation: the lower bound is the range's end; t's upper, 0.975 + 3.18
+    # x 0.025 = 1.05, is clipped to 1
+    assert subject_interval([1.0, 1.0, 1.0, 0.9], seed=0, bounds=(0.0, 1.0)) == [0.0, 1.0]
+    assert subject_interval([1.0, 1.0, 1.0, 0.9], seed=0) == [-1.0, 1.0]  # a difference's range
 
 
-def test_bootstrap_ci_is_seeded_and_contains_the_mean():
+def test_from_eight_subjects_a_resample_s_spread_is_floored():
+    # 10 of 12 subjects at 1.0: (10/12)^12 = 11% of resamples have no spread; counted as infinite
+    # they would stretch the interval to [0, 1]
+    assert OWN_SPREAD_FROM == 8
+    low, high = subject_interval([1.0] * 10 + [0.98, 0.99], seed=0, bounds=(0.0, 1.0))
+    assert 0.985 < low < 0.9975 and high == 1.0
+    # the default run's early-fusion AUC: near-constant resamples (one low subject among 1.0s)
+    # made [0.80, 1.00] of it without the floor
+    auc = [1.0, 1.0, 1.0, 1.0, 0.9992, 1.0, 0.9609, 1.0, 1.0, 1.0, 0.9914, 1.0]
+    assert subject_interval(auc, seed=0, bounds=(0.0, 1.0))[0] > min(auc) - 0.01
+
+
+def test_subject_interval_is_seeded_and_contains_the_mean():
     values = np.random.default_rng(1).uniform(size=12)
-    low, high = bootstrap_ci(values, seed=3)
+    low, high = subject_interval(values, seed=3)
     assert low < values.mean() < high
-    assert bootstrap_ci(values, seed=3) == [low, high]
-    assert bootstrap_ci(values, seed=4) != [low, high]
+    assert subject_interval(values, seed=3) == [low, high]
+    assert subject_interval(values, seed=4) != [low, high]
 
 
-def test_bootstrap_ci_degenerate_cases():
-    assert bootstrap_ci([0.7], seed=0) is None
-    assert bootstrap_ci([0.5, 0.5, 0.5], seed=0) == [0.5, 0.5]
-    assert bootstrap_ci([0.0, float("nan"), 1.0], seed=0) == [0.0, 1.0]  # NaN subjects left out
+def test_subject_interval_degenerate_cases():
+    assert MIN_SUBJECTS_INTERVAL == 4
+    assert subject_interval([0.2, 0.5, 0.9], seed=0) is None  # 3 subjects: no interval covers
+    assert subject_interval([0.5, 0.5, 0.5, 0.5], seed=0) == [0.5, 0.5]
+    assert subject_interval([0.0, float("nan"), 1.0, 0.5], seed=0) is None  # NaN subjects left out: 3
+    assert subject_interval([0.0, float("nan"), 1.0, 0.5, 0.5], seed=0) is not None
 
 
 def test_sample_std_is_ddof_one():

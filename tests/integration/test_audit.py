@@ -1,0 +1,40 @@
+"""The null audit on a copy of the shared tiny project: `dvc exp run -S audit.permute_labels=true`
+permutes every label within subjects at ingest, every stage reruns, and the fused model lands
+at chance; the baselines' own permuted-label fits (every run) pass the audit.
+
+The tiny project tests one subject; two folds of kfold test all four, the fewest that give an
+interval (stats.MIN_SUBJECTS_INTERVAL)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from dvc_project import built_project, copy_project, ran, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_project]
+
+
+def test_permuted_labels_land_the_fused_model_at_chance(tmp_path_factory, tmp_path):
+    project = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    out = run(["dvc", "exp", "run", "-S", "audit.permute_labels=true", "-S", "split.scheme=kfold",
+               "-S", "split.folds=2"], project, timeout=600)
+    assert {"ingest", "baselines", "fuse", "evaluate"} <= ran(out), out
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    audit = metrics["audit"]
+    assert audit["permute_labels"] and metrics["n_subjects_test"] == 4
+    assert audit["chance"] == pytest.approx(0.2)  # 5 classes, balanced within every subject
+    low, high = metrics["fusion"]["test"]["acc_ci"]
+    assert low <= audit["chance"] <= high, (low, high)
+    assert audit["passed"] and set(audit["permuted"]) == set(metrics["baselines"])
+    assert all(entry["test"]["acc_ci"] is not None for entry in audit["permuted"].values())
+    summary = (project / "reports" / "summary.md").read_text()
+    assert "**Labels permuted within subjects**" in summary and "Null audit (`audit`)" in summary
+    # labels moved within subjects only: each subject keeps its classes, trials their recordings
+    permuted, original = (pd.read_csv(p / "data" / "interim" / "trials.csv")
+                          for p in (project, built_project(tmp_path_factory)))
+    assert (permuted.drop(columns="label") == original.drop(columns="label")).all().all()
+    assert (permuted["label"] != original["label"]).any()
+    counts = [t.groupby("subject")["label"].value_counts().sort_index() for t in (permuted, original)]
+    assert counts[0].equals(counts[1])
