@@ -81,25 +81,28 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     the run with the lowest validation log-loss is kept: on the real-speech studies one unlucky
     draw of the head put the fused model 0.15 below its best branch on a held-out voice (README).
     The kept history's records carry `restart` (which was kept); its last record also carries
-    every restart's epochs and validation log-loss."""
+    every restart's epochs, validation log-loss and predicted validation classes (the primary
+    task's, in the fold's validation order: safe selection's gate reads every restart)."""
     if fp.restarts == 1 or not FUSION_HEADS[fp.type].trainable:
         return _train_fusion_once(branches, data, fp, tp, n_classes, seed, device)
     runs = [_train_fusion_once(copy.deepcopy(branches), data, fp, tp, n_classes, seed + RESTART_SEED_STEP * k, device)
             for k in range(fp.restarts)]
-    losses = [validation_log_loss(model, data, device, model.output_temperature) for model, _ in runs]
+    x_val, y_val = data.part("val")
+    y = primary_labels(y_val).numpy()
+    val_probs = [predict_proba(model, x_val, device, model.output_temperature)[:, :model.task_sizes[0]]
+                 for model, _ in runs]
+    losses = [log_loss_of_true_class(probs, y) for probs in val_probs]
     kept = int(np.argmin(losses))
     model, history = runs[kept]
     history = [{**record, "restart": kept} for record in history]
-    history[-1] |= {"restart_epochs": [len(h) for _, h in runs], "restart_val_log_loss": losses}
+    history[-1] |= {"restart_epochs": [len(h) for _, h in runs], "restart_val_log_loss": losses,
+                    "restart_val_predicted": [probs.argmax(1).tolist() for probs in val_probs]}
     return model, history
 
 
-def validation_log_loss(model: FusionModel, data: FoldData, device: torch.device, temperature: float) -> float:
-    """Mean negative log-probability of the true class (primary task) over `data`'s val trials."""
-    x_val, y_val = data.part("val")
-    y = primary_labels(y_val).numpy()
-    probs = predict_proba(model, x_val, device, temperature)[:, :model.task_sizes[0]]
-    return float(-np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12)).mean())
+def log_loss_of_true_class(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class: probs (n, n_classes), labels (n,)."""
+    return float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).mean())
 
 
 def _train_fusion_once(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,

@@ -59,6 +59,19 @@ def _restricted(fp: FusionParams, views: list[str]) -> FusionParams:
     return fp.model_copy(update={"modalities": tuple(views), "ensemble_weights": weights})
 
 
+def restarts_right(histories: list[list[dict]], kept_probs: np.ndarray, y_val: np.ndarray) -> np.ndarray:
+    """What the gate reads of the fused model: (runs, n_val) validation correctness of every
+    restart of every seed's run (`restart_val_predicted` of each history's last record), or of
+    the kept model where a run trained once (kept_probs: (n_seeds, n_val, n_classes)). The
+    kept restart alone was chosen on these trials and looks better on them than on fresh ones
+    (docs/methods/safe-selection.md)."""
+    rows = []
+    for history, probs in zip(histories, kept_probs):
+        predicted = history[-1].get("restart_val_predicted", [probs.argmax(-1)])
+        rows += [np.asarray(p) == y_val for p in predicted]
+    return np.array(rows)
+
+
 def run(params: Params) -> None:
     params.check_modalities(available_modalities(), NO_AUDIO)
     fp, tp = params.fusion, params.train
@@ -107,8 +120,11 @@ def run(params: Params) -> None:
             candidates = {"fusion": trained[fold], "ensemble": ensemble, **{m: p[fold] for m, p in branch_probs.items()}}
             fallback, fallback_p = choice, None
             if was_trained and choice != "fusion":  # a fallback: does validation show it right more often?
-                right = {k: candidates[k][:, val, :n_classes].argmax(-1) == y_val for k in ("fusion", choice)}
-                choice, fallback_p = gate_fallback(choice, right["fusion"], right[choice], fp.select_alpha)
+                fused_right = restarts_right([histories[f"fold{fold}_seed{s}"] for s in tp.seeds],
+                                             trained[fold][:, val, :n_classes], y_val)
+                choice, fallback_p = gate_fallback(choice, fused_right,
+                                                   candidates[choice][:, val, :n_classes].argmax(-1) == y_val,
+                                                   fp.select_alpha)
             if fallback_p is not None and choice == "fusion":
                 print(f"fuse: fold {fold}: select safe keeps the fused model: validation does not show {fallback} "
                       f"better (McNemar p = {fallback_p:.2g} >= {fp.select_alpha}; validation accuracy fusion "

@@ -156,6 +156,9 @@ def test_restarts_keep_the_lowest_validation_log_loss_of_independent_trainings(p
     with torch.no_grad():
         probs = torch.softmax(model.eval()({m: x[:] for m, x in x_val.items()})[:, :3] / fp.loss_temperature, dim=1)
     assert float(-torch.log(probs[torch.arange(len(y_val)), y_val]).mean()) == pytest.approx(losses[kept], rel=1e-5)
+    # what safe selection's gate reads: every restart's predicted validation classes
+    predicted = history[-1]["restart_val_predicted"]
+    assert len(predicted) == 3 and predicted[kept] == probs.argmax(1).tolist()
 
 
 def test_ablation_fills_a_modality_with_its_train_mean(params, monkeypatch):
