@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 # mkdocs-material's banner about MkDocs 2 off
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install repro test test-fast docs clean
+.PHONY: install repro test test-fast docs profile clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test-fast: install
 # the mkdocs site; --strict: a broken link or a page left out of nav fails
 docs: install
 	mkdocs build --strict --site-dir $(CURDIR)/site
+
+# a forced default run, stage by stage as DVC runs them: wall, CPU, start-up, peak RSS per stage
+profile: install
+	python -m pipeline profile --out profile.json
 
 clean:
 	rm -rf data/synthetic data/interim data/features models/eeg models/mel models/topo models/acoustic models/fusion

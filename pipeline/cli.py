@@ -10,6 +10,7 @@ import contextlib
 import enum
 import importlib
 import sys
+from pathlib import Path
 
 import typer
 
@@ -163,8 +164,6 @@ def speech_study(out: str = typer.Argument(..., help="folder for the clips, clip
                  seed: int = typer.Option(0, help="prosody jitter, sentences and EEG windows")):
     """Write a real-speech study (espeak-ng voices as subjects, five prosody-acted classes, each
     clip paired with a class-free window of a real EEG recording) for `data.source: manifest`."""
-    from pathlib import Path
-
     studies = importlib.import_module("pipeline.data.studies")  # by name, as compare: no stage depends on it
     clips = studies.write_speech_clips(Path(out), voices, clips_per_class, seed=seed, first_voice=first_voice)
     typer.echo(studies.write_speech_study(clips, Path(eeg), Path(out), seed=seed))
@@ -180,6 +179,19 @@ def docs():
         # imported by name, as compare: no DVC stage runs or depends on it
         for path in importlib.import_module("pipeline.reference").write_docs():
             typer.echo(f"wrote {path}")
+
+
+@app.command("profile")
+def profile_command(out: str = typer.Option("", help="also write the rows as JSON to this file"),
+                    project: str = typer.Option(".", help="the project to profile (e.g. a checkout of an older revision)")):
+    """Force a default run stage by stage, each as DVC runs it, and print per stage its wall and
+    CPU time, start-up before work (imports), whether torch loads at start, and peak RSS."""
+    with one_line_errors():
+        profiler = importlib.import_module("pipeline.profile")
+        rows = profiler.profile(Path(project))
+        if out:
+            profiler.write(rows, Path(out))
+        typer.echo(profiler.table(rows))
 
 
 @app.command()

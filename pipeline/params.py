@@ -592,7 +592,9 @@ class FinalParams(Section):
     """The final stage: one model on every subject, the DVC artifact to use (pipeline/stages/final.py)."""
 
     enabled: StrictBool
-    """Whether the final stage trains the model on every subject (models/final/)."""
+    """Whether the final stage trains the model on every subject (models/final/). Off by default,
+    so that an experiment costs what it changes; on for a model to use (predict, export):
+    `dvc exp run -S final.enabled=true`."""
 
 
 class ExplainParams(Section):

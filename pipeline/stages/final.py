@@ -5,7 +5,8 @@ and no test part, under the first seed of train.seeds. Self-describing: fusion.p
 without params.yaml), each view's normaliser fitted on its train trials and its train mean (what
 fills a missing view), and meta.json (views, classes, the params, the EEG preprocessing its
 recordings went through, who trained). With
-`final.enabled: false` it writes only meta.json saying so.
+`final.enabled: false` (the default: experiments do not retrain it) it writes only meta.json
+saying so, without loading torch.
 """
 from __future__ import annotations
 
@@ -13,26 +14,24 @@ import io as bytes_io
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline import io
-from pipeline.data.readers import eeg_channels_of
 from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_features, load_manifest, load_trials
-from pipeline.features.eeg import preprocessing_record
-from pipeline.folds import FoldData, NormalizedRows, task_labels
-from pipeline.fusion import save_fusion
-from pipeline.fusion_training import train_fusion_afresh
-from pipeline.modalities import MODALITIES
-from pipeline.normalize import fit_normalizer
-from pipeline.parallel import stream
 from pipeline.params import Params
-from pipeline.split import final_split, fold_indices
-from pipeline.training import run_device
 
 
 def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[bytes, dict, dict, list[dict]]:
     """The final model as one worker task: its checkpoint's bytes, each view's normaliser and
     train mean, and the fusion's history."""
+    import torch
+
+    from pipeline.folds import FoldData, NormalizedRows, task_labels
+    from pipeline.fusion import save_fusion
+    from pipeline.fusion_training import train_fusion_afresh
+    from pipeline.modalities import MODALITIES
+    from pipeline.normalize import fit_normalizer
+    from pipeline.split import final_split, fold_indices
+
     views, seed = list(params.fusion.modalities), params.train.seeds[0]
     split = final_split(trials.subjects, params.split)
     index = fold_indices(trials.subjects, split)
@@ -56,6 +55,11 @@ def run(params: Params) -> None:
             io.write_json(out / "meta.json", {"enabled": False})
             print("final: final.enabled is false: no final model")
             return
+        from pipeline.data.readers import eeg_channels_of
+        from pipeline.features.eeg import preprocessing_record
+        from pipeline.parallel import stream
+        from pipeline.training import run_device
+
         params.check_modalities(available_modalities(), NO_AUDIO)
         trials = load_trials()
         (checkpoint, stats, split, history), = stream(final_run, [(params, trials, str(Path.cwd()),

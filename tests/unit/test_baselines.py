@@ -184,3 +184,25 @@ def test_train_standard_scaler_follows_the_same_rule():
     assert np.abs(StandardScaler().fit(x[:30]).transform(x)[30:, :2]).min() >= 5.0  # what it replaces
     incremental = TrainStandardScaler().partial_fit(x[:15]).partial_fit(x[15:30])
     np.testing.assert_array_equal(incremental.transform(x)[:, :2], 0.0)
+
+
+def test_train_row_space_fits_the_same_logistic_regression():
+    """More columns than train rows: the fit in the train rows' span is the same model (to a tight
+    tolerance, both fits converged), in as many coordinates as the rows' rank; fewer columns:
+    the identity."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.baselines import TrainRowSpace
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 400)), rng.integers(0, 3, 60)
+    x[:, 0] += y  # one informative column
+    train, held_out = slice(0, 40), slice(40, 60)
+    space = TrainRowSpace().fit(x[train])
+    assert space.basis_.shape == (400, 40)
+    full = LogisticRegression(C=0.5, tol=1e-10, max_iter=100_000).fit(x[train], y[train])
+    small = LogisticRegression(C=0.5, tol=1e-10, max_iter=100_000).fit(space.transform(x[train]), y[train])
+    np.testing.assert_allclose(small.predict_proba(space.transform(x[held_out])), full.predict_proba(x[held_out]),
+                               atol=1e-6)
+    narrow = rng.normal(size=(40, 10))
+    assert TrainRowSpace().fit(narrow).transform(narrow) is narrow
