@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import entropy
+from scipy.special import entr
 from torch import nn
 
 from pipeline.fusion import FusionModel, branch_outputs
@@ -144,5 +144,12 @@ class BranchDiagnostics(Callback):
         for m, norms in self.grad_norms.items():
             record[f"grad_norm/{m}"] = float(np.mean(norms)) if norms else 0.0
             record[f"embed_norm/{m}"] = float(out["embed_norm"][m].mean())
-            record[f"entropy/{m}"] = float(entropy(out["probs"][m], axis=1).mean())
+            record[f"entropy/{m}"] = float(row_entropy(out["probs"][m]).mean())
             norms.clear()
+
+
+def row_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy in nats of each row of (n, n_classes) probabilities, as scipy.stats.entropy(probs,
+    axis=1) computes it, bit for bit, without importing scipy.stats (0.9 s of a training
+    stage's start-up)."""
+    return entr(probs / probs.sum(axis=1, keepdims=True)).sum(axis=1)
