@@ -121,9 +121,13 @@ def audit_message(audit: dict) -> str | None:
 def audit_line(audit: dict) -> str:
     """summary.md's line on the null audit: each baseline on permuted labels, chance, verdict."""
     scores = ", ".join(f"{n} {_fmt(entry['test'], 'acc')}" for n, entry in audit["permuted"].items())
-    verdict_said = ("**failed**" if not audit["passed"] else "passed" if any(
-        e["test"]["acc_ci"] for e in audit["permuted"].values()) else "not judged (no intervals below "
-        f"{MIN_SUBJECTS_INTERVAL} test subjects)")
+    judged = any(entry["test"]["acc_ci"] for entry in audit["permuted"].values())
+    if not audit["passed"]:
+        verdict_said = "**failed**"
+    elif judged:
+        verdict_said = "passed"
+    else:
+        verdict_said = f"not judged (no intervals below {MIN_SUBJECTS_INTERVAL} test subjects)"
     return (f"Null audit (`audit`): each baseline trained on labels permuted within each training subject scores "
             f"{scores} on test, against chance {audit['chance']:.3f} (guessing from the training class shares): "
             f"{verdict_said}.")

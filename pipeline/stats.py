@@ -25,7 +25,7 @@ N_RESAMPLES = 10_000
 MIN_SUBJECTS_INTERVAL = 4
 # From this many subjects a resample's spread is floored at SPREAD_FLOOR x the study's (one
 # repeated score has none); below, a resample without spread counts as an infinite deviation.
-OWN_SPREAD_FROM = 8
+SPREAD_FLOOR_FROM = 8
 SPREAD_FLOOR = 0.3
 # Every score with an interval here lies in [-1, 1] (accuracies, kappa, AUC, their differences).
 SCORE_RANGE = (-1.0, 1.0)
@@ -58,19 +58,19 @@ def interval_bounds(studies: np.ndarray, rng: np.random.Generator, n_resamples: 
     quantiles of (resample mean - mean) / resample standard error, Efron & Tibshirani 1993,
     ch. 12). t alone under-covers skewed scores (accuracies near the ceiling: 0.89-0.92),
     bootstrap-t alone heavy tails (0.93); the union covers both (pipeline.coverage). A resample
-    of one repeated value has no spread: below OWN_SPREAD_FROM subjects its deviation counts as
+    of one repeated value has no spread: below SPREAD_FLOOR_FROM subjects its deviation counts as
     infinite (the bound becomes the score's range once clipped: with 4-7 subjects near the
-    ceiling a finite bound covered only 0.89-0.93). From OWN_SPREAD_FROM subjects a resample's
+    ceiling a finite bound covered only 0.89-0.93). From SPREAD_FLOOR_FROM subjects a resample's
     spread is floored at SPREAD_FLOOR x the study's: near-constant resamples otherwise blow the
     studentised deviation up (an AUC of 0.996 over 12 subjects, 9 at 1.0 and the lowest 0.961,
-    got [0.80, 1.00]; floored [0.98, 1.00]), and the floor keeps coverage >= 0.945 at 8-12
-    subjects (0.5 x: 0.931). Vectorised over studies for the simulation."""
+    got [0.80, 1.00]; floored [0.98, 1.00]), and the floor keeps coverage at 8-12
+    subjects at 0.942 or more (0.5 x: 0.931). Vectorised over studies for the simulation."""
     n_studies, n = studies.shape
     mean, spread = studies.mean(1), studies.std(1, ddof=1)
     se = spread / np.sqrt(n)
     resamples = studies[np.arange(n_studies)[:, None, None], rng.integers(0, n, (n_studies, n_resamples, n))]
     resample_spread = resamples.std(2, ddof=1)
-    if n >= OWN_SPREAD_FROM:
+    if n >= SPREAD_FLOOR_FROM:
         resample_spread = np.maximum(resample_spread, SPREAD_FLOOR * spread[:, None])
     with np.errstate(divide="ignore", invalid="ignore"):
         t_star = (resamples.mean(2) - mean[:, None]) / (resample_spread / np.sqrt(n))

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scipy.stats import t as student_t
 
-from pipeline.stats import (ALPHA, MIN_SUBJECTS_INTERVAL, MIN_SUBJECTS_WILCOXON, N_RESAMPLES, OWN_SPREAD_FROM, interval_bounds,
-                            p_text, paired_difference, sample_std, subject_interval, verdict, wilcoxon_p)
+from pipeline.stats import (ALPHA, MIN_SUBJECTS_INTERVAL, MIN_SUBJECTS_WILCOXON, N_RESAMPLES, SPREAD_FLOOR_FROM,
+                            interval_bounds, p_text, paired_difference, sample_std, subject_interval, verdict,
+                            wilcoxon_p)
 
 
 def test_subject_interval_is_the_wider_of_t_and_the_studentised_bootstrap():
@@ -31,7 +31,7 @@ def test_subject_interval_by_hand_near_the_ceiling():
 def test_from_eight_subjects_a_resample_s_spread_is_floored():
     # 10 of 12 subjects at 1.0: (10/12)^12 = 11% of resamples have no spread; counted as infinite
     # they would stretch the interval to [0, 1]
-    assert OWN_SPREAD_FROM == 8
+    assert SPREAD_FLOOR_FROM == 8
     low, high = subject_interval([1.0] * 10 + [0.98, 0.99], seed=0, bounds=(0.0, 1.0))
     assert 0.985 < low < 0.9975 and high == 1.0
     # the default run's early-fusion AUC: near-constant resamples (one low subject among 1.0s)
