@@ -38,16 +38,20 @@ def fold_rng(seed: int, fold: int) -> np.random.Generator:
 
 def chance_accuracy(labels: np.ndarray, subjects: np.ndarray, folds: list[dict[str, np.ndarray]],
                     n_classes: int) -> float:
-    """Mean over test subjects of the accuracy of guessing each trial's class at random with the
-    fold's training class shares: sum over classes of train share x the subject's test share (a
-    subject tested in several folds: its mean). 1 / n_classes with balanced classes."""
+    """Mean over test subjects of the better accuracy of two guesses from the fold's training
+    class shares alone: at random in those shares (sum over classes of train share x the
+    subject's test share), and always the most common training class (its test share). A model
+    trained on permuted labels still learns the shares (the intercept is not penalised), so with
+    unbalanced classes it can score the second. A subject tested in several folds: its mean.
+    1 / n_classes with balanced classes."""
     by_subject: dict[str, list[float]] = {}
     for index in folds:
         train = np.bincount(labels[index["train"]], minlength=n_classes) / len(index["train"])
         test = index["test"]
         for subject in sorted(set(subjects[test].tolist())):
             mine = labels[test][subjects[test] == subject]
-            by_subject.setdefault(subject, []).append(float(train @ (np.bincount(mine, minlength=n_classes) / len(mine))))
+            shares = np.bincount(mine, minlength=n_classes) / len(mine)
+            by_subject.setdefault(subject, []).append(max(float(train @ shares), float(shares[train.argmax()])))
     return float(np.mean([np.mean(v) for v in by_subject.values()]))
 
 

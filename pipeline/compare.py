@@ -194,7 +194,7 @@ def render(rows: list[dict], diffs: dict[str, list[tuple]], ref: str, md: bool) 
     note = (f"delta = run - {ref}: mean over test subjects of the paired per-subject accuracy "
             "difference (each subject's accuracy a mean over seeds); 95% interval over subjects (the wider of "
             f"Student's t and the studentised bootstrap; n/a below {MIN_SUBJECTS_INTERVAL} subjects, where no interval "
-            "covers: docs/statistics.md); p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
+            f"covers: docs/statistics.md); p: Wilcoxon signed-rank over subjects (n/a below {MIN_SUBJECTS_WILCOXON} subjects, "
             "where no test over subjects can reach 0.05: trials of one subject are not independent); p_holm: "
             f"Holm-corrected across the {sum(r['p'] is not None for r in rows)} tested rows, which the verdict reads. "
             "UA: unweighted accuracy (balanced accuracy, each class's recall averaged), paired the same way.")

@@ -43,6 +43,9 @@ def haufe_patterns(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarra
     model, _, val_acc = choose_on_validation(x, labels, index, c_grid,
                                              classifier=lambda c: LinearModel(LogisticRegression(C=c, max_iter=5000)))
     patterns = np.atleast_2d(get_coef(model, "patterns_"))
+    row_space = model.named_steps["trainrowspace"].basis_  # more features than train trials: fitted in their span
+    if row_space is not None:  # cov(X) V a = V cov(X V) a: the patterns back in the features' coordinates
+        patterns = patterns @ row_space.T
     classes = model.steps[-1][1].model_.classes_
     if len(classes) == 2:
         patterns = np.concatenate([-patterns, patterns])

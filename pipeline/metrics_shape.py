@@ -176,8 +176,9 @@ METRICS_SHAPE = {
                   "land at chance.", {
         "permute_labels": Key("`audit.permute_labels`: true when ingest permuted every label within subjects, so "
                               "that every number of the run should be near `chance`."),
-        "chance": Key("Accuracy of guessing from the training class shares: mean over test subjects of the sum over "
-                      "classes of the fold's train share x the subject's test share (1 / classes when balanced)."),
+        "chance": Key("Accuracy of guessing from the training class shares: mean over test subjects of the better of "
+                      "guessing in those shares and always guessing the most common training class (1 / classes when "
+                      "balanced)."),
         "passed": Key("False when a baseline trained on permuted labels has a test accuracy interval wholly above "
                       "`chance` (evaluate warns, summary.md opens with it)."),
         "above_chance": Key("Those baselines."),

@@ -1,8 +1,9 @@
 """`python -m pipeline profile` (`make profile`): where a forced default run spends its time.
 
 Every stage command of `dvc repro -f` runs as its own process, in DVC's order, as DVC runs it,
-under GNU time: its wall time, CPU time (user + system, over its worker processes too) and peak
-resident memory. Its start-up is measured apart: the wall time of a process that only imports
+under GNU time: its wall time, CPU time (user + system, of the process and of the children it
+waited for: joblib's workers where they exit first) and peak resident memory of its largest
+process (GNU time's %M; workers' memory is not summed). Its start-up is measured apart: the wall time of a process that only imports
 what the stage command imports before its work begins (`pipeline.cli` and the stage's module),
 the best of three, and whether torch is among those imports. Outputs are rewritten with the
 same bytes (every stage is deterministic), so `dvc status` stays clean; nothing is committed.

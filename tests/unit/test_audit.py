@@ -31,11 +31,12 @@ def test_permutation_leaves_rows_outside_where_alone():
 
 
 def test_chance_by_hand():
-    # train shares (class 0, 1) = (3/4, 1/4); subject a tests [0, 1]: 3/4 x 1/2 + 1/4 x 1/2 = 1/2;
-    # subject b tests [0, 0]: 3/4. Mean over subjects 5/8.
-    labels = np.array([0, 0, 0, 1, 0, 1, 0, 0])
-    subjects = np.array(["t", "t", "t", "t", "a", "a", "b", "b"])
-    folds = [{"train": np.arange(4), "val": np.array([], int), "test": np.arange(4, 8)}]
+    # train shares (class 0, 1) = (3/4, 1/4). Subject a tests [0, 1]: guessing in the shares
+    # 3/4 x 1/2 + 1/4 x 1/2 = 1/2, always class 0: 1/2. Subject b tests [0, 0, 0, 1]: in the
+    # shares 3/4 x 3/4 + 1/4 x 1/4 = 5/8, always class 0: 3/4, the better. Mean (1/2 + 3/4) / 2.
+    labels = np.array([0, 0, 0, 1, 0, 1, 0, 0, 0, 1])
+    subjects = np.array(["t", "t", "t", "t", "a", "a", "b", "b", "b", "b"])
+    folds = [{"train": np.arange(4), "val": np.array([], int), "test": np.arange(4, 10)}]
     assert chance_accuracy(labels, subjects, folds, 2) == pytest.approx(5 / 8)
     balanced = [{"train": np.flatnonzero(SUBJECTS != "s3"), "val": np.array([], int),
                  "test": np.flatnonzero(SUBJECTS == "s3")}]

@@ -52,6 +52,24 @@ def test_haufe_patterns_one_row_per_class_beyond_two():
     assert np.abs(np.delete(patterns[[0, 2]], 2, axis=1)).max() < 0.2
 
 
+def test_haufe_patterns_with_more_features_than_train_trials_are_in_feature_space():
+    """The baselines fit in the span of the train rows there (baselines.TrainRowSpace); the
+    patterns come back in the features' coordinates: cov(X) w of the same model, one per feature."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 40)
+    x = rng.normal(size=(80, 60))
+    x[:, 3] += 1.5 * y
+    index = {"train": np.arange(0, 80, 2), "val": np.arange(1, 80, 2), "test": np.arange(0)}
+    patterns, _, _ = haufe_patterns(x, y, index, [0.1])
+    assert patterns.shape == (2, 60) and np.argmax(patterns[1]) == 3
+    z = StandardScaler().fit_transform(x[index["train"]])
+    weights = LogisticRegression(C=0.1, tol=1e-10, max_iter=100_000).fit(z, y[index["train"]]).coef_[0]
+    np.testing.assert_allclose(patterns[1], np.cov(z.T) @ weights, atol=1e-4)
+
+
 class TwoViews(nn.Module):
     """Logits from view a alone (view b is read and ignored), three classes."""
 
