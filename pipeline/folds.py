@@ -61,13 +61,15 @@ class NormalizedRows:
 
 @dataclass
 class FoldData:
-    inputs: dict[str, NormalizedRows]  # modality -> normalised features of all trials
+    inputs: dict[str, NormalizedRows | torch.Tensor]  # modality -> normalised features (or frozen embeddings) of all trials
     labels: torch.Tensor               # (n_trials,); with secondary tasks (n_trials, n_tasks), -1: no label
     index: dict[str, np.ndarray]       # train / val / test trial indices
 
-    def part(self, name: str) -> tuple[dict[str, NormalizedRows], torch.Tensor]:
+    def part(self, name: str) -> tuple[dict[str, NormalizedRows | torch.Tensor], torch.Tensor]:
         idx = self.index[name]
-        return {m: x.subset(idx) for m, x in self.inputs.items()}, self.labels[torch.as_tensor(idx)]
+        rows = {m: x.subset(idx) if isinstance(x, NormalizedRows) else x[torch.as_tensor(idx)]
+                for m, x in self.inputs.items()}
+        return rows, self.labels[torch.as_tensor(idx)]
 
     def train_fill(self) -> dict[str, torch.Tensor]:
         """Per view the mean normalised train row (1, ...): what stands in for a missing view, in

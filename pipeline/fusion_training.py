@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline import io
 from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
                                  confidence_order)
 from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data, primary_labels
-from pipeline.fusion import FUSION_HEADS, FusionModel, branch_outputs, build_fusion, save_fusion
+from pipeline.fusion import FUSION_HEADS, FusionModel, branch_outputs, build_fusion, precompute_branches, save_fusion
 from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
 from pipeline.pretraining import train_branch
@@ -40,7 +41,7 @@ def fusion_callbacks(model: FusionModel, fp: FusionParams, data: FoldData, devic
     curriculum, the dropout schedule, the auxiliary losses, gradient modulation, then
     diagnostics (which must see the gradients the encoders really receive)."""
     # None: frozen throughout, early stopping as usual (a count would hold training to that epoch)
-    freeze_for = None if model.head.freezes_branches or fp.frozen_throughout else fp.freeze_epochs
+    freeze_for = None if branches_never_train(fp) else fp.freeze_epochs
     callbacks: list[Callback] = [FreezeModules([model.branches], freeze_for)]
     if fp.curriculum_epochs > 0:
         x_train, y_train = data.part("train")
@@ -68,11 +69,34 @@ def ensemble_weights(fp: FusionParams, model: FusionModel, data: FoldData, devic
     return [float((probs[m].argmax(1) == primary_labels(y_val).numpy()).mean()) + 1e-6 for m in fp.modalities]
 
 
+def branches_never_train(fp: FusionParams) -> bool:
+    """The pretrained branches stay as they are: frozen throughout (`fusion.freeze_epochs` >=
+    `fusion.epochs`, the default), under a head that freezes them (late) or one that trains
+    nothing (ensemble)."""
+    head = FUSION_HEADS[fp.type]
+    return fp.frozen_throughout or head.freezes_branches or not head.trainable
+
+
 RESTART_SEED_STEP = 1000  # restart k of a run with seed s trains under seed s + 1000 k
 
 
 def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
                  n_classes: int, seed: int, device: torch.device) -> tuple[FusionModel, list[dict]]:
+    """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val
+    (`train_with_restarts`). Branches that never train run once over the fold's trials
+    (`precompute_branches`) and the head trains over their embeddings; the model returned has
+    the real branches back."""
+    if not branches_never_train(fp):
+        return train_with_restarts(branches, data, fp, tp, n_classes, seed, device)
+    precomputed, embeddings = precompute_branches(branches, data.inputs, device)
+    model, history = train_with_restarts(precomputed, FoldData(embeddings, data.labels, data.index), fp, tp,
+                                         n_classes, seed, device)
+    model.branches = nn.ModuleDict({m: b.branch for m, b in model.branches.items()})
+    return model, history
+
+
+def train_with_restarts(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
+                        n_classes: int, seed: int, device: torch.device) -> tuple[FusionModel, list[dict]]:
     """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val;
     an untrained head (ensemble) gets its weights and one record (epoch 0) of how it does.
 

@@ -244,7 +244,7 @@ def test_modality_dropout_zeroes_inputs_per_sample_never_all():
 def test_modality_dropout_acts_in_training_only(params, monkeypatch):
     import pipeline.fusion as fusion
     calls = []
-    monkeypatch.setattr(fusion, "drop_modalities", lambda x, mods, p: calls.append((mods, p)) or x)
+    monkeypatch.setattr(fusion, "drop_modalities", lambda x, mods, p, fills: calls.append((mods, p)) or x)
     modalities = ("eeg", "topo")
     model = build_fusion(_branches(modalities), _fp(params, "concat", modalities, modality_dropout=0.3))
     model.eval()

@@ -10,7 +10,8 @@ from pipeline.callbacks import OGMGE, AuxiliaryLosses, BranchDiagnostics, Curric
 from pipeline.folds import FoldData
 from pipeline.fusion import build_fusion
 from pipeline.fusion_training import (ensemble_weights, fusion_callbacks, fusion_optimizer, modality_robustness,
-                                      run_cost, train_fusion)
+                                      run_cost, train_fusion, train_with_restarts)
+from pipeline.nets import BranchClassifier
 from pipeline.stages.fuse import cost_sentence
 
 from factories import fold_data, make_branches, random_inputs, split_index
@@ -130,6 +131,28 @@ def test_train_fusion_same_seed_same_run(params):
     for k in outs[0][1]:
         torch.testing.assert_close(outs[0][1][k], outs[1][1][k], rtol=0, atol=0)
     assert {"grad_norm/eeg", "embed_norm/topo", "entropy/eeg"} <= set(outs[0][0][0])
+
+
+def test_frozen_branches_run_once_per_fold_and_train_the_same_head(params):
+    """Branches frozen throughout: each encoder runs once over the fold's trials (and once on the
+    zero input, a dropped view), not in every batch, and the head trains as over the real
+    branches (modality dropout included); the model comes back with its real branches."""
+    fp = _fp(params, epochs=4, freeze_epochs=4, modality_dropout=0.4, dropout=0.2, restarts=2)
+    tp, cpu = params.train.model_copy(update=dict(batch_size=4)), torch.device("cpu")
+    calls = []
+    branches = _branches()
+    for b in branches.values():
+        b.encoder.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+    model, history = train_fusion(branches, _fold(), fp, tp, 3, 5, cpu)
+    assert sorted(calls) == [1, 1, 30, 30]
+    assert all(type(b) is BranchClassifier for b in model.branches.values())
+    direct, direct_history = train_with_restarts(_branches(), _fold(), fp, tp, 3, 5, cpu)
+    assert len(history) == len(direct_history) > 1
+    for got, want in zip(history, direct_history):
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
+        assert got["embed_norm/eeg"] == pytest.approx(want["embed_norm/eeg"], rel=1e-5)
+    for k, v in direct.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-5, atol=1e-6)
 
 
 def test_restarts_keep_the_lowest_validation_log_loss_of_independent_trainings(params):
