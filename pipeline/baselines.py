@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.signal import welch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -30,6 +29,8 @@ from pipeline.params import Params
 def log_band_power(eeg: np.ndarray, sfreq: float, bands: dict[str, tuple[float, float]]) -> np.ndarray:
     """(n, channels, samples) -> (n, channels * bands): log mean Welch power in each band
     (1 s windows, or the whole epoch if shorter), channel-major."""
+    from scipy.signal import welch  # here: scipy.signal is 0.5 s of the explain stage's start-up, which needs it later
+
     freqs, psd = welch(eeg, fs=sfreq, nperseg=min(eeg.shape[-1], int(sfreq)), axis=-1)
     power = [psd[..., (freqs >= low) & (freqs < high)].mean(axis=-1) for low, high in bands.values()]
     return np.log(np.stack(power, axis=-1) + 1e-30).reshape(len(eeg), -1)

@@ -22,8 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.baselines import choose_on_validation
-
 IG_METHOD = ("Integrated Gradients (captum 0.9.0), baseline zero (each view's train mean after standardisation, "
              "the input a missing view gets), target: the log-probability of the trial's true class")
 
@@ -37,8 +35,10 @@ def haufe_patterns(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarra
     one weight vector: the first class's pattern is the second's negative. Read a pattern with
     that accuracy: the patterns of a model at chance still show the features' covariance
     (cov(X) w for any w), only smaller, as its C is then the most regularised."""
-    from mne.decoding import LinearModel, get_coef
+    from mne.decoding import LinearModel, get_coef  # here: scikit-learn and MNE are 0.6 s of a worker's start-up
     from sklearn.linear_model import LogisticRegression
+
+    from pipeline.baselines import choose_on_validation
 
     model, _, val_acc = choose_on_validation(x, labels, index, c_grid,
                                              classifier=lambda c: LinearModel(LogisticRegression(C=c, max_iter=5000)))

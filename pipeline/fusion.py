@@ -394,6 +394,14 @@ class FusionModel(nn.Module):
         return [*self.head.parameters(), *self.prep.parameters()]
 
 
+def with_branches(model: FusionModel, branches: dict[str, nn.Module]) -> FusionModel:
+    """`model`'s head and embedding prep (shared, not copied) over other `branches`: the real
+    ones back after training over `PrecomputedBranch`es, or those over the real ones."""
+    other = FusionModel(branches, model.head, model.params)
+    other.prep = model.prep
+    return other
+
+
 @torch.no_grad()
 def branch_outputs(model: FusionModel, inputs: Tensors, device: torch.device,
                    batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:

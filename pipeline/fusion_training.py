@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from pipeline import io
 from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curriculum, DropoutSchedule, FreezeModules,
                                  confidence_order)
 from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data, primary_labels
-from pipeline.fusion import FUSION_HEADS, FusionModel, branch_outputs, build_fusion, precompute_branches, save_fusion
+from pipeline.fusion import (FUSION_HEADS, FusionModel, branch_outputs, build_fusion, precompute_branches, save_fusion,
+                             with_branches)
 from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
 from pipeline.pretraining import train_branch
@@ -91,8 +91,7 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
     precomputed, embeddings = precompute_branches(branches, data.inputs, device)
     model, history = train_with_restarts(precomputed, FoldData(embeddings, data.labels, data.index), fp, tp,
                                          n_classes, seed, device)
-    model.branches = nn.ModuleDict({m: b.branch for m, b in model.branches.items()})
-    return model, history
+    return with_branches(model, {m: b.branch for m, b in model.branches.items()}), history
 
 
 def train_with_restarts(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
@@ -169,16 +168,23 @@ def modality_robustness(model: FusionModel, inputs: dict[str, torch.Tensor], lab
                         generator: torch.Generator, stds=NOISE_STDS) -> dict:
     """Accuracy of the fused model as MultiBench reports robustness: clean; with each modality
     missing (its input replaced by `fill[m]`, the train mean); and with Gaussian noise of each
-    std in `stds` added to one modality at a time. ~clean when missing: the model ignores it."""
-    def accuracy(x) -> float:  # of the primary task
-        return float((predict_proba(model, x, device, temperature)[:, :model.task_sizes[0]].argmax(1) == labels).mean())
+    std in `stds` added to one modality at a time. ~clean when missing: the model ignores it.
+    Each encoder runs on the clean trials once and again only where its own view changes."""
+    precomputed, clean = precompute_branches(dict(model.branches), inputs, device)
+    over_embeddings = with_branches(model, precomputed)
 
-    def noisy(m: str, std: float) -> dict[str, torch.Tensor]:
-        return {**inputs, m: inputs[m] + std * torch.randn(inputs[m].shape, generator=generator)}
+    def accuracy(view: str | None = None, x: torch.Tensor | None = None) -> float:  # of the primary task; x: view's input
+        embeddings = clean if view is None else \
+            {**clean, view: precompute_branches({view: model.branches[view]}, {view: x}, device)[1][view]}
+        probs = predict_proba(over_embeddings, embeddings, device, temperature)
+        return float((probs[:, :model.task_sizes[0]].argmax(1) == labels).mean())
 
-    return {"clean": accuracy(inputs),
-            "missing": {m: accuracy({**inputs, m: fill[m].expand_as(inputs[m])}) for m in model.branches},
-            "noise": {m: {f"{std:g}": accuracy(noisy(m, std)) for std in stds} for m in model.branches}}
+    def noisy(m: str, std: float) -> torch.Tensor:
+        return inputs[m] + std * torch.randn(inputs[m].shape, generator=generator)
+
+    return {"clean": accuracy(),
+            "missing": {m: accuracy(m, fill[m].expand_as(inputs[m])) for m in model.branches},
+            "noise": {m: {f"{std:g}": accuracy(m, noisy(m, std)) for std in stds} for m in model.branches}}
 
 
 def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device, temperature: float,

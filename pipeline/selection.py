@@ -8,7 +8,6 @@ Plain numpy/scipy over probability arrays (n_seeds, n_trials, n_classes) of one 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
 
 INFORMATIVE_ALPHA = 0.05  # a view is informative when its validation accuracy beats chance at this level
 
@@ -27,6 +26,8 @@ def informative_test(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> t
     p-value is a screen that decides which views a fold fuses (`drop_uninformative`), with a
     fold's one or two validation subjects too few for a test over subjects, and no reported
     significance; its errors only move a fold between fusing a view and leaving it out."""
+    from scipy.stats import binomtest  # here: scipy.stats is 0.4 s of the fuse stage's start-up
+
     acc = accuracy(probs, labels)
     chance = max(1.0 / n_classes, float(np.bincount(labels, minlength=n_classes).max() / len(labels)))
     correct = int(round(acc * len(labels)))
@@ -63,6 +64,8 @@ def fallback_p_value(fused_correct: np.ndarray, fallback_correct: np.ndarray) ->
     One or two validation subjects make validation accuracy noisy: on three real-speech studies
     safe selection without this test fell back on 4-5 of 6-8 folds where the fused model then
     scored higher on test (README, "Safe selection's evidence")."""
+    from scipy.stats import binomtest  # as in informative_test
+
     diff = np.asarray(fallback_correct, float).mean(axis=0) - np.asarray(fused_correct, float).mean(axis=0)
     only_fallback, only_fused = int(round(diff.clip(min=0).sum())), int(round((-diff).clip(min=0).sum()))
     if only_fallback + only_fused == 0:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dvclive import Live
 from torch import nn
 
 from pipeline.errors import PipelineError
@@ -328,6 +327,8 @@ def log_curves(live_dir, histories: dict[str, list[dict]]) -> None:
     """Per-epoch training curves through dvclive, averaged over the runs (folds x seeds) that
     reached each epoch, so `dvc plots show` draws one curve per metric and `dvc exp show` gets
     the last epoch's means. Per-run curves stay in the stage's history.json."""
+    from dvclive import Live  # here: the training stages' workers never log, and need not load it
+
     with atomic_path(live_dir) as tmp:
         with Live(str(tmp), dvcyaml=None, save_dvc_exp=False, report=None) as live:
             for epoch in range(max((len(h) for h in histories.values()), default=0)):

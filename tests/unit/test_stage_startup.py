@@ -1,5 +1,8 @@
 """What a stage process loads before its work (issue 40): the stages that train nothing never
-load torch, and the final stage with `final.enabled: false` (the default) not either."""
+load torch, and the final stage with `final.enabled: false` (the default) not either; the
+training stages (and their workers, which import the same modules) load torch alone of the heavy
+libraries, each of the others only where a function uses it (dvclive: the curves at the end;
+scipy.stats: the selection tests; scikit-learn, MNE and scipy.signal: explain's Haufe patterns)."""
 from __future__ import annotations
 
 import json
@@ -10,23 +13,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WITHOUT_TORCH = ("synthesize", "ingest", "split", "features", "normalize", "baselines", "evaluate", "final")
+TRAINING = ("pretrain", "fuse", "distill", "explain")
 PROBE = """
 import json, sys
 import pipeline.cli
 first = {}
-for stage in sys.argv[1:]:
+for stage in sys.argv[2:]:
     __import__(f"pipeline.stages.{stage}")
-    for module in ("torch", "dvclive"):
+    for module in sys.argv[1].split(","):
         if module in sys.modules:
             first.setdefault(module, stage)
 print(json.dumps(first))
 """
 
 
+def _first_stage_loading(modules: tuple[str, ...], stages: tuple[str, ...]) -> dict[str, str]:
+    out = subprocess.run([sys.executable, "-c", PROBE, ",".join(modules), *stages], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def test_stages_that_train_nothing_import_no_torch():
-    out = subprocess.run([sys.executable, "-c", PROBE, *WITHOUT_TORCH], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
-    assert json.loads(out.stdout) == {}, f"the first stage module that loads it: {out.stdout}"
+    first = _first_stage_loading(("torch", "dvclive"), WITHOUT_TORCH)
+    assert first == {}, f"the first stage module that loads it: {first}"
+
+
+def test_training_stages_import_only_torch_of_the_heavy_libraries():
+    first = _first_stage_loading(("torch", "dvclive", "scipy.stats", "scipy.signal", "sklearn", "mne"), TRAINING)
+    assert first == {"torch": "pretrain"}, f"the first stage module that loads each: {first}"
 
 
 def test_a_disabled_final_stage_runs_without_torch(tmp_path):
