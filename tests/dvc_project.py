@@ -76,10 +76,22 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def downstream(project: Path, stage: str) -> set[str]:
-    """Every stage that reads, directly or not, what `stage` writes (dvc dag's edges)."""
-    edges = re.findall(r'"([^"]+)" -> "([^"]+)"', run(["dvc", "dag", "--dot"], project))
-    found, frontier = set(), {stage}
+_DAGS: dict[str, list[tuple[str, str]]] = {}  # dvc.yaml's text -> dvc dag's edges
+
+
+def dag_edges(project: Path) -> list[tuple[str, str]]:
+    """`dvc dag`'s (before, after) stage edges of a project, asked once per dvc.yaml text: copies
+    of a project share the answer (a DVC call is seconds of a test)."""
+    text = (project / "dvc.yaml").read_text()
+    if text not in _DAGS:
+        _DAGS[text] = re.findall(r'"([^"]+)" -> "([^"]+)"', run(["dvc", "dag", "--dot"], project))
+    return _DAGS[text]
+
+
+def downstream(project: Path, *stages: str) -> set[str]:
+    """Every stage that reads, directly or not, what any of `stages` writes (dvc dag's edges)."""
+    edges = dag_edges(project)
+    found, frontier = set(), set(stages)
     while frontier:
         frontier = {after for before, after in edges if before in frontier} - found
         found |= frontier

@@ -108,7 +108,7 @@ def test_a_shown_experiment_runs_on_the_tiny_project(tmp_path_factory, tmp_path,
     workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     apply_overrides(workspace / "params.yaml", list(overrides))
     changed = ran(run(["dvc", "repro", "--dry", *(["--force"] if force else [])], workspace))
-    stale = changed.union(*(downstream(workspace, stage) for stage in changed))
+    stale = changed | downstream(workspace, *changed)
     if not stale:  # the experiment is the committed run (a sweep's default value): DVC reruns nothing
         assert overrides and not json.loads(run(["dvc", "status", "--json"], workspace)), overrides
         return
