@@ -290,8 +290,9 @@ class PrecomputedBranch(nn.Module):
     """A frozen branch whose encoder has already run over every trial (`precompute_branches`):
     its input is the branch's embedding, so a fusion head trained over frozen branches pays for
     the encoders once per fold instead of every epoch of every restart (they were 70 % of a
-    fusion run). Exact: a frozen branch runs in eval mode, where each trial's embedding depends
-    on that trial alone. `dropped` (1, embed_dim) is the embedding of a view modality dropout
+    fusion run). The same training: a frozen branch runs in eval mode, where each trial's
+    embedding depends on that trial alone (up to the last bits, which can differ with the batch
+    size a product runs in). `dropped` (1, embed_dim) is the embedding of a view modality dropout
     removed (the encoder on the zero input, the train mean). `classify`, `temperature` and the
     rest are the wrapped branch's; `branch` is the real one, put back after training."""
 
@@ -324,25 +325,31 @@ class PrecomputedBranch(nn.Module):
 
 
 @torch.no_grad()
-def precompute_branches(branches: dict[str, BranchClassifier], inputs: Tensors, device: torch.device,
-                        batch_size: int = 256) -> tuple[dict[str, PrecomputedBranch], Tensors]:
-    """Each frozen branch (eval mode) run once over `inputs` (every trial of a fold, anything
-    that gives rows as tensors when indexed): the branches that take the embeddings instead, and
-    the embeddings (n_trials, embed_dim) keyed by modality, on the CPU."""
-    n = len(next(iter(inputs.values())))
+def embeddings_of(branch: BranchClassifier, x, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """`branch`'s embeddings (n, embed_dim) of its view's inputs `x` (anything that gives rows as
+    tensors when indexed), in eval mode, on the CPU."""
+    branch.eval().to(device)
+    return torch.cat([branch.embed({branch.modality: x[start:start + batch_size].to(device)}).cpu()
+                      for start in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def precompute_branches(branches: dict[str, BranchClassifier], inputs: Tensors,
+                        device: torch.device) -> tuple[dict[str, PrecomputedBranch], Tensors]:
+    """Each branch run once, in eval mode, over `inputs` (every trial of a fold): the branches
+    that take the embeddings instead (`PrecomputedBranch`), and the embeddings (n_trials,
+    embed_dim) keyed by modality, on the CPU."""
     wrapped, embeddings = {}, {}
     for m, branch in branches.items():
-        branch.eval().to(device)
-        x = inputs[m]
-        embeddings[m] = torch.cat([branch.embed({m: x[start:start + batch_size].to(device)}).cpu()
-                                   for start in range(0, n, batch_size)])
-        zero = torch.zeros(1, *x.shape[1:], device=device)
+        embeddings[m] = embeddings_of(branch, inputs[m], device)
+        zero = torch.zeros(1, *inputs[m].shape[1:], device=device)
         wrapped[m] = PrecomputedBranch(branch, branch.embed({m: zero}))
     return wrapped, embeddings
 
 
 class FusionModel(nn.Module):
-    """Pretrained branches feeding one fusion head; takes the same input dict as a branch.
+    """Pretrained branches feeding one fusion head; takes the same input dict as a branch (over
+    `PrecomputedBranch`es: each view's embeddings).
 
     In training mode each sample loses each modality with probability `fusion.modality_dropout`
     (never all). After each forward, `branch_logits` holds each branch's own logits (divided by
@@ -399,7 +406,7 @@ def with_branches(model: FusionModel, branches: dict[str, nn.Module]) -> FusionM
     ones back after training over `PrecomputedBranch`es, or those over the real ones."""
     other = FusionModel(branches, model.head, model.params)
     other.prep = model.prep
-    return other
+    return other.train(model.training)  # a new module starts in training mode: modality dropout on
 
 
 @torch.no_grad()

@@ -16,13 +16,13 @@ from pipeline.callbacks import (OGMGE, AuxiliaryLosses, BranchDiagnostics, Curri
                                  confidence_order)
 from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data, primary_labels
-from pipeline.fusion import (FUSION_HEADS, FusionModel, branch_outputs, build_fusion, precompute_branches, save_fusion,
-                             with_branches)
+from pipeline.fusion import (FUSION_HEADS, FusionModel, branch_outputs, build_fusion, embeddings_of, precompute_branches,
+                             save_fusion, with_branches)
 from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
 from pipeline.pretraining import train_branch
 from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
-                               predict_proba, seed_everything, task_loss)
+                               nondeterministic_ops, predict_proba, seed_everything, task_loss)
 
 
 def fusion_optimizer(model: FusionModel, fp: FusionParams, weight_decay: float) -> torch.optim.Optimizer:
@@ -84,20 +84,25 @@ def train_fusion(branches: dict[str, BranchClassifier], data: FoldData, fp: Fusi
                  n_classes: int, seed: int, device: torch.device) -> tuple[FusionModel, list[dict]]:
     """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val
     (`train_with_restarts`). Branches that never train run once over the fold's trials
-    (`precompute_branches`) and the head trains over their embeddings; the model returned has
-    the real branches back."""
+    (`precompute_branches`, after the run's determinism settings, its kernels recorded as an
+    epoch's are) and the head trains over their embeddings; the model returned has the real
+    branches back."""
     if not branches_never_train(fp):
         return train_with_restarts(branches, data, fp, tp, n_classes, seed, device)
-    precomputed, embeddings = precompute_branches(branches, data.inputs, device)
+    seed_everything(seed)  # CUDA: deterministic kernels and cuBLAS's workspace before the first product
+    with nondeterministic_ops() as found:
+        precomputed, embeddings = precompute_branches(branches, data.inputs, device)
     model, history = train_with_restarts(precomputed, FoldData(embeddings, data.labels, data.index), fp, tp,
                                          n_classes, seed, device)
+    if found:
+        history[0]["nondeterministic"] = sorted(found | set(history[0].get("nondeterministic", [])))
     return with_branches(model, {m: b.branch for m, b in model.branches.items()}), history
 
 
 def train_with_restarts(branches: dict[str, BranchClassifier], data: FoldData, fp: FusionParams, tp: TrainParams,
                         n_classes: int, seed: int, device: torch.device) -> tuple[FusionModel, list[dict]]:
-    """Fine-tune the fusion of pretrained `branches` on `data`'s train part, selected on val;
-    an untrained head (ensemble) gets its weights and one record (epoch 0) of how it does.
+    """The training of `train_fusion` over the branches as given; an untrained head (ensemble)
+    gets its weights and one record (epoch 0) of how it does.
 
     With `fusion.restarts` k > 1 a trained head is trained k times, each from its own seed (its
     initialisation, batch order and modality-dropout draws) on its own copy of `branches`, and
@@ -174,8 +179,7 @@ def modality_robustness(model: FusionModel, inputs: dict[str, torch.Tensor], lab
     over_embeddings = with_branches(model, precomputed)
 
     def accuracy(view: str | None = None, x: torch.Tensor | None = None) -> float:  # of the primary task; x: view's input
-        embeddings = clean if view is None else \
-            {**clean, view: precompute_branches({view: model.branches[view]}, {view: x}, device)[1][view]}
+        embeddings = clean if view is None else {**clean, view: embeddings_of(model.branches[view], x, device)}
         probs = predict_proba(over_embeddings, embeddings, device, temperature)
         return float((probs[:, :model.task_sizes[0]].argmax(1) == labels).mean())
 
@@ -204,7 +208,8 @@ def fusion_diagnostics(model: FusionModel, data: FoldData, device: torch.device,
 
 def run_cost(model: FusionModel, train_seconds: float, epochs: int, infer_seconds: float, n_trials: int) -> dict:
     """What one fusion run cost: parameters (all, and the head's: what fusion adds to the
-    branches), wall seconds per training epoch (None when the head is not trained) and
+    branches), wall seconds per training epoch (None when the head is not trained; frozen
+    branches' one pass over the fold, `precompute_branches`, is spread over the epochs) and
     milliseconds per trial at inference."""
     return {"params": sum(p.numel() for p in model.parameters()),
             "head_params": sum(p.numel() for p in model.head_parameters()),

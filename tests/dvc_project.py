@@ -76,16 +76,18 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-_DAGS: dict[str, list[tuple[str, str]]] = {}  # dvc.yaml's text -> dvc dag's edges
+_DAGS: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (dvc.yaml's text, data.root) -> dvc dag's edges
 
 
 def dag_edges(project: Path) -> list[tuple[str, str]]:
-    """`dvc dag`'s (before, after) stage edges of a project, asked once per dvc.yaml text: copies
-    of a project share the answer (a DVC call is seconds of a test)."""
-    text = (project / "dvc.yaml").read_text()
-    if text not in _DAGS:
-        _DAGS[text] = re.findall(r'"([^"]+)" -> "([^"]+)"', run(["dvc", "dag", "--dot"], project))
-    return _DAGS[text]
+    """`dvc dag`'s (before, after) stage edges of a project, asked once per dvc.yaml text and
+    `data.root` (which dvc.yaml interpolates): copies of a project share the answer (a DVC call
+    is seconds of a test)."""
+    key = ((project / "dvc.yaml").read_text(),
+           str(yaml.safe_load((project / "params.yaml").read_text())["data"]["root"]))
+    if key not in _DAGS:
+        _DAGS[key] = re.findall(r'"([^"]+)" -> "([^"]+)"', run(["dvc", "dag", "--dot"], project))
+    return _DAGS[key]
 
 
 def downstream(project: Path, *stages: str) -> set[str]:
