@@ -31,7 +31,7 @@ from pipeline.fusion import FusionModel, load_fusion
 from pipeline.fusion_training import train_fusion_afresh
 from pipeline.nets import BranchClassifier, load_branch, save_branch, take
 from pipeline.params import DistillParams, TrainParams
-from pipeline.training import FitConfig, fit, predict_proba, seed_everything, task_loss
+from pipeline.training import FitConfig, fit, predict_proba, run_device, seed_everything, task_loss
 
 
 @torch.no_grad()
@@ -192,12 +192,12 @@ def cross_fitted_targets(data: FoldData, trials: Trials, branch_params: dict[str
 
 
 def teacher_run(fold: int, seed: int, dp: DistillParams, branch_params: dict[str, TrainParams], tp: TrainParams,
-                trials: Trials, root: str, device: str) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
-    """The teacher targets of one (fold, seed), shared by its students, as a worker task: the
-    log-probabilities and representation of every trial (`teacher_outputs`; cross-fitted on the
-    train trials: `cross_fitted_targets`), both None where the fold trained no fused model (one
-    view left), and what the teacher was."""
-    base, device_ = Path(root), torch.device(device)
+                trials: Trials, root: str, run_index: int) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
+    """The teacher targets of one (fold, seed), shared by its students, as a worker task on the
+    device of the stage's `run_index`-th run: the log-probabilities and representation of every
+    trial (`teacher_outputs`; cross-fitted on the train trials: `cross_fitted_targets`), both
+    None where the fold trained no fused model (one view left), and what the teacher was."""
+    base, device_ = Path(root), torch.device(run_device(tp.device, run_index))
     teacher_path = base / io.FUSION_DIR / f"fold{fold}_seed{seed}.pt"
     if not teacher_path.exists():
         return None, None, {"teacher": None, "targets": dp.teacher_targets}
@@ -213,13 +213,14 @@ def teacher_run(fold: int, seed: int, dp: DistillParams, branch_params: dict[str
 
 
 def student_run(view: str, fold: int, seed: int, dp: DistillParams, p: TrainParams, trials: Trials, root: str,
-                device: str, teacher_logp: np.ndarray | None,
+                run_index: int, teacher_logp: np.ndarray | None,
                 teacher_features: np.ndarray | None) -> tuple[np.ndarray, list[dict], bytes]:
     """One (view, fold, seed) student as a worker task (pipeline.parallel): it reads its inputs
     under `root` (the view's features, the fold's normalizer and pretrained branch), trains on the
-    fold's teacher targets (`teacher_run`; None: labels alone) and returns its probabilities of
-    every trial, its history and its checkpoint's bytes (a branch checkpoint: `load_branch`)."""
-    base, device_ = Path(root), torch.device(device)
+    fold's teacher targets (`teacher_run`; None: labels alone) on the device of the stage's
+    `run_index`-th run and returns its probabilities of every trial, its history and its
+    checkpoint's bytes (a branch checkpoint: `load_branch`)."""
+    base, device_ = Path(root), torch.device(run_device(p.device, run_index))
     data = fold_data({view: load_features(view, mmap=True, root=base)}, trials, fold, base)
     if dp.init == "pretrained":
         branch = load_branch(base / io.branch_dir(view) / f"fold{fold}_seed{seed}.pt")

@@ -8,7 +8,6 @@ them per fold, part or worker.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,8 +108,3 @@ def task_labels(trials: Trials) -> np.ndarray:
 def primary_labels(labels: torch.Tensor) -> torch.Tensor:
     """The primary task's labels of `task_labels`' output (or of a part of it)."""
     return labels if labels.ndim == 1 else labels[:, 0]
-
-
-def runs(n_folds: int, seeds) -> list[tuple[int, int, int]]:
-    """(fold, seed index, seed) of every training run."""
-    return [(f, i, s) for f, (i, s) in itertools.product(range(n_folds), enumerate(seeds))]

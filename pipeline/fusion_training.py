@@ -22,7 +22,7 @@ from pipeline.nets import BranchClassifier, load_branch
 from pipeline.params import FusionParams, TrainParams
 from pipeline.pretraining import train_branch
 from pipeline.training import (Callback, ClassificationLoss, FitConfig, class_weights, fit, loss_and_accuracy,
-                               nondeterministic_ops, predict_proba, seed_everything, task_loss)
+                               nondeterministic_ops, predict_proba, run_device, seed_everything, task_loss)
 
 
 def fusion_optimizer(model: FusionModel, fp: FusionParams, weight_decay: float) -> torch.optim.Optimizer:
@@ -218,12 +218,13 @@ def run_cost(model: FusionModel, train_seconds: float, epochs: int, infer_second
 
 
 def fusion_run(fold: int, seed: int, fp: FusionParams, tp: TrainParams, trials: Trials, root: str,
-               device: str) -> tuple[np.ndarray, list[dict], dict, bytes, dict]:
+               run_index: int) -> tuple[np.ndarray, list[dict], dict, bytes, dict]:
     """One (fold, seed) fusion run as a worker task (pipeline.parallel): it reads its own inputs
     under `root` (the fused views' features memory-mapped, the fold's normalizers, the branches
-    pretrained on this fold and seed) and returns the fused model's probabilities of every trial,
-    its history, its diagnostics, the checkpoint's bytes and its cost (`run_cost`)."""
-    base, device = Path(root), torch.device(device)
+    pretrained on this fold and seed), trains on the device of the stage's `run_index`-th run
+    (`run_device`) and returns the fused model's probabilities of every trial, its history, its
+    diagnostics, the checkpoint's bytes and its cost (`run_cost`, and the device's type)."""
+    base, device = Path(root), torch.device(run_device(tp.device, run_index))
     features = {m: load_features(m, mmap=True, root=base) for m in fp.modalities}
     data = fold_data(features, trials, fold, base)
     branches = {m: load_branch(base / io.branch_dir(m) / f"fold{fold}_seed{seed}.pt") for m in fp.modalities}
@@ -233,7 +234,7 @@ def fusion_run(fold: int, seed: int, fp: FusionParams, tp: TrainParams, trials: 
     temperature = model.output_temperature
     probs = predict_proba(model, data.inputs, device, temperature)
     epochs = sum(history[-1].get("restart_epochs", [len(history)]))  # every restart's epochs
-    cost = run_cost(model, trained - start, epochs, time.perf_counter() - trained, len(probs))
+    cost = {**run_cost(model, trained - start, epochs, time.perf_counter() - trained, len(probs)), "device": device.type}
     diagnostics = fusion_diagnostics(model, data, device, temperature, seed)
     checkpoint = bytes_io.BytesIO()
     save_fusion(checkpoint, model.cpu(), fp)

@@ -14,6 +14,7 @@ without them stops the stage instead of computing other bits.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -32,10 +33,19 @@ if TYPE_CHECKING:
 LOCAL = ComputeParams(n_jobs=1)  # in-process, one task after another
 
 
-def _limited(fn: Callable, args: tuple, torch_threads: int, portable: bool):
+def task_function(fn: Callable | str) -> Callable:
+    """`fn`, or the function a "module:function" name names, imported here."""
+    if callable(fn):
+        return fn
+    module, name = fn.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _limited(fn: Callable | str, args: tuple, torch_threads: int, portable: bool):
     if portable:
         check_cpu_dispatch(f"worker process {os.getpid()}")
     with threadpool_limits(limits=1):
+        fn = task_function(fn)
         if "torch" in sys.modules:  # only tasks that use torch pay for importing it
             sys.modules["torch"].set_num_threads(torch_threads)
         return fn(*args)
@@ -76,12 +86,16 @@ def backend(compute: ComputeParams):
         yield -1  # every worker of the cluster
 
 
-def stream(fn: Callable, tasks: Iterable[tuple], compute: ComputeParams, desc: str, unit: str,
+def stream(fn: Callable | str, tasks: Iterable[tuple], compute: ComputeParams, desc: str, unit: str,
            total: int | None = None) -> Iterator:
     """`fn(*task)` for every task, in task order, computed as `compute` says and yielded as they
     come. Tasks are drawn lazily (a generator works), so the caller holds a few tasks and results
-    at a time; `fn` and its arguments must pickle (module-level functions, plain data)."""
-    if "torch" in sys.modules:  # the tasks train with torch_threads each (`_limited`)
+    at a time; `fn` and its arguments must pickle (module-level functions, plain data).
+
+    `fn` may be a "module:function" name, imported by whoever runs the task: the training stages
+    name their runs so, and their own process never loads torch (1.5 s of start-up here), which
+    only the runs use; such tasks are taken to train with torch."""
+    if isinstance(fn, str) or "torch" in sys.modules:  # the tasks train with torch_threads each (`_limited`)
         warn_if_oversubscribed(compute)
     with backend(compute) as n_jobs, tqdm(total=total if total is not None else len(tasks),
                                           desc=desc, unit=unit) as bar:

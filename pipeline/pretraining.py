@@ -12,7 +12,7 @@ from pipeline.dataset import Trials, load_features
 from pipeline.folds import FoldData, fold_data
 from pipeline.nets import BranchClassifier, save_branch
 from pipeline.params import TrainParams
-from pipeline.training import FitConfig, fit, predict_proba, seed_everything, task_loss
+from pipeline.training import FitConfig, fit, predict_proba, run_device, seed_everything, task_loss
 
 
 def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, seed: int,
@@ -36,15 +36,17 @@ def train_branch(modality: str, data: FoldData, p: TrainParams, n_classes: int, 
 
 
 def branch_run(modality: str, fold: int, seed: int, p: TrainParams, trials: Trials, root: str,
-               device: str) -> tuple[np.ndarray, list[dict], bytes]:
+               run_index: int) -> tuple[np.ndarray, list[dict], bytes]:
     """One (fold, seed) run as a worker task (pipeline.parallel): it reads its own inputs under
-    `root` (the features memory-mapped, the fold's normalizer) and returns the probabilities of
-    every trial (n_trials, n_classes; with secondary tasks each task's side by side), the
-    per-epoch history and the checkpoint's bytes."""
+    `root` (the features memory-mapped, the fold's normalizer), trains on the device of the
+    stage's `run_index`-th run (`run_device`) and returns the probabilities of every trial
+    (n_trials, n_classes; with secondary tasks each task's side by side), the per-epoch history
+    and the checkpoint's bytes."""
+    device = torch.device(run_device(p.device, run_index))
     data = fold_data({modality: load_features(modality, mmap=True, root=Path(root))}, trials, fold, Path(root))
-    model, history = train_branch(modality, data, p, len(trials.classes), seed, torch.device(device),
+    model, history = train_branch(modality, data, p, len(trials.classes), seed, device,
                                   trials.task_classes, trials.classes)
-    probs = predict_proba(model, data.inputs, torch.device(device), p.loss_temperature)
+    probs = predict_proba(model, data.inputs, device, p.loss_temperature)
     checkpoint = bytes_io.BytesIO()
     save_branch(checkpoint, model.cpu())
     return probs, history, checkpoint.getvalue()

@@ -5,6 +5,8 @@ subject is ever in two parts of one fold.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from pipeline.errors import PipelineError
@@ -64,3 +66,8 @@ def fold_indices(trial_subjects, fold: dict[str, list[str]]) -> dict[str, np.nda
     """Trial indices of each part of a fold."""
     trial_subjects = np.asarray(trial_subjects)
     return {part: np.flatnonzero(np.isin(trial_subjects, fold[part])) for part in ("train", "val", "test")}
+
+
+def runs(n_folds: int, seeds) -> list[tuple[int, int, int]]:
+    """(fold, seed index, seed) of every training run."""
+    return [(f, i, s) for f, (i, s) in itertools.product(range(n_folds), enumerate(seeds))]

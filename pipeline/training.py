@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path
 from pipeline.nets import take
 
 
@@ -318,22 +317,3 @@ def _train_epoch(model, optimizer, loss_fn, x_train, y_train, cfg: FitConfig, ge
         correct += (logits.argmax(1) == yb).sum().item()
         seen += len(idx)
     return total, correct, seen
-
-
-CURVES = ("train_loss", "train_acc", "val_loss", "val_acc")
-
-
-def log_curves(live_dir, histories: dict[str, list[dict]]) -> None:
-    """Per-epoch training curves through dvclive, averaged over the runs (folds x seeds) that
-    reached each epoch, so `dvc plots show` draws one curve per metric and `dvc exp show` gets
-    the last epoch's means. Per-run curves stay in the stage's history.json."""
-    from dvclive import Live  # here: the training stages' workers never log, and need not load it
-
-    with atomic_path(live_dir) as tmp:
-        with Live(str(tmp), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            for epoch in range(max((len(h) for h in histories.values()), default=0)):
-                rows = [h[epoch] for h in histories.values() if len(h) > epoch]
-                for key in CURVES:
-                    live.log_metric(key, float(np.mean([r[key] for r in rows])))
-                live.next_step()
-        (tmp / "plots" / "metrics").mkdir(parents=True, exist_ok=True)  # DVC's declared output, also with no runs

@@ -13,13 +13,10 @@ import numpy as np
 
 from pipeline import io
 from pipeline.dataset import NO_AUDIO, available_modalities, load_trials, save_task_probabilities, task_sizes
-from pipeline.distillation import student_run, teacher_run
 from pipeline.errors import PipelineError, warn
-from pipeline.folds import runs
 from pipeline.parallel import stream
 from pipeline.params import Params
-from pipeline.split import fold_indices
-from pipeline.training import log_curves, run_device
+from pipeline.split import fold_indices, runs
 
 def check_inner_folds(params: Params, trials) -> None:
     """Cross-fitting needs at least `distill.inner_folds` train subjects in every fold."""
@@ -42,12 +39,13 @@ def run(params: Params) -> None:
     branch_params = {m: params.branch(m) for m in params.fusion.modalities}
     root = str(Path.cwd())
     pairs = runs(len(trials.folds), seeds) if dp.students else []
-    teacher_tasks = [(fold, seed, dp, branch_params, params.train, trials, root, run_device(params.train.device, k))
+    teacher_tasks = [(fold, seed, dp, branch_params, params.train, trials, root, k)
                      for k, (fold, _, seed) in enumerate(pairs)]
     targets = {(fold, seed): result for (fold, _, seed), result in
-               zip(pairs, stream(teacher_run, teacher_tasks, params.compute, "distill: teachers", "run") if pairs else [])}
+               zip(pairs, stream("pipeline.distillation:teacher_run", teacher_tasks, params.compute, "distill: teachers",
+                                 "run") if pairs else [])}
     grid = [(view, fold, i, seed) for view in dp.students for fold, i, seed in pairs]
-    tasks = [(view, fold, seed, dp, branch_params[view], trials, root, run_device(params.train.device, k),
+    tasks = [(view, fold, seed, dp, branch_params[view], trials, root, k,
               *targets[fold, seed][:2]) for k, (view, fold, _, seed) in enumerate(grid)]
     shape = (len(trials.folds), len(seeds), len(trials.labels), sum(task_sizes(trials)))
     probs = {view: np.zeros(shape, np.float32) for view in dp.students}
@@ -61,12 +59,13 @@ def run(params: Params) -> None:
                 warn(f"distill: fold {fold}, seed {seed}: the fold trained no fused model (one view left), so its "
                      "students learn from the labels alone")
         for (view, fold, i, seed), (run_probs, history, checkpoint) in zip(
-                grid, stream(student_run, tasks, params.compute, "distill: students", "student") if grid else []):
+                grid, stream("pipeline.distillation:student_run", tasks, params.compute, "distill: students",
+                             "student") if grid else []):
             probs[view][fold, i], histories[view][f"fold{fold}_seed{seed}"] = run_probs, history
             (out / view / f"fold{fold}_seed{seed}.pt").write_bytes(checkpoint)
         for view in dp.students:
             save_task_probabilities(out / view, probs[view], trials)
             io.write_json(out / view / "history.json", histories[view])
         io.write_json(out / "teachers.json", {f"fold{fold}_seed{seed}": info for (fold, seed), (_, _, info) in targets.items()})
-    log_curves(io.live_dir("distill"), {f"{view}_{run}": h for view, by_run in histories.items()
+    io.log_curves(io.live_dir("distill"), {f"{view}_{run}": h for view, by_run in histories.items()
                                        for run, h in by_run.items()})

@@ -27,10 +27,10 @@ from pipeline.dataset import Trials, available_modalities, load_features, load_t
 from pipeline.explain import (IG_METHOD, channel_attribution, class_means, explained_rows, feature_importance,
                               finite_or_none, haufe_patterns, integrated_gradients, nan_mean, task_log_probs,
                               top_features, view_shares, view_sums)
-from pipeline.folds import fold_data, runs, task_labels
+from pipeline.folds import fold_data, task_labels
 from pipeline.parallel import stream
 from pipeline.params import Params
-from pipeline.split import fold_indices
+from pipeline.split import fold_indices, runs
 
 PRIMARY = "label"  # the primary task's name in data.tasks and in explain.json
 TOP = 20           # acoustic.top_features' length

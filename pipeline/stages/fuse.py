@@ -25,14 +25,11 @@ from pipeline import io
 from pipeline.dataset import (NO_AUDIO, available_modalities, load_all_probabilities, load_trials,
                               save_task_probabilities, task_sizes)
 from pipeline.errors import warn
-from pipeline.folds import runs
-from pipeline.fusion_training import fusion_run
 from pipeline.parallel import stream
 from pipeline.params import FusionParams, Params
 from pipeline.selection import (INFORMATIVE_ALPHA, accuracy, ensemble_of_branches, gate_fallback, informative_test,
                                 safe_choice)
-from pipeline.split import fold_indices
-from pipeline.training import log_curves, run_device
+from pipeline.split import fold_indices, runs
 
 
 def fold_views(fp: FusionParams, tests: dict[str, tuple[float, float]], fold: int) -> list[str]:
@@ -91,12 +88,12 @@ def run(params: Params) -> None:
         views.append(fold_views(fp, tests[fold], fold))
     grid = [(fold, i, seed) for fold, i, seed in runs(n_folds, tp.seeds) if len(views[fold]) > 1]
     root = str(Path.cwd())
-    tasks = [(fold, seed, _restricted(fp, views[fold]), tp, trials, root, run_device(tp.device, k))
+    tasks = [(fold, seed, _restricted(fp, views[fold]), tp, trials, root, k)
              for k, (fold, _, seed) in enumerate(grid)]
     histories, diagnostics, decisions, costs = {}, {}, [], []
     with io.atomic_path(io.FUSION_DIR) as out:
         out.mkdir()
-        results = stream(fusion_run, tasks, params.compute, f"fuse {fp.type}", "run")
+        results = stream("pipeline.fusion_training:fusion_run", tasks, params.compute, f"fuse {fp.type}", "run")
         for (fold, i, seed), (run_probs, history, run_diagnostics, checkpoint, cost) in zip(grid, results):
             run_id = f"fold{fold}_seed{seed}"
             trained[fold, i], histories[run_id], diagnostics[run_id] = run_probs, history, run_diagnostics
@@ -146,7 +143,7 @@ def run(params: Params) -> None:
     cost = cost_summary(fp.type, costs, params)
     io.write_json(io.COST, cost)
     print(cost_sentence(cost))
-    log_curves(io.live_dir("fuse"), histories)
+    io.log_curves(io.live_dir("fuse"), histories)
 
 
 def cost_summary(fusion_type: str, costs: list[dict], params: Params) -> dict:
@@ -162,7 +159,7 @@ def cost_summary(fusion_type: str, costs: list[dict], params: Params) -> dict:
 
     return {"type": fusion_type, "params": costs[0]["params"], "head_params": costs[0]["head_params"],
             "train_s_per_epoch": mean("train_s_per_epoch"), "infer_ms_per_trial": mean("infer_ms_per_trial"),
-            "runs": len(costs), "device": run_device(params.train.device, 0).split(":")[0],
+            "runs": len(costs), "device": costs[0]["device"],
             "torch_threads": params.compute.torch_threads, "workers": params.compute.n_jobs,
             "backend": params.compute.backend}
 

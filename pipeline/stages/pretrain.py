@@ -10,11 +10,9 @@ import numpy as np
 
 from pipeline import io
 from pipeline.dataset import NO_AUDIO, load_trials, save_task_probabilities, skip_note, task_sizes
-from pipeline.folds import runs
 from pipeline.parallel import stream
 from pipeline.params import Params
-from pipeline.pretraining import branch_run
-from pipeline.training import log_curves, run_device
+from pipeline.split import runs
 
 
 def run(params: Params, modality: str) -> None:
@@ -22,22 +20,22 @@ def run(params: Params, modality: str) -> None:
         with io.atomic_path(io.branch_dir(modality)) as out:
             out.mkdir()
             io.write_json(out / "skipped.json", {"skipped": NO_AUDIO})
-        log_curves(io.live_dir(f"pretrain_{modality}"), {})
+        io.log_curves(io.live_dir(f"pretrain_{modality}"), {})
         return
     p = params.branch(modality)
     trials = load_trials()
     grid = runs(len(trials.folds), p.seeds)
     root = str(Path.cwd())
-    tasks = [(modality, fold, seed, p, trials, root, run_device(p.device, k)) for k, (fold, _, seed) in enumerate(grid)]
+    tasks = [(modality, fold, seed, p, trials, root, k) for k, (fold, _, seed) in enumerate(grid)]
     probs = np.zeros((len(trials.folds), len(p.seeds), len(trials.labels), sum(task_sizes(trials))), np.float32)
     histories = {}
     with io.atomic_path(io.branch_dir(modality)) as out:
         out.mkdir()
-        results = stream(branch_run, tasks, params.compute, f"pretrain {modality}", "run")
+        results = stream("pipeline.pretraining:branch_run", tasks, params.compute, f"pretrain {modality}", "run")
         for (fold, i, seed), (run_probs, history, checkpoint) in zip(grid, results):
             probs[fold, i] = run_probs
             (out / f"fold{fold}_seed{seed}.pt").write_bytes(checkpoint)
             histories[f"fold{fold}_seed{seed}"] = history
         save_task_probabilities(out, probs, trials)
         io.write_json(out / "history.json", histories)
-    log_curves(io.live_dir(f"pretrain_{modality}"), histories)
+    io.log_curves(io.live_dir(f"pretrain_{modality}"), histories)

@@ -32,13 +32,19 @@ def _has_code(init: Path) -> bool:
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
 
 
+TASK_NAME = re.compile(r"(pipeline(?:\.\w+)+):\w+")  # a worker task named "module:function" (parallel.stream)
+
+
 def imported_files(path: Path) -> set[Path]:
-    """Package files imported anywhere in `path` (module level or inside functions), with the
-    package __init__ files that importing them runs."""
+    """Package files imported anywhere in `path` (module level or inside functions, or as the
+    module of a task named "module:function", which its workers import), with the package
+    __init__ files that importing them runs."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and TASK_NAME.fullmatch(node.value):
+            names = [TASK_NAME.fullmatch(node.value).group(1)]
+        elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # `from pipeline.x import y`: y may be a submodule or a name inside pipeline.x
