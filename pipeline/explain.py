@@ -1,5 +1,6 @@
-"""Why the models decide: explanations a paper can print, as plain functions over arrays, tensors
-and models (the explain stage, pipeline/stages/explain.py, runs them per fold and seed).
+"""Why the models decide: explanations a paper can print, as plain functions over arrays (the
+explain stage, pipeline/stages/explain.py, runs them per fold and seed; the Integrated Gradients
+of the networks are pipeline/attribution.py, run in the stage's workers).
 
 - Haufe patterns (Haufe et al., NeuroImage 2014) of the EEG band-power baseline: the logistic
   regression's weights turned into activation patterns through the covariance of its
@@ -8,20 +9,15 @@ and models (the explain stage, pipeline/stages/explain.py, runs them per fold an
   where the signal is. Patterns stay in standardised units (each feature's train SD): MNE's
   `get_coef(..., inverse_transform=True)` would call the scaler's `inverse_transform`, which
   adds each feature's mean to a pattern.
-- Integrated Gradients (Sundararajan et al., ICML 2017; captum) of a network's log-probability
-  of the true class (its logits divided by the temperature it was trained with), from the zero
-  baseline: each view's input standardised with the fold's train statistics, so zero is the
-  train mean pooled over the normaliser's axes, the input a view gets when modality dropout
-  removes it in training. Attributions add up to the change in that log-probability from the
-  baseline to the trial (completeness, up to the quadrature's error), so a view's summed
-  attribution is its part of the decision.
+- The reductions of attributions over trials, classes, folds and views.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from pipeline.dataset import Trials
+
+PRIMARY = "label"  # the primary task's name in data.tasks and in explain.json
 IG_METHOD = ("Integrated Gradients (captum 0.9.0), baseline zero (each view's train mean after standardisation, "
              "the input a missing view gets), target: the log-probability of the trial's true class")
 
@@ -52,43 +48,6 @@ def haufe_patterns(x: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarra
     return patterns, classes, val_acc
 
 
-def integrated_gradients(forward, inputs: dict[str, torch.Tensor], target: torch.Tensor, steps: int,
-                         batch: int = 512) -> dict[str, torch.Tensor]:
-    """captum's Integrated Gradients of `forward(inputs)` (n, outputs) at column `target` (n,),
-    from a zero baseline of every view, with `steps` points of captum's default Gauss-Legendre
-    rule along the path, `batch` path points a pass: each view's attributions, shaped as its input."""
-    from captum.attr import IntegratedGradients
-
-    views = list(inputs)
-    method = IntegratedGradients(lambda *xs: forward(dict(zip(views, xs))))
-    xs = tuple(inputs[m] for m in views)
-    attributions = method.attribute(xs, baselines=tuple(torch.zeros_like(x) for x in xs), target=target,
-                                    n_steps=steps, method="gausslegendre",
-                                    internal_batch_size=max(batch, len(target)))
-    return {m: a.detach() for m, a in zip(views, attributions)}
-
-
-def task_log_probs(model: torch.nn.Module, sizes: list[int], task: int, temperature: float = 1.0):
-    """The forward function of task `task`: log-softmax over its block of the model's output
-    (blocks of `sizes` columns, primary task first, as `training.task_softmax` splits them)
-    divided by `temperature` (the model's probabilities, as predict computes them)."""
-    return lambda inputs: F.log_softmax(model(inputs).split(list(sizes), dim=1)[task] / temperature, dim=1)
-
-
-def channel_attribution(attributions: torch.Tensor) -> np.ndarray:
-    """(n, channels, times) EEG attributions -> (channels,): each channel's attribution summed
-    over time, mean over trials: how much it moves the true class's log-probability on average
-    (positive: it helps decide right; noise contributes either sign and averages out, where a
-    mean of |attribution| would rank it as high as signal)."""
-    return attributions.sum(dim=-1).mean(dim=0).numpy().astype(np.float64)
-
-
-def feature_importance(attributions: torch.Tensor) -> np.ndarray:
-    """(n, features) attributions -> (features,): the mean over trials of each feature's
-    attribution to the true class's log-probability (as `channel_attribution`, signed)."""
-    return attributions.mean(dim=0).numpy().astype(np.float64)
-
-
 def finite_or_none(obj):
     """`obj` with every non-finite float (a class no run had, a view no fold fused) as None:
     JSON has no NaN."""
@@ -106,12 +65,6 @@ def nan_mean(arrays: list[np.ndarray]) -> np.ndarray:
     stacked = np.stack(arrays)
     seen = (~np.isnan(stacked)).sum(axis=0)
     return np.where(seen > 0, np.nansum(stacked, axis=0) / np.maximum(seen, 1), np.nan)
-
-
-def view_sums(attributions: dict[str, torch.Tensor]) -> np.ndarray:
-    """Each trial's summed attribution per view, (n, views) in the dict's order: by
-    completeness, the view's part of the change of the explained output from the baseline."""
-    return np.stack([a.flatten(1).sum(dim=1).numpy().astype(np.float64) for a in attributions.values()], axis=1)
 
 
 def view_shares(sums: np.ndarray) -> np.ndarray:
@@ -145,3 +98,8 @@ def explained_rows(index: dict[str, np.ndarray], n: int, seed) -> np.ndarray:
     if len(rows) <= n:
         return rows
     return np.sort(np.random.default_rng(seed).choice(rows, n, replace=False))
+
+
+def task_trials(trials: Trials) -> dict[str, Trials]:
+    """The primary task and each secondary task, as Trials of their own labels (-1: none)."""
+    return {PRIMARY: trials, **{task: trials.for_task(task) for task in trials.tasks}}

@@ -1,7 +1,7 @@
 """explain: why each fold's models decide as they do -> reports/explain.json, reports/explain.md
 and reports/figures/explain/. Per task head of data.tasks, on each fold's validation and test
-trials (at most explain.trials of them), averaged over folds and seeds (pipeline/explain.py says
-how each is computed):
+trials (at most explain.trials of them), averaged over folds and seeds (pipeline/explain.py and
+pipeline/attribution.py say how each is computed):
 
 - eeg.patterns: Haufe patterns of the EEG band-power baseline (refitted per fold and task with
   the C the baselines stage chooses on validation), per band and channel, as the mean over the
@@ -14,7 +14,8 @@ how each is computed):
   class, and fusion.view_contribution its signed part of the true class's log-probability,
   beside robustness's ablation (the test accuracy lost when the view is missing).
 
-The runs (fold, seed) are tasks on `compute.*`'s workers. evaluate does not wait for this stage.
+The runs (fold, seed) are tasks on `compute.*`'s workers (`attribution.explain_run`: only they load
+torch and captum). evaluate does not wait for this stage.
 """
 from __future__ import annotations
 
@@ -24,15 +25,11 @@ import numpy as np
 
 from pipeline import io
 from pipeline.dataset import Trials, available_modalities, load_features, load_trials
-from pipeline.explain import (IG_METHOD, channel_attribution, class_means, explained_rows, feature_importance,
-                              finite_or_none, haufe_patterns, integrated_gradients, nan_mean, task_log_probs,
-                              top_features, view_shares, view_sums)
-from pipeline.folds import fold_data, task_labels
+from pipeline.explain import IG_METHOD, PRIMARY, finite_or_none, haufe_patterns, nan_mean, task_trials, top_features
 from pipeline.parallel import stream
 from pipeline.params import Params
 from pipeline.split import fold_indices, runs
 
-PRIMARY = "label"  # the primary task's name in data.tasks and in explain.json
 TOP = 20           # acoustic.top_features' length
 
 
@@ -51,19 +48,14 @@ def run(params: Params) -> None:
     print(f"explain: {report.get('runs', 0)} run(s) explained -> reports/explain.json, reports/explain.md")
 
 
-def task_trials(trials: Trials) -> dict[str, Trials]:
-    """The primary task and each secondary task, as Trials of their own labels (-1: none)."""
-    return {PRIMARY: trials, **{task: trials.for_task(task) for task in trials.tasks}}
-
-
 def explain(params: Params, trials: Trials) -> tuple[dict, dict]:
     """Every explanation of the run: explain.json's content, and what the figures draw."""
     layout = io.read_json(io.EEG_CHANNELS)
     tasks = task_trials(trials)
     audio = [m for m in ("mel", "acoustic") if m in available_modalities()]
     grid = runs(len(trials.folds), params.train.seeds)
-    results = list(stream(explain_run, [(fold, seed, params, trials, audio, str(Path.cwd())) for fold, _, seed in grid],
-                          params.compute, "explain", "run"))
+    jobs = [(fold, seed, params, trials, audio, str(Path.cwd())) for fold, _, seed in grid]
+    results = list(stream("pipeline.attribution:explain_run", jobs, params.compute, "explain", "run"))
     patterns, pattern_acc = band_power_patterns(params, trials, len(layout["channels"]))
     report = {"enabled": True, "runs": len(results),
               "eeg": {**eeg_section(params, tasks, layout, patterns, results), "patterns_val_acc": pattern_acc}}
@@ -129,72 +121,6 @@ def band_power_patterns(params: Params, trials: Trials, n_channels: int) -> tupl
         patterns[task] = nan_mean(per_fold) if per_fold else np.full(shape, np.nan)
         accuracy[task] = float(np.mean(accs)) if accs else float("nan")
     return patterns, accuracy
-
-
-def explain_run(fold: int, seed: int, params: Params, trials: Trials, audio: list[str], root: str) -> dict:
-    """One (fold, seed) as a worker task: Integrated Gradients of the fold's pretrained EEG,
-    acoustic and mel branches and of its trained fused model (None where the fold trained none)
-    on its explained trials, reduced per task: {"eeg": task -> (channels,), "acoustic": task ->
-    (features,), "mel": (classes, n_mels, n_frames) of the primary task, "share": task ->
-    {"all": (views,), "class": (classes, views), "contribution": (views,)} or None}; NaN where
-    a task has no labelled trial here or the fold did not fuse a view."""
-    import torch
-
-    from pipeline.fusion import load_fusion
-    from pipeline.nets import load_branch
-
-    base, p = Path(root), params.explain
-    views = list(dict.fromkeys(["eeg", *audio, *params.fusion.modalities]))
-    data = fold_data({m: load_features(m, mmap=True, root=base) for m in views}, trials, fold, base)
-    rows = explained_rows(data.index, p.trials, (p.seed, fold))
-    x = {m: data.inputs[m][rows] for m in views}
-    labels = task_labels(trials)[rows].reshape(len(rows), -1)
-    tasks = task_trials(trials)
-    names, sizes = list(tasks), [len(t.classes) for t in tasks.values()]
-
-    def attributions(model, inputs: list[str], task: int, temperature: float) -> tuple[dict | None, np.ndarray]:
-        """The model's attributions over `inputs` of the task's labelled explained trials (None
-        without any), and their labels."""
-        y = labels[:, task]
-        keep = y >= 0
-        if not keep.any():
-            return None, y[keep]
-        forward = task_log_probs(model.eval(), sizes, task, temperature)
-        return integrated_gradients(forward, {m: x[m][keep] for m in inputs}, torch.as_tensor(y[keep]), p.steps), y[keep]
-
-    def per_task(view: str, reduce) -> dict[str, np.ndarray]:
-        """`reduce` of the fold's `view` branch's attributions, per task (NaN for a task without labels here)."""
-        model = load_branch(base / io.branch_dir(view) / f"fold{fold}_seed{seed}.pt")
-        out = {}
-        for k, task in enumerate(names):
-            a, _ = attributions(model, [view], k, model.temperature)
-            out[task] = reduce(a[view]) if a is not None else np.full(x[view].shape[1], np.nan)
-        return out
-
-    out = {"eeg": per_task("eeg", channel_attribution), "acoustic": None, "mel": None, "share": None}
-    if "acoustic" in audio:
-        out["acoustic"] = per_task("acoustic", feature_importance)
-    if "mel" in audio:
-        mel = load_branch(base / io.branch_dir("mel") / f"fold{fold}_seed{seed}.pt")
-        a, y = attributions(mel, ["mel"], 0, mel.temperature)  # every trial has the primary task's label
-        out["mel"] = class_means(a["mel"].abs().numpy()[:, 0], y, sizes[0])
-    checkpoint = base / io.FUSION_DIR / f"fold{fold}_seed{seed}.pt"
-    if checkpoint.is_file():  # views this fold did not fuse: NaN, left out of the means over runs
-        fused, views = load_fusion(checkpoint), list(params.fusion.modalities)
-        out["share"] = {}
-        for k, task in enumerate(names):
-            a, y = attributions(fused, list(fused.branches), k, fused.output_temperature)
-            if a is None:
-                out["share"][task] = {"all": np.full(len(views), np.nan), "contribution": np.full(len(views), np.nan),
-                                      "class": np.full((sizes[k], len(views)), np.nan)}
-                continue
-            sums = view_sums(a)
-            shares, sums = dict(zip(a, view_shares(sums).T)), dict(zip(a, sums.T))
-            every, signed = (np.stack([by_view.get(m, np.full(len(y), np.nan)) for m in views], axis=1)
-                             for by_view in (shares, sums))
-            out["share"][task] = {"all": every.mean(axis=0), "class": class_means(every, y, sizes[k]),
-                                  "contribution": signed.mean(axis=0)}
-    return out
 
 
 def acoustic_names(params: Params) -> list[str]:

@@ -1,5 +1,5 @@
-"""pipeline/explain.py: Haufe patterns, Integrated Gradients and their reductions, on inputs whose
-answer is known by construction."""
+"""pipeline/explain.py and pipeline/attribution.py: Haufe patterns, Integrated Gradients and their
+reductions, on inputs whose answer is known by construction."""
 from unittest import mock
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.explain import (channel_attribution, class_means, explained_rows, feature_importance, finite_or_none,
-                              haufe_patterns, integrated_gradients, nan_mean, task_log_probs, top_features,
-                              view_shares, view_sums)
+from pipeline.attribution import (channel_attribution, feature_importance, integrated_gradients, task_log_probs,
+                                  view_sums)
+from pipeline.explain import class_means, explained_rows, finite_or_none, haufe_patterns, nan_mean, top_features, view_shares
 from pipeline.stages.explain import agreement, fusion_section
 
 
