@@ -20,9 +20,10 @@ from pipeline.dataset import NO_AUDIO, Trials, available_modalities, load_featur
 from pipeline.params import Params
 
 
-def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[bytes, dict, dict, list[dict]]:
-    """The final model as one worker task: its checkpoint's bytes, each view's normaliser and
-    train mean, and the fusion's history."""
+def final_run(params: Params, trials: Trials, root: str, run_index: int) -> tuple[bytes, dict, dict, list[dict]]:
+    """The final model as one worker task, on the device of the stage's `run_index`-th run (as the
+    pretrain and fuse runs resolve theirs: only the worker loads torch): its checkpoint's bytes,
+    each view's normaliser and train mean, and the fusion's history."""
     import torch
 
     from pipeline.folds import FoldData, NormalizedRows, task_labels
@@ -31,6 +32,7 @@ def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[b
     from pipeline.modalities import MODALITIES
     from pipeline.normalize import fit_normalizer
     from pipeline.split import final_split, fold_indices
+    from pipeline.training import run_device
 
     views, seed = list(params.fusion.modalities), params.train.seeds[0]
     split = final_split(trials.subjects, params.split)
@@ -42,7 +44,7 @@ def final_run(params: Params, trials: Trials, root: str, device: str) -> tuple[b
     data = FoldData(inputs, torch.tensor(task_labels(trials)), index)
     stats = data.view_stats()
     model, history = train_fusion_afresh(data, trials, {m: params.branch(m) for m in views}, params.fusion,
-                                         params.train, seed, torch.device(device))
+                                         params.train, seed, torch.device(run_device(params.train.device, run_index)))
     checkpoint = bytes_io.BytesIO()
     save_fusion(checkpoint, model.cpu(), params.fusion)
     return checkpoint.getvalue(), stats, split, history
@@ -58,13 +60,12 @@ def run(params: Params) -> None:
         from pipeline.data.readers import eeg_channels_of
         from pipeline.features.eeg import preprocessing_record
         from pipeline.parallel import stream
-        from pipeline.training import run_device
 
         params.check_modalities(available_modalities(), NO_AUDIO)
         trials = load_trials()
-        (checkpoint, stats, split, history), = stream(final_run, [(params, trials, str(Path.cwd()),
-                                                                  run_device(params.train.device, 0))],
-                                                      params.compute, "final", "model")
+        (checkpoint, stats, split, history), = stream("pipeline.stages.final:final_run",
+                                                      [(params, trials, str(Path.cwd()), 0)], params.compute,
+                                                      "final", "model")
         (out / "fusion.pt").write_bytes(checkpoint)
         recordings = load_manifest()["eeg_path"]
         for m, s in stats.items():
