@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 # mkdocs-material's banner about MkDocs 2 off
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install repro test test-fast docs profile clean
+.PHONY: install repro release test test-fast docs profile clean
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 repro: install
 	dvc repro
 
+# a release: the default run plus what ships or analyses its fused model (off in experiments: params.yaml)
+release: install
+	dvc exp run -S final.enabled=true -S distill.enabled=true -S explain.enabled=true
+
 test: install docs
-	python -m pytest -q -n 2 --dist worksteal  # two workers; an idle one takes tests from the other's queue
+	python -m pytest -q -n 2 --dist worksteal --durations=20  # two workers (an idle one takes tests from the other's queue); the 20 slowest listed
 
 # unit tests only (tests/unit: no stage run, no DVC): the loop while editing; under 90 s on 2 cores
 test-fast: install

@@ -8,9 +8,11 @@ names vary (a view, a class, a baseline) are declared once under a placeholder s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.modalities import NAMES
+
+WITH_STUDENTS = "with students (`distill.enabled`, `distill.students` not empty)"
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ METRICS_SHAPE = {
                                   "over the subjects both tested; null when no fold trained a fused model."),
             "tasks": TASKS,
         }),
-    }, only="with students (`distill.students` not empty)"),
+    }, only=WITH_STUDENTS),
     "bit_reproducible": Key("False when training ran a kernel without a deterministic implementation (CUDA only): "
                             "the same params and seed may then give other last bits."),
     "nondeterministic_kernels": Key("Those kernels, sorted.", only="when `bit_reproducible` is false"),
@@ -267,9 +269,11 @@ METRICS_FILES = (
                     "cropped": Key("Longer clips, cropped as `mel.crop` says.", only="when the data has audio"),
                     "skipped": Key("Why no clip was made.", only="when the data has no audio"),
                 }),
-    MetricsFile(("reports/live/pretrain_<view>/metrics.json", "reports/live/fuse/metrics.json",
-                 "reports/live/distill/metrics.json"), "pretrain, fuse, distill",
+    MetricsFile(("reports/live/pretrain_<view>/metrics.json", "reports/live/fuse/metrics.json"), "pretrain, fuse",
                 "dvclive's last values of the training curves of a training stage.", LIVE_CURVES),
+    MetricsFile(("reports/live/distill/metrics.json",), "distill",
+                "dvclive's last values of the students' training curves; empty without students.",
+                {name: replace(key, only=WITH_STUDENTS) for name, key in LIVE_CURVES.items()}),
 )
 
 

@@ -562,9 +562,13 @@ class DistillParams(Section):
     """The distill stage: single-view students trained on the fused model's soft labels
     (pipeline/distillation.py)."""
 
+    enabled: StrictBool
+    """Whether the distill stage trains students. Off by default, as final and explain are: they
+    analyse or ship a fused model, and an experiment, which compares fusions, should not pay for
+    them (a fusion key then reruns fuse and evaluate alone); on for a release: `make release`."""
     students: tuple[Modality, ...] | None
-    """Views to distil the fused model into, each of fusion.modalities; []: off; null: the fused
-    views that are their signal's plain view (eeg, acoustic)."""
+    """Views to distil the fused model into, each of fusion.modalities; []: none; null: the fused
+    views that are their signal's plain view (eeg, acoustic). Read only with `enabled`."""
     init: Literal["pretrained", "scratch"]
     """Where a student starts: pretrained (the fold's pretrained branch) or scratch."""
     alpha: StrictFloat = allowed("0 <= alpha <= 1", ge=0.0, le=1.0)
@@ -594,7 +598,7 @@ class FinalParams(Section):
     enabled: StrictBool
     """Whether the final stage trains the model on every subject (models/final/). Off by default,
     so that an experiment costs what it changes; on for a model to use (predict, export):
-    `dvc exp run -S final.enabled=true`."""
+    `make release`, or `dvc exp run -S final.enabled=true` for this model alone."""
 
 
 class ExplainParams(Section):
@@ -603,7 +607,8 @@ class ExplainParams(Section):
 
     enabled: StrictBool
     """Whether the explain stage computes explanations (reports/explain.json, reports/explain.md,
-    reports/figures/explain/); false: it writes only explain.json saying so."""
+    reports/figures/explain/); false: it writes only explain.json saying so. Off by default, as
+    final and distill are (an experiment should not pay for them); on for a release: `make release`."""
     trials: StrictInt = allowed("an integer >= 1", ge=1)
     """Validation and test trials explained per fold and seed, at most (drawn by `seed` where a fold
     has more): Integrated Gradients costs `steps` forward and backward passes a trial."""
@@ -857,9 +862,12 @@ def parse_params(raw: dict) -> Params:
 
 
 def resolve_students(dp: DistillParams, fp: FusionParams) -> DistillParams:
-    """`students: null` as the list it stands for: the fused views that are their signal's plain
-    view (eeg for the EEG, acoustic for the speech; the registry's `student`), in fusion.modalities
-    order. So changing fusion.modalities alone never leaves a student of a view that is not fused."""
+    """The students the stage trains: none while distill is off; `students: null` as the list it
+    stands for: the fused views that are their signal's plain view (eeg for the EEG, acoustic for
+    the speech; the registry's `student`), in fusion.modalities order. So changing
+    fusion.modalities alone never leaves a student of a view that is not fused."""
+    if not dp.enabled:
+        return dp.model_copy(update={"students": ()})
     if dp.students is not None:
         return dp
     return dp.model_copy(update={"students": tuple(m for m in fp.modalities if MODALITY_SPECS[m].student)})

@@ -25,7 +25,9 @@ TINY = {
     "acoustic": {"feature_sets": ["eGeMAPSv02"]},  # ComParE's 6,373 columns: the real-speech test has them
     "train": {"seeds": [0], "epochs": 2, "batch_size": 8},
     "fusion": {"epochs": 2},
-    "final": {"enabled": True},  # predict, export and the artifact tests read the final model
+    "final": {"enabled": True},  # a release (`make release`): predict, export and the artifact tests read the final
+    "distill": {"enabled": True},  # model, and the end-to-end tests check the students and explanations through DVC
+    "explain": {"enabled": True},
     "compute": {"n_jobs": 1},  # a worker pool costs seconds to start and saves nothing on 40 trials
 }
 

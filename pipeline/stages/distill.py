@@ -2,8 +2,8 @@
 on the fold's fused model's soft labels -> models/distill/<view>/ (checkpoints, which `load_branch`
 reads; probabilities of every trial; history) and models/distill/teachers.json (what labelled
 each run's trials). First each (fold, seed)'s teacher targets, then the students: independent
-tasks on `compute.*`'s workers (pipeline.parallel). With `distill.students: []` it writes an
-empty models/distill/.
+tasks on `compute.*`'s workers (pipeline.parallel). With no students (`distill.enabled: false`,
+the default, or `distill.students: []`) it writes an empty models/distill/ and reads no data.
 """
 from __future__ import annotations
 
@@ -31,14 +31,21 @@ def check_inner_folds(params: Params, trials) -> None:
 
 def run(params: Params) -> None:
     dp = params.distill
+    if not dp.students:
+        with io.atomic_path(io.DISTILL_DIR) as out:
+            out.mkdir()
+            io.write_json(out / "teachers.json", {})
+        io.log_curves(io.live_dir("distill"), {})
+        print("distill: no students (distill.enabled is false, or distill.students is [])")
+        return
     params.check_students(available_modalities(), NO_AUDIO)
     trials = load_trials()
-    if dp.students and dp.teacher_targets == "cross_fitted":
+    if dp.teacher_targets == "cross_fitted":
         check_inner_folds(params, trials)
     seeds = params.train.seeds
     branch_params = {m: params.branch(m) for m in params.fusion.modalities}
     root = str(Path.cwd())
-    pairs = runs(len(trials.folds), seeds) if dp.students else []
+    pairs = runs(len(trials.folds), seeds)
     teacher_tasks = [(fold, seed, dp, branch_params, params.train, trials, root, k)
                      for k, (fold, _, seed) in enumerate(pairs)]
     targets = {(fold, seed): result for (fold, _, seed), result in

@@ -25,7 +25,7 @@ def test_permuted_labels_land_the_fused_model_at_chance(tmp_path_factory, tmp_pa
     project = copy_project(built_project(tmp_path_factory), tmp_path / "project")
     # what the check reads and no more: no final model, students or explanations
     apply_overrides(project / "params.yaml", ["audit.permute_labels=true", "split.scheme=kfold", "split.folds=2",
-                                              "final.enabled=false", "distill.students=[]", "explain.enabled=false"])
+                                              "final.enabled=false", "distill.enabled=false", "explain.enabled=false"])
     assert "ingest" in ran(run(["dvc", "repro", "--dry"], project))  # the audit's params are ingest's
     stale = {"ingest"} | downstream(project, "ingest")
     assert {"baselines", "fuse", "evaluate"} <= stale
@@ -40,6 +40,7 @@ def test_permuted_labels_land_the_fused_model_at_chance(tmp_path_factory, tmp_pa
     assert all(entry["test"]["acc_ci"] is not None for entry in audit["permuted"].values())
     summary = (project / "reports" / "summary.md").read_text()
     assert "**Labels permuted within subjects**" in summary and "Null audit (`audit`)" in summary
+    assert "Not in this run: single-view students (`distill.enabled`) and explanations (`explain.enabled`)" in summary
     # labels moved within subjects only: each subject keeps its classes, trials their recordings
     permuted, original = (pd.read_csv(p / "data" / "interim" / "trials.csv")
                           for p in (project, built_project(tmp_path_factory)))

@@ -61,6 +61,7 @@ def test_repro_writes_design_metrics(project):
                    "persistence_images"):
         assert (project / "reports" / "figures" / f"{figure}.png").stat().st_size > 1000
     assert set(metrics["students"]) == {"eeg", "acoustic"}  # the default students, through DVC
+    assert "Not in this run" not in (project / "reports" / "summary.md").read_text()  # TINY is a release
     for stage in ("pretrain_eeg", "pretrain_mel", "pretrain_topo", "pretrain_acoustic", "fuse", "distill"):
         live = json.loads((project / "reports" / "live" / stage / "metrics.json").read_text())
         assert {"train_loss", "val_acc"} <= set(live)

@@ -83,7 +83,7 @@ have no `level`."""
     raw["data"].update(tasks=["label", "level"])
     raw["train"].update(task_weighting="uncertainty")
     raw["fusion"].update(type=fusion_type)
-    raw["distill"].update(students=["eeg"])
+    raw["distill"].update(enabled=True, students=["eeg"])
     p = parse_params(raw)
     _prepare(p)
     for m in VIEWS:
@@ -302,7 +302,7 @@ def test_distill_trains_students_that_evaluate_reports(workdir):
     baselines.run(p)
     raw = p.model_dump(mode="json")
     raw.pop("branches")
-    raw["distill"].update(students=["eeg", "acoustic"], teacher_targets="cross_fitted", inner_folds=2)
+    raw["distill"].update(enabled=True, students=["eeg", "acoustic"], teacher_targets="cross_fitted", inner_folds=2)
     p = parse_params(raw)
     distill.run(p)
     for view in ("eeg", "acoustic"):

@@ -81,7 +81,7 @@ def _params(**distill):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["train"].update(epochs=4, patience=10, batch_size=8, embed_dim=4)
     raw["fusion"].update(modalities=["eeg", "acoustic"], epochs=2, hidden=4, heads=2)
-    raw["distill"].update(students=["eeg"], **distill)
+    raw["distill"].update(enabled=True, students=["eeg"], **distill)
     return parse_params(raw)
 
 
@@ -179,10 +179,10 @@ def test_the_distill_command_stops_on_bad_params_with_exit_2_and_writes_nothing(
 def test_a_student_of_a_view_the_fusion_does_not_fuse_is_a_params_error():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["fusion"]["modalities"] = ["eeg", "mel"]
-    raw["distill"]["students"] = ["acoustic"]
+    raw["distill"].update(enabled=True, students=["acoustic"])
     with pytest.raises(ParamsError, match=r"distill.students = \['acoustic'\].*acoustic is not fused"):
         parse_params(raw)
-    raw["distill"].update(students=["eeg"], feature_weight=1.0, teacher_targets="cross_fitted")
+    raw["distill"].update(enabled=True, students=["eeg"], feature_weight=1.0, teacher_targets="cross_fitted")
     with pytest.raises(ParamsError, match="distill.feature_weight = 1.0 .*cross_fitted"):
         parse_params(raw)
     raw["distill"]["teacher_targets"] = "in_fold"
@@ -199,8 +199,10 @@ def test_a_student_of_a_view_the_fusion_does_not_fuse_is_a_params_error():
 ])
 def test_default_students_follow_the_fused_views(modalities, students):
     """distill.students null (the default): each fused signal's plain view, so changing
-    fusion.modalities alone never breaks distillation."""
+    fusion.modalities alone never breaks distillation; with distill off (the default), none."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert raw["distill"]["students"] is None
+    assert raw["distill"]["students"] is None and raw["distill"]["enabled"] is False
     raw["fusion"]["modalities"] = modalities
+    assert parse_params(raw).distill.students == ()
+    raw["distill"]["enabled"] = True
     assert parse_params(raw).distill.students == students
