@@ -178,14 +178,29 @@ def stage_commands(project: Path) -> list[list[str]]:
 
 def run_stages(project: Path, env: dict | None = None, commands: list[list[str]] | None = None) -> None:
     """Run stage commands (default: every stage's) as their command runs them (cli.run_stage:
-    params, pins, the stage), one after another in one process: it spares an interpreter
-    start-up, with torch and friends, per stage. The first stage pins CPU dispatch before numpy or
-    torch load, as `python -m pipeline <stage>` does."""
+    params, pins, the stage), one after another in this process, in `project`: it spares an
+    interpreter start-up, with torch and friends, per call (the test processes pin CPU dispatch
+    before numpy or torch load, as `python -m pipeline <stage>` does: tests/conftest.py). With
+    `env` (another machine's environment) they run in a process of their own."""
     commands = stage_commands(project) if commands is None else commands
     assert all(command[:3] == ["python", "-m", "pipeline"] for command in commands), commands
-    script = ("import json, sys\nfrom pipeline.cli import run_stage\n"
-              "for command in json.loads(sys.argv[1]):\n    run_stage(command[3], 'params.yaml', *command[4:])")
-    run([sys.executable, "-c", script, json.dumps(commands)], project, env)
+    if env is not None:
+        script = ("import json, sys\nfrom pipeline.cli import run_stage\n"
+                  "for command in json.loads(sys.argv[1]):\n    run_stage(command[3], 'params.yaml', *command[4:])")
+        run([sys.executable, "-c", script, json.dumps(commands)], project, env)
+        return
+    from pipeline.cli import run_stage
+
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None  # a run sets torch's
+    before = Path.cwd()
+    os.chdir(project)
+    try:
+        for command in commands:
+            run_stage(command[3], "params.yaml", *command[4:])
+    finally:
+        os.chdir(before)
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
 
 
 def _build(shared: Path) -> None:

@@ -27,7 +27,8 @@ from dvc_project import (ROOT, TINY, built_project, copy_project, downstream, me
 
 def shown_commands() -> list[str]:
     """The `dvc exp run` commands of README.md and docs/: code-block lines (with their `\\`
-    continuations, comments cut) and inline code spans (which may wrap over lines)."""
+    continuations, comments cut) and inline code spans with arguments (which may wrap over
+    lines; a bare one names the command in prose)."""
     commands = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = page.read_text()
@@ -35,7 +36,7 @@ def shown_commands() -> list[str]:
         for line in joined.splitlines():
             if line.startswith("    ") and line.strip().startswith("dvc exp run"):
                 commands.append(line.split(" #")[0].strip())
-        commands += [" ".join(span.split()) for span in re.findall(r"`(dvc exp run[^`]*)`", text)]
+        commands += [" ".join(span.split()) for span in re.findall(r"`(dvc exp run\s[^`]+)`", text)]  # bare: prose
     return [c for c in dict.fromkeys(commands) if "..." not in c and "<" not in c]
 
 
