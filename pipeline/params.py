@@ -607,7 +607,7 @@ class ExplainParams(Section):
 
     enabled: StrictBool
     """Whether the explain stage computes explanations (reports/explain.json, reports/explain.md,
-    reports/figures/explain/); false: it writes only explain.json saying so. Off by default, as
+    reports/figures/explain/); false: explain.json and explain.md say so, and no figures. Off by default, as
     final and distill are (an experiment should not pay for them); on for a release: `make release`."""
     trials: StrictInt = allowed("an integer >= 1", ge=1)
     """Validation and test trials explained per fold and seed, at most (drawn by `seed` where a fold

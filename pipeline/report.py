@@ -214,7 +214,7 @@ def summary_markdown(metrics: dict, params: Params, diagnostics: dict, artifacts
                       "attributions per channel, the acoustic branch's openSMILE features ranked, the mel branch's "
                       "saliency per class and each view's share of the fused model's attribution set beside this "
                       "ablation (`reports/explain.json`, figures in `reports/figures/explain/`)."]
-    off = [what for what, on in (("single-view students (`distill.enabled`)", params.distill.enabled),
+    off = [what for what, on in (("single-view students (`distill.enabled`)", params.distill.students),
                                  ("explanations (`explain.enabled`)", params.explain.enabled)) if not on]
     if off:
         lines += ["", f"Not in this run: {' and '.join(off)}, off by default so that an experiment does not pay "

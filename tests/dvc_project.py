@@ -196,7 +196,10 @@ def run_stages(project: Path, env: dict | None = None, commands: list[list[str]]
     os.chdir(project)
     try:
         for command in commands:
-            run_stage(command[3], "params.yaml", *command[4:])
+            try:
+                run_stage(command[3], "params.yaml", *command[4:])
+            except SystemExit as stopped:  # a PipelineError: its one line is in the captured stderr
+                raise AssertionError(f"{' '.join(command)} stopped with exit code {stopped.code}") from None
     finally:
         os.chdir(before)
         if threads is not None:
