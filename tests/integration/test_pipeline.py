@@ -85,6 +85,19 @@ def test_fusion_knob_makes_only_fuse_final_and_evaluate_stale(workspace):
     assert set(stale) == {"fuse", "final", "evaluate"}, stale
 
 
+def test_the_default_skips_what_ships_or_analyses_a_model_and_says_so(workspace):
+    """params.yaml's final, distill and explain off (the tiny project is a release): `dvc repro`
+    reruns those three and evaluate only, the three write every output DVC expects without
+    training, and summary.md says what the run left out."""
+    set_params(workspace, {"final": {"enabled": False}, "distill": {"enabled": False}, "explain": {"enabled": False}})
+    assert ran(run(["dvc", "repro"], workspace)) == {"final", "distill", "explain", "evaluate"}
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert "students" not in metrics and 0.0 <= metrics["fusion"]["test"]["acc"] <= 1.0
+    assert json.loads((workspace / "reports" / "explain.json").read_text()) == {"enabled": False}
+    assert not list((workspace / "models" / "distill").glob("*/*.pt"))
+    assert "Not in this run: single-view students" in (workspace / "reports" / "summary.md").read_text()
+
+
 def test_user_recordings_come_from_data_root_not_synthesize(workspace):
     """With the default data evaluate depends on synthesize; with a manifest source the DAG takes
     the recordings from data.root instead (dvc.yaml's ${data.root}), so synthesize never runs."""
