@@ -50,7 +50,7 @@ def run(params: Params) -> None:
                      for k, (fold, _, seed) in enumerate(pairs)]
     targets = {(fold, seed): result for (fold, _, seed), result in
                zip(pairs, stream("pipeline.distillation:teacher_run", teacher_tasks, params.compute, "distill: teachers",
-                                 "run") if pairs else [])}
+                                 "run"))}
     grid = [(view, fold, i, seed) for view in dp.students for fold, i, seed in pairs]
     tasks = [(view, fold, seed, dp, branch_params[view], trials, root, k,
               *targets[fold, seed][:2]) for k, (view, fold, _, seed) in enumerate(grid)]
@@ -67,7 +67,7 @@ def run(params: Params) -> None:
                      "students learn from the labels alone")
         for (view, fold, i, seed), (run_probs, history, checkpoint) in zip(
                 grid, stream("pipeline.distillation:student_run", tasks, params.compute, "distill: students",
-                             "student") if grid else []):
+                             "student")):
             probs[view][fold, i], histories[view][f"fold{fold}_seed{seed}"] = run_probs, history
             (out / view / f"fold{fold}_seed{seed}.pt").write_bytes(checkpoint)
         for view in dp.students:
