@@ -5,9 +5,11 @@ One section's default must never break another (the EEG-only study's command onc
 `distill.students`). Commands with placeholders (`...`, `<key>=<value>`) are prose, not commands.
 
 Each experiment a command makes on the default data then runs: on a copy of the shared tiny
-project (tests/dvc_project.py), `dvc repro --dry` names the stages whose own deps changed, and
-those and every stage that reads them (`dvc dag`) run as DVC runs them (in one process, as the shared build does: a `dvc exp run` per
-command would cost each stage an interpreter start-up). Commands that point at the user's own
+project (tests/dvc_project.py), its final, distill and explain switched as on main (the tiny
+project is a release; main's params, which the commands change, are not), `dvc repro --dry`
+names the stages whose own deps changed, and those and every stage that reads them (`dvc dag`)
+run as DVC runs them (in one process, as the shared build does: a `dvc exp run` per command
+would cost each stage an interpreter start-up). Commands that point at the user's own
 data or cluster (`/path/to/...`, `tcp://...`) are validated only; `dvc exp run` itself (-S,
 --queue, --run-all) is run in tests/integration/test_queue.py and test_experiments.py."""
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from pipeline.params import load_params
 
 from dvc_project import (ROOT, TINY, built_project, copy_project, downstream, merge, named_stage_commands, ran, run,
-                         run_stages)
+                         run_stages, set_params)
 
 
 def shown_commands() -> list[str]:
@@ -100,6 +102,12 @@ def test_the_shown_experiments_include_the_sweep_and_the_cleaning_runs():
     assert ((), True) in EXPERIMENTS  # dvc exp run -f
 
 
+# The tiny project is a release; a shown command changes main's params, where these are off
+RELEASE = ("final", "distill", "explain")
+RELEASE_OFF = {section: {"enabled": yaml.safe_load((ROOT / "params.yaml").read_text())[section]["enabled"]}
+               for section in RELEASE}
+
+
 @pytest.mark.slow
 @pytest.mark.shared_project
 @pytest.mark.parametrize("overrides,force", EXPERIMENTS, ids=[" ".join(o) or ("-f" if f else "") for o, f in EXPERIMENTS])
@@ -107,10 +115,11 @@ def test_a_shown_experiment_runs_on_the_tiny_project(tmp_path_factory, tmp_path,
     from dvc.utils.hydra import apply_overrides
 
     workspace = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    set_params(workspace, RELEASE_OFF)  # as on main's params, which the commands change
     apply_overrides(workspace / "params.yaml", list(overrides))
     changed = ran(run(["dvc", "repro", "--dry", *(["--force"] if force else [])], workspace))
     stale = changed | downstream(workspace, *changed)
-    if not stale:  # the experiment is the committed run (a sweep's default value): DVC reruns nothing
+    if not stale:  # the experiment is the committed run (a release, or a sweep's default value): DVC reruns nothing
         assert overrides and not json.loads(run(["dvc", "status", "--json"], workspace)), overrides
         return
     assert "evaluate" in stale, f"{overrides}: DVC would rerun {sorted(stale)}, not evaluate"
