@@ -168,6 +168,11 @@ def fold_model(name: str, params_path: str) -> Model:
     return Model(fused, trials.classes, with_channels(params, training_channels(params)), stats, seen)
 
 
+# params sections about how a model was trained or evaluated, which predict never reads: a key new
+# there since the model was saved changes nothing it computes, and goes unmentioned
+TRAINING_ONLY = ("split", "baselines", "distill", "final", "explain", "audit")
+
+
 def final_model(rev: str | None, params_path: str) -> Model:
     """models/final/ of the workspace, or of git revision or DVC experiment `rev` read through
     dvc.api. Params keys added since the model was saved take this project's values (a warning
@@ -196,6 +201,7 @@ def final_model(rev: str | None, params_path: str) -> Model:
         meta["params"]["eeg"].setdefault(key, value)
     meta["params"]["eeg"]["artifacts"].setdefault("autoreject", False)
     saved, newer = fill_missing(meta["params"], current)
+    newer = [key for key in newer if key.split(".")[0] not in TRAINING_ONLY]
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
              f"{', '.join(newer)} existed; {params_path}'s values stand in for them")

@@ -276,8 +276,12 @@ def test_final_model_predicts_at_any_revision_and_exports_to_onnx(workspace, tmp
     meta_file = workspace / "models" / "final" / "meta.json"
     saved = meta_file.read_text()
     meta["params"]["compute"].update(backend="dask", scheduler="tcp://127.0.0.1:9")  # nothing listens there
+    # saved before two keys existed: one predict reads (named, this project's value stands in), one it never reads
+    del meta["params"]["mel"]["crop"], meta["params"]["distill"]["enabled"]
     meta_file.write_text(json.dumps(meta))
-    assert "(model final)" in cli(["predict", "data/synthetic/manifest.csv", "--out", str(there)], workspace).output
+    result = cli(["predict", "data/synthetic/manifest.csv", "--out", str(there)], workspace)
+    assert "(model final)" in result.output
+    assert "was saved before params key(s) mel.crop existed;" in result.stderr, result.stderr
     assert there.read_bytes() == here.read_bytes()
     meta_file.write_text(saved)
     said = cli(["predict", "data/synthetic/manifest.csv", "--out", str(there), "--rev", "HEAD"], workspace).output
