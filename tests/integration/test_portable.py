@@ -50,7 +50,7 @@ def test_artifact_cleaning_is_byte_identical_on_a_second_machine(tmp_path_factor
     from dvc_project import set_params
 
     outputs = {}
-    for name, env in (("here", ENV), ("second", {**ENV, **SECOND_MACHINE})):
+    for name, env in (("here", None), ("second", {**ENV, **SECOND_MACHINE})):  # here: in this process
         project = copy_project(built_project(tmp_path_factory), tmp_path / name)
         set_params(project, {"eeg": {"artifacts": {"ica": True, "autoreject": True}}})
         run_stages(project, env, [["python", "-m", "pipeline", "features", "eeg"]])
