@@ -19,9 +19,11 @@ from pipeline.modalities import NAMES
 from pipeline.numerics import PORTABLE_ENV, pin_cpu_dispatch
 from pipeline.params import load_params
 
+# the commands that are no stage of dvc.yaml: run by hand (tests/unit/test_cli.py)
+TOOLS = ("predict", "export", "portable-env", "speech-study", "docs", "profile", "coverage", "compare")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Multimodal (EEG, speech, topology) fusion pipeline; each command but "
-                       "`compare` is a DVC stage.")
+                  help="Multimodal (EEG, speech, topology) fusion pipeline. The commands up to `explain` are "
+                       f"the stages of dvc.yaml (`dvc repro` runs them); {', '.join(TOOLS)} are tools.")
 
 Modality = enum.Enum("Modality", {m: m for m in NAMES}, type=str)
 ParamsOption = typer.Option("params.yaml", "--params", help="params file to validate and use")
