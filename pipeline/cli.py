@@ -1,4 +1,5 @@
-"""Command line: one Typer command per DVC stage (`python -m pipeline --help`).
+"""Command line: one Typer command per DVC stage, then the tools run by hand (`predict`,
+`compare`, ...; `python -m pipeline --help`).
 
 Each command validates params.yaml first, so a bad value stops it before any work, with one
 line naming the key and what is allowed, and exit code 2. The stage's module
@@ -19,11 +20,12 @@ from pipeline.modalities import NAMES
 from pipeline.numerics import PORTABLE_ENV, pin_cpu_dispatch
 from pipeline.params import load_params
 
-# the commands that are no stage of dvc.yaml: run by hand (tests/unit/test_cli.py)
+# the commands that are not stages of dvc.yaml, run by hand (tests/unit/test_cli.py)
 TOOLS = ("predict", "export", "portable-env", "speech-study", "docs", "profile", "coverage", "compare")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multimodal (EEG, speech, topology) fusion pipeline. The commands up to `explain` are "
-                       f"the stages of dvc.yaml (`dvc repro` runs them); {', '.join(TOOLS)} are tools.")
+                       f"the stages of dvc.yaml (`dvc repro` runs them); {', '.join(f'`{t}`' for t in TOOLS)} "
+                       "are tools.")
 
 Modality = enum.Enum("Modality", {m: m for m in NAMES}, type=str)
 ParamsOption = typer.Option("params.yaml", "--params", help="params file to validate and use")

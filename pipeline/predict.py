@@ -168,9 +168,9 @@ def fold_model(name: str, params_path: str) -> Model:
     return Model(fused, trials.classes, with_channels(params, training_channels(params)), stats, seen)
 
 
-# params sections about how a model was trained or evaluated, which predict never reads: a key new
-# there since the model was saved changes nothing it computes, and goes unmentioned
-TRAINING_ONLY = ("split", "baselines", "distill", "final", "explain", "audit")
+# params sections predict never reads (about what else a run trains and evaluates): a key new there
+# since the model was saved changes nothing it computes, and goes unmentioned
+UNREAD_BY_PREDICT = ("baselines", "distill", "final", "explain", "audit")
 
 
 def final_model(rev: str | None, params_path: str) -> Model:
@@ -201,7 +201,7 @@ def final_model(rev: str | None, params_path: str) -> Model:
         meta["params"]["eeg"].setdefault(key, value)
     meta["params"]["eeg"]["artifacts"].setdefault("autoreject", False)
     saved, newer = fill_missing(meta["params"], current)
-    newer = [key for key in newer if key.split(".")[0] not in TRAINING_ONLY]
+    newer = [key for key in newer if key.split(".")[0] not in UNREAD_BY_PREDICT]
     if newer:
         warn(f"predict: the final model{f' at {rev}' if rev else ''} was saved before params key(s) "
              f"{', '.join(newer)} existed; {params_path}'s values stand in for them")

@@ -17,4 +17,3 @@ def test_every_command_is_a_stage_of_dvc_yaml_or_a_listed_tool_as_the_help_says(
     staged = {(s.get("do") or s)["cmd"].split()[3] for s in stages}
     assert staged.isdisjoint(TOOLS) and set(commands) == staged | set(TOOLS), (commands, staged)
     assert commands.index("explain") == len(staged) - 1 and set(commands[:len(staged)]) == staged
-    assert ", ".join(TOOLS) in app.info.help
