@@ -2,6 +2,7 @@
 shared by the end-to-end tests (tests/integration/)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -50,25 +51,33 @@ def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 90
     return out
 
 
+@contextlib.contextmanager
+def in_folder(folder: Path):
+    """`folder` as the current one, and torch's thread count kept, for a command run in this
+    process (a training run and predict set torch's threads from params)."""
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+
+
 def cli(args: list[str], cwd: Path, code: int = 0):
     """`python -m pipeline <args>` run in this process in `cwd` (typer's CliRunner; the result has
     stdout, stderr and exit_code): the libraries a command loads (torch, MNE, librosa, openSMILE)
     and their first-call compilation are paid once per test worker instead of once per call. The
     stage commands, which pin CPU dispatch before numpy loads, still run as DVC runs them."""
-    import torch
     from typer.testing import CliRunner
 
     from pipeline.cli import app
 
-    before, threads = Path.cwd(), torch.get_num_threads()  # predict sets torch's threads from params
-    os.chdir(cwd)
-    try:
-        with warnings.catch_warnings(record=True) as caught:  # a subprocess would print them to stderr
-            warnings.simplefilter("always")
-            result = CliRunner().invoke(app, args, catch_exceptions=False)
-    finally:
-        os.chdir(before)
-        torch.set_num_threads(threads)
+    with in_folder(cwd), warnings.catch_warnings(record=True) as caught:  # a subprocess would print them to stderr
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == code, f"pipeline {' '.join(args)}: exit code {result.exit_code}:\n{result.output[-4000:]}"
     assert code == 0 or not caught, f"pipeline {' '.join(args)} warned besides its error: {caught[0].message}"
     return result
@@ -191,19 +200,12 @@ def run_stages(project: Path, env: dict | None = None, commands: list[list[str]]
         return
     from pipeline.cli import run_stage
 
-    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None  # a run sets torch's
-    before = Path.cwd()
-    os.chdir(project)
-    try:
+    with in_folder(project):
         for command in commands:
             try:
                 run_stage(command[3], "params.yaml", *command[4:])
             except SystemExit as stopped:  # a PipelineError: its one line is in the captured stderr
                 raise AssertionError(f"{' '.join(command)} stopped with exit code {stopped.code}") from None
-    finally:
-        os.chdir(before)
-        if threads is not None:
-            sys.modules["torch"].set_num_threads(threads)
 
 
 def _build(shared: Path) -> None:
